@@ -1,0 +1,145 @@
+// Package state is Arbiter's in-memory session store, built on go-memdb. Objects read from the
+// store are shared and immutable: every change inserts a fresh copy.
+package state
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+)
+
+// Table names.
+const (
+	tableSessions = "sessions"
+	tableUsage    = "session_usage"
+)
+
+// Index names.
+const (
+	indexID      = "id"
+	indexClient  = "client"
+	indexSubject = "subject"
+	indexExpiry  = "expiry"
+)
+
+func schema() *memdb.DBSchema {
+	return &memdb.DBSchema{
+		Tables: map[string]*memdb.TableSchema{
+			tableSessions: sessionsTableSchema(),
+			tableUsage:    usageTableSchema(),
+		},
+	}
+}
+
+// sessionsTableSchema holds a session's lifecycle: who opened it, its status and lifetime. It
+// changes rarely (open, close, revoke, renew), so it can carry the secondary indexes.
+func sessionsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableSessions,
+		Indexes: map[string]*memdb.IndexSchema{
+			// id serves lookups on every decision.
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Session).ID }},
+			},
+			// client serves listing and revoking by client.
+			indexClient: {
+				Name:    indexClient,
+				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Session).ClientID }},
+			},
+			// subject serves listing and revoking by the human a session acts for.
+			indexSubject: {
+				Name:         indexSubject,
+				AllowMissing: true, // a session may act for no named human
+				Indexer:      stringFieldIndex{field: func(o any) string { return o.(*Session).SubjectID }},
+			},
+			// expiry is walked in time order by the reaper.
+			indexExpiry: {
+				Name:    indexExpiry,
+				Indexer: timeFieldIndex{field: func(o any) time.Time { return o.(*Session).ExpiresAt }},
+			},
+		},
+	}
+}
+
+// usageTableSchema holds what a session has done: call counts, history and labels. It changes
+// on every allowed call, so it has only the id index to keep that write cheap.
+func usageTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableUsage,
+		Indexes: map[string]*memdb.IndexSchema{
+			// id serves lookups on every decision.
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Usage).SessionID }},
+			},
+		},
+	}
+}
+
+// stringFieldIndex indexes a string field through a typed accessor rather than memdb's
+// reflection-based StringFieldIndex, because the usage table is written on every allowed call.
+type stringFieldIndex struct {
+	field func(any) string
+}
+
+func (ix stringFieldIndex) FromObject(obj any) (bool, []byte, error) {
+	v := ix.field(obj)
+	if v == "" {
+		return false, nil, nil
+	}
+	return true, terminated(v), nil
+}
+
+func (ix stringFieldIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("string index takes one argument, got %d", len(args))
+	}
+	v, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("string index argument is %T, not string", args[0])
+	}
+	return terminated(v), nil
+}
+
+// terminated appends the NUL that keeps "a" from being a prefix match of "ab".
+func terminated(v string) []byte {
+	b := make([]byte, len(v)+1)
+	copy(b, v)
+	return b
+}
+
+// timeFieldIndex indexes a time as 8 big-endian bytes of Unix nanoseconds, so the radix tree
+// iterates in time order. memdb appends the primary key, so equal times do not collide.
+type timeFieldIndex struct {
+	field func(any) time.Time
+}
+
+func (ix timeFieldIndex) FromObject(obj any) (bool, []byte, error) {
+	return true, encodeTime(ix.field(obj)), nil
+}
+
+func (ix timeFieldIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("time index takes one argument, got %d", len(args))
+	}
+	t, ok := args[0].(time.Time)
+	if !ok {
+		return nil, fmt.Errorf("time index argument is %T, not time.Time", args[0])
+	}
+	return encodeTime(t), nil
+}
+
+func encodeTime(t time.Time) []byte {
+	var b [8]byte
+	n := t.UnixNano()
+	if n < 0 {
+		n = 0
+	}
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	return b[:]
+}

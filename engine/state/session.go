@@ -1,0 +1,187 @@
+package state
+
+import (
+	"errors"
+	"slices"
+	"time"
+)
+
+// Status is where a session is in its life. Expiry is not stored: a session whose ExpiresAt has
+// passed is expired whatever its stored status (see StatusAt).
+type Status string
+
+// Session statuses.
+const (
+	StatusActive          Status = "active"
+	StatusPendingApproval Status = "pending_approval"
+	StatusClosed          Status = "closed"
+	StatusRevoked         Status = "revoked"
+	StatusExpired         Status = "expired"
+)
+
+// Errors returned by the store.
+var (
+	// ErrNotFound means no session has the given id (never opened, or already reaped).
+	ErrNotFound = errors.New("session not found")
+	// ErrNotActive means the session exists but is closed, revoked, expired or pending.
+	ErrNotActive = errors.New("session not active")
+	// ErrExists means a session with the id already exists.
+	ErrExists = errors.New("session already exists")
+)
+
+// Session is a task-scoped grant: its lifecycle and binding. Treat values returned by the store
+// as read-only.
+type Session struct {
+	ID        string
+	Status    Status
+	ClientID  string
+	SubjectID string
+	// Servers the session is bound to; empty means any server.
+	Servers        []string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	Renewals       int
+	EndReason      string
+	EndedAt        time.Time
+	PolicyRevision string
+}
+
+// StatusAt is the session's status at now, with expiry applied.
+func (s *Session) StatusAt(now time.Time) Status {
+	if (s.Status == StatusActive || s.Status == StatusPendingApproval) && !now.Before(s.ExpiresAt) {
+		return StatusExpired
+	}
+	return s.Status
+}
+
+// BoundTo reports whether the session may be used with server.
+func (s *Session) BoundTo(server string) bool {
+	return len(s.Servers) == 0 || slices.Contains(s.Servers, server)
+}
+
+func (s *Session) copy() *Session {
+	c := *s
+	c.Servers = slices.Clone(s.Servers)
+	return &c
+}
+
+// Usage is what a session has done: allowed calls, their history and the labels the policy
+// attached. Treat values returned by the store as read-only; inner maps are shared between
+// versions and replaced, never written, when they change.
+type Usage struct {
+	SessionID string
+	Total     uint64
+	ByServer  map[string]uint64
+	ByTool    map[string]map[string]uint64
+	// Labels is sorted and free of duplicates.
+	Labels []string
+	// History holds the most recent allowed calls, oldest first.
+	History []HistoryEntry
+}
+
+// HistoryEntry is one allowed call.
+type HistoryEntry struct {
+	Server string
+	Tool   string
+	Method string
+	At     time.Time
+}
+
+// Call is an allowed operation to record in a session's usage.
+type Call struct {
+	Server string
+	Tool   string
+	Method string
+	At     time.Time
+	// Labels the policy attached to the call; merged into the session's labels.
+	Labels []string
+}
+
+// with returns a new Usage with call recorded, keeping at most historyLimit history entries.
+func (u *Usage) with(call Call, historyLimit int) *Usage {
+	n := &Usage{SessionID: u.SessionID, Total: u.Total + 1}
+
+	n.ByServer = make(map[string]uint64, len(u.ByServer)+1)
+	for k, v := range u.ByServer {
+		n.ByServer[k] = v
+	}
+	n.ByServer[call.Server]++
+
+	if call.Tool != "" {
+		n.ByTool = make(map[string]map[string]uint64, len(u.ByTool)+1)
+		for k, v := range u.ByTool {
+			n.ByTool[k] = v // shared: replaced below if it is the one that changes
+		}
+		tools := make(map[string]uint64, len(u.ByTool[call.Server])+1)
+		for k, v := range u.ByTool[call.Server] {
+			tools[k] = v
+		}
+		tools[call.Tool]++
+		n.ByTool[call.Server] = tools
+	} else {
+		n.ByTool = u.ByTool
+	}
+
+	n.Labels = mergeLabels(u.Labels, call.Labels)
+
+	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At}
+	if historyLimit > 0 {
+		start := 0
+		if len(u.History) >= historyLimit {
+			start = len(u.History) - historyLimit + 1
+		}
+		n.History = make([]HistoryEntry, 0, len(u.History)-start+1)
+		n.History = append(n.History, u.History[start:]...)
+		n.History = append(n.History, entry)
+	}
+	return n
+}
+
+// mergeLabels returns the sorted union of have (sorted, unique) and add, sharing have when
+// nothing is new.
+func mergeLabels(have, add []string) []string {
+	var fresh []string
+	for _, l := range add {
+		if l == "" {
+			continue
+		}
+		if _, found := slices.BinarySearch(have, l); !found && !slices.Contains(fresh, l) {
+			fresh = append(fresh, l)
+		}
+	}
+	if len(fresh) == 0 {
+		return have
+	}
+	out := make([]string, 0, len(have)+len(fresh))
+	out = append(out, have...)
+	out = append(out, fresh...)
+	slices.Sort(out)
+	return out
+}
+
+// RevokeFilter selects sessions to revoke; every non-empty field must match.
+type RevokeFilter struct {
+	SessionID string
+	ClientID  string
+	SubjectID string
+	// ServerID matches sessions bound to the server and unbound sessions that have called it.
+	ServerID string
+}
+
+// Empty reports whether the filter selects nothing in particular.
+func (f RevokeFilter) Empty() bool {
+	return f.SessionID == "" && f.ClientID == "" && f.SubjectID == "" && f.ServerID == ""
+}
+
+// ListFilter selects sessions to list; empty fields match everything.
+type ListFilter struct {
+	ClientID  string
+	SubjectID string
+	// Status compares against StatusAt(Now).
+	Status Status
+	Now    time.Time
+	// After lists sessions whose id sorts after this one (paging).
+	After string
+	Limit int
+}
+
