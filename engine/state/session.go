@@ -184,4 +184,3 @@ type ListFilter struct {
 	After string
 	Limit int
 }
-

@@ -1,0 +1,57 @@
+// Command arbiter is Arbiter's one binary: the decision service and the tools around it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `arbiter: a policy decision point for the Model Context Protocol
+
+Usage:
+  arbiter serve [flags]                 run the gRPC decision service and the admin listener
+  arbiter eval --input FILE [--policy DIR]
+                                        print the decision for one policy input document
+
+Run "arbiter COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches a command and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr)
+	case "eval":
+		err = evalCmd(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "arbiter: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == errUsage {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "arbiter %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/arbiter-mcp/arbiter/engine/state"
+)
+
+// Config tunes an Engine. Zero values take the defaults noted on each field.
+type Config struct {
+	// Clock returns the time of a decision (default time.Now). Tests inject their own.
+	Clock func() time.Time
+	// EvalTimeout bounds one policy evaluation (default 250ms); a timeout denies.
+	EvalTimeout time.Duration
+	// DefaultSessionTTL is a session's lifetime when the opener asks for none (default 15m).
+	DefaultSessionTTL time.Duration
+	// MaxSessionTTL caps any requested lifetime (default 8h).
+	MaxSessionTTL time.Duration
+	// HistoryLimit is how many recent calls a session keeps for the policy (default 32).
+	HistoryLimit int
+	// Logger receives policy errors and other events (default: discard).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.EvalTimeout <= 0 {
+		c.EvalTimeout = 250 * time.Millisecond
+	}
+	if c.DefaultSessionTTL <= 0 {
+		c.DefaultSessionTTL = 15 * time.Minute
+	}
+	if c.MaxSessionTTL <= 0 {
+		c.MaxSessionTTL = 8 * time.Hour
+	}
+	if c.DefaultSessionTTL > c.MaxSessionTTL {
+		c.DefaultSessionTTL = c.MaxSessionTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// sessionLockStripes is the number of locks decisions within a session serialise on. A
+// decision holds its stripe from reading the session to recording the call, so a budget holds
+// exactly; different sessions rarely share a stripe.
+const sessionLockStripes = 1024
+
+// Engine decides MCP operations. It is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	store  *state.Store
+	policy atomic.Pointer[prepared]
+	seed   maphash.Seed
+	locks  [sessionLockStripes]sync.Mutex
+}
+
+// New compiles p and returns an engine serving it.
+func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
+	cfg.setDefaults()
+	store, err := state.New(state.Config{HistoryLimit: cfg.HistoryLimit})
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, store: store, seed: maphash.MakeSeed()}
+	if err := e.Activate(ctx, p); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Activate compiles p and, only if that succeeds, makes it the policy for every later
+// decision. Decisions already evaluating finish on the previous revision.
+func (e *Engine) Activate(ctx context.Context, p Policy) error {
+	pq, err := compile(ctx, p)
+	if err != nil {
+		return err
+	}
+	e.policy.Store(pq)
+	return nil
+}
+
+// Revision is the active policy's revision.
+func (e *Engine) Revision() string {
+	return e.policy.Load().revision
+}
+
+// Store is the session store, for the reaper and for tests.
+func (e *Engine) Store() *state.Store {
+	return e.store
+}
+
+// Decide decides one operation. On allow within a session, the call is recorded in the session
+// before Decide returns. A non-nil error means the request was invalid or the store failed; in
+// either case the operation must not proceed.
+func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
+	if err := validateRequest(req); err != nil {
+		return Decision{}, err
+	}
+	now := e.cfg.Clock()
+	pq := e.policy.Load()
+	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+
+	var sessTerm *ast.Term
+	if req.SessionID == "" {
+		sessTerm = ast.NullTerm()
+	} else {
+		mu := &e.locks[maphash.String(e.seed, req.SessionID)%sessionLockStripes]
+		mu.Lock()
+		defer mu.Unlock()
+		sess, usage, err := e.store.Get(req.SessionID)
+		if reason, ok := sessionDenial(sess, err, req, now); !ok {
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				return Decision{}, err
+			}
+			return d.deny(reason), nil
+		}
+		sessTerm = sessionTerm(sess, usage, now)
+	}
+
+	base, err := newInputBase(req, sessTerm, now)
+	if err != nil {
+		return Decision{}, err
+	}
+	args, err := objectTerm(req.Operation.Arguments)
+	if err != nil {
+		return Decision{}, &InvalidArgumentError{Field: "operation.arguments", Reason: err.Error()}
+	}
+	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&req.Operation, args)))
+	d = e.decideWith(ctx, pq, input, d)
+
+	if d.Outcome == Allow && req.SessionID != "" {
+		sess, err := e.store.RecordCall(req.SessionID, state.Call{
+			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
+		})
+		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
+			// Revoked, closed or reaped while the policy ran: the revocation wins.
+			reason, _ := sessionDenial(sess, err, req, now)
+			return d.deny(reason), nil
+		}
+		if err != nil {
+			return Decision{}, err
+		}
+	}
+	return d, nil
+}
+
+// decideWith evaluates input on pq and fills d, failing closed on any policy error.
+func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, d Decision) Decision {
+	res, took, err := e.evaluate(ctx, pq, input, d.At)
+	d.Eval = took
+	if err != nil {
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelError, "policy evaluation failed; denying",
+			slog.String("decision_id", d.ID), slog.String("policy_revision", pq.revision), slog.Any("error", err))
+		return d.deny(Reason{Code: ReasonPolicyError, Message: "the policy could not be evaluated; the operation is denied"})
+	}
+	d.Outcome, d.Reasons, d.Labels, d.Obligations, d.Approval = res.outcome, res.reasons, res.labels, res.obligations, res.approval
+	return d
+}
+
+// evaluate runs the prepared query. Any error, an undefined result or a malformed one is an
+// error: the caller denies.
+func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, now time.Time) (policyResult, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.EvalTimeout)
+	defer cancel()
+	start := time.Now()
+	rs, err := pq.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now))
+	took := time.Since(start)
+	if err != nil {
+		return policyResult{}, took, fmt.Errorf("evaluate: %w", err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return policyResult{}, took, fmt.Errorf("%w: the entry point is undefined for this input", errMalformed)
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return policyResult{}, took, fmt.Errorf("%w: unexpected result type %T", errMalformed, rs[0].Expressions[0].Value)
+	}
+	res, err := parseResult(t.Value)
+	return res, took, err
+}
+
+// keepTerm hands evaluation results back as AST terms: the engine reads them directly instead
+// of paying for a conversion to Go maps on every decision.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	return t, nil
+}
+
+// deny returns d turned into a deny for reason. Deny wins: nothing the policy said survives.
+func (d Decision) deny(reason Reason) Decision {
+	d.Outcome = Deny
+	d.Reasons = []Reason{reason}
+	d.Labels, d.Obligations, d.Approval = nil, nil, nil
+	return d
+}
+
+// sessionDenial applies the rules that hold before any policy runs: an unknown, revoked,
+// closed, expired or pending session is denied, as is a session used by another client or
+// subject, or for a server it is not bound to. ok is false when the call must be denied.
+func sessionDenial(sess *state.Session, err error, req *Request, now time.Time) (reason Reason, ok bool) {
+	if err != nil || sess == nil {
+		return Reason{Code: ReasonSessionUnknown, Message: "no session has this id"}, false
+	}
+	if reason, ok := statusDenial(sess.StatusAt(now), sess); !ok {
+		return reason, false
+	}
+	if sess.ClientID != req.Client.ID || sess.SubjectID != req.Subject.ID {
+		return Reason{Code: ReasonSessionMismatch, Message: "the session belongs to another client or subject"}, false
+	}
+	if !sess.BoundTo(req.Server.ID) {
+		return Reason{Code: ReasonSessionServerUnbound, Message: fmt.Sprintf("the session is not bound to server %q", req.Server.ID)}, false
+	}
+	return Reason{}, true
+}
+
+// statusDenial denies every status but active, with the reason a caller is shown.
+func statusDenial(st state.Status, sess *state.Session) (Reason, bool) {
+	switch st {
+	case state.StatusActive:
+		return Reason{}, true
+	case state.StatusRevoked:
+		return Reason{Code: ReasonSessionRevoked, Message: "the session was revoked: " + sess.EndReason}, false
+	case state.StatusClosed:
+		return Reason{Code: ReasonSessionClosed, Message: "the session was closed"}, false
+	case state.StatusExpired:
+		return Reason{Code: ReasonSessionExpired, Message: "the session expired at " + sess.ExpiresAt.UTC().Format(time.RFC3339)}, false
+	case state.StatusPendingApproval:
+		return Reason{Code: ReasonSessionPending, Message: "the session is waiting for approval"}, false
+	default:
+		return Reason{Code: ReasonSessionUnknown, Message: fmt.Sprintf("the session's status %q is not one Arbiter knows", st)}, false
+	}
+}

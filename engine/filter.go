@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/arbiter-mcp/arbiter/engine/state"
+)
+
+// FilterTools decides, for each tool of one server, whether the client may see it: the policy
+// is asked about action "tools/list" with input.operation.tool set to the tool. A tool denied
+// (or whose evaluation fails) is hidden. Session state does not move.
+func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (Filtered, error) {
+	req.Operation = Operation{Method: ActionToolsList}
+	if err := validateRequest(req); err != nil {
+		return Filtered{}, err
+	}
+	if len(tools) > MaxTools {
+		return Filtered{}, invalid("tools", "has %d entries, more than %d", len(tools), MaxTools)
+	}
+	for i := range tools {
+		if tools[i].Name == "" {
+			return Filtered{}, invalid(fmt.Sprintf("tools[%d].name", i), "is required")
+		}
+	}
+	now := e.cfg.Clock()
+	pq := e.policy.Load()
+	out := Filtered{ID: newID("dec_", now), PolicyRevision: pq.revision, Tools: make([]ToolVerdict, len(tools))}
+
+	sessTerm := ast.NullTerm()
+	if req.SessionID != "" {
+		sess, usage, err := e.store.Get(req.SessionID)
+		if reason, ok := sessionDenial(sess, err, req, now); !ok {
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				return Filtered{}, err
+			}
+			for i, t := range tools {
+				out.Tools[i] = ToolVerdict{Name: t.Name, Outcome: Deny, Reasons: []Reason{reason}}
+			}
+			return out, nil
+		}
+		sessTerm = sessionTerm(sess, usage, now)
+	}
+	base, err := newInputBase(req, sessTerm, now)
+	if err != nil {
+		return Filtered{}, err
+	}
+	noArgs := ast.NewTerm(emptyObject)
+	for i := range tools {
+		op := Operation{Method: ActionToolsList, Tool: tools[i].Name, Annotations: tools[i].Annotations, DefinitionHash: tools[i].DefinitionHash}
+		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, noArgs)))
+		d := e.decideWith(ctx, pq, input, Decision{ID: out.ID, At: now})
+		out.Tools[i] = ToolVerdict{Name: tools[i].Name, Outcome: d.Outcome, Reasons: d.Reasons}
+	}
+	return out, nil
+}
+
+// EvaluateInput decides a complete input document, as a policy author writes one, with the
+// rules the engine enforces around the policy: a session that is not active is denied before
+// the policy runs, and any policy error denies. Nothing is recorded.
+func (e *Engine) EvaluateInput(ctx context.Context, input map[string]any) (Decision, error) {
+	now := e.cfg.Clock()
+	pq := e.policy.Load()
+	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+	if _, ok := input["now"]; !ok {
+		input["now"] = now.UTC().Format(time.RFC3339Nano)
+	}
+	if sess, ok := input["session"].(map[string]any); ok {
+		st, _ := sess["status"].(string)
+		end, _ := sess["end_reason"].(string)
+		exp, _ := time.Parse(time.RFC3339, fmt.Sprint(sess["expires_at"]))
+		if reason, ok := statusDenial(state.Status(st), &state.Session{EndReason: end, ExpiresAt: exp}); !ok {
+			return d.deny(reason), nil
+		}
+	}
+	v, err := ast.InterfaceToValue(input)
+	if err != nil {
+		return Decision{}, fmt.Errorf("input is not a JSON document: %w", err)
+	}
+	return e.decideWith(ctx, pq, v, d), nil
+}
+
+// MarshalJSON renders a decision as the eval command and logs show it.
+func (d Decision) MarshalJSON() ([]byte, error) {
+	type approval struct {
+		Scope      string `json:"scope"`
+		TTLSeconds int64  `json:"ttl_seconds"`
+	}
+	out := struct {
+		ID             string         `json:"decision_id"`
+		Result         Outcome        `json:"result"`
+		Reasons        []Reason       `json:"reasons"`
+		Labels         []string       `json:"labels,omitempty"`
+		Obligations    map[string]any `json:"obligations,omitempty"`
+		Approval       *approval      `json:"approval,omitempty"`
+		PolicyRevision string         `json:"policy_revision"`
+		EvalNanos      int64          `json:"eval_ns"`
+	}{ID: d.ID, Result: d.Outcome, Reasons: d.Reasons, Labels: d.Labels, Obligations: d.Obligations,
+		PolicyRevision: d.PolicyRevision, EvalNanos: d.Eval.Nanoseconds()}
+	if out.Reasons == nil {
+		out.Reasons = []Reason{}
+	}
+	if d.Approval != nil {
+		out.Approval = &approval{Scope: d.Approval.Scope, TTLSeconds: int64(d.Approval.TTL.Seconds())}
+	}
+	return json.Marshal(out)
+}

@@ -1,0 +1,31 @@
+package grpcapi
+
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	arbiterv1 "github.com/arbiter-mcp/arbiter/proto/arbiter/v1"
+)
+
+// MaxMessageBytes is the largest request the server reads. Larger messages fail with
+// ResourceExhausted before any field is looked at; the per-field limits are smaller.
+const MaxMessageBytes = 4 << 20
+
+// NewServer returns a gRPC server carrying svc, the standard health service (reporting hs) and
+// server reflection, so grpcurl works against it.
+func NewServer(svc *Service, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, opts...)
+	g := grpc.NewServer(opts...)
+	svc.Register(g)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	return g
+}
+
+// ServiceNames are the health-checked services, besides the server as a whole ("").
+var ServiceNames = []string{
+	arbiterv1.DecisionService_ServiceDesc.ServiceName,
+	arbiterv1.SessionService_ServiceDesc.ServiceName,
+}

@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/arbiter-mcp/arbiter/engine/state"
+)
+
+// Keys of the input document, made once: building the input runs on every decision.
+var (
+	keyAction         = ast.StringTerm("action")
+	keyNow            = ast.StringTerm("now")
+	keyClient         = ast.StringTerm("client")
+	keySubject        = ast.StringTerm("subject")
+	keyServer         = ast.StringTerm("server")
+	keyCredential     = ast.StringTerm("credential")
+	keyOperation      = ast.StringTerm("operation")
+	keyContext        = ast.StringTerm("context")
+	keySession        = ast.StringTerm("session")
+	keySessionRequest = ast.StringTerm("session_request")
+	keyID             = ast.StringTerm("id")
+	keyName           = ast.StringTerm("name")
+	keyVersion        = ast.StringTerm("version")
+	keyTransport      = ast.StringTerm("transport")
+	keyGroups         = ast.StringTerm("groups")
+	keyAttributes     = ast.StringTerm("attributes")
+	keyResource       = ast.StringTerm("resource")
+	keyScopes         = ast.StringTerm("scopes")
+	keyAudience       = ast.StringTerm("audience")
+	keyIssuer         = ast.StringTerm("issuer")
+	keyClientID       = ast.StringTerm("client_id")
+	keyExpiresAt      = ast.StringTerm("expires_at")
+	keyMethod         = ast.StringTerm("method")
+	keyTool           = ast.StringTerm("tool")
+	keyArguments      = ast.StringTerm("arguments")
+	keyAnnotations    = ast.StringTerm("annotations")
+	keyDefinitionHash = ast.StringTerm("definition_hash")
+	keyResourceURI    = ast.StringTerm("resource_uri")
+	keyPromptName     = ast.StringTerm("prompt_name")
+	keyReadOnly       = ast.StringTerm("readOnlyHint")
+	keyDestructive    = ast.StringTerm("destructiveHint")
+	keyIdempotent     = ast.StringTerm("idempotentHint")
+	keyOpenWorld      = ast.StringTerm("openWorldHint")
+	keyStatus         = ast.StringTerm("status")
+	keyCreatedAt      = ast.StringTerm("created_at")
+	keyRenewals       = ast.StringTerm("renewals")
+	keySubjectID      = ast.StringTerm("subject_id")
+	keyServers        = ast.StringTerm("servers")
+	keyCalls          = ast.StringTerm("calls")
+	keyTotal          = ast.StringTerm("total")
+	keyByServer       = ast.StringTerm("by_server")
+	keyByTool         = ast.StringTerm("by_tool")
+	keyLabels         = ast.StringTerm("labels")
+	keyHistory        = ast.StringTerm("history")
+	keyAt             = ast.StringTerm("at")
+	keyTTLSeconds     = ast.StringTerm("ttl_seconds")
+	emptyObject       = ast.NewObject()
+)
+
+// inputBase holds the parts of the input shared by every tool of a FilterTools call.
+type inputBase [][2]*ast.Term
+
+// newInputBase builds everything but the action and the operation.
+func newInputBase(req *Request, sess *ast.Term, now time.Time) (inputBase, error) {
+	ctx, err := objectTerm(req.Context)
+	if err != nil {
+		return nil, &InvalidArgumentError{Field: "context", Reason: err.Error()}
+	}
+	attrs, err := objectTerm(req.Subject.Attributes)
+	if err != nil {
+		return nil, &InvalidArgumentError{Field: "subject.attributes", Reason: err.Error()}
+	}
+	return inputBase{
+		ast.Item(keyNow, timeTerm(now)),
+		ast.Item(keyClient, ast.ObjectTerm(
+			ast.Item(keyID, ast.StringTerm(req.Client.ID)),
+			ast.Item(keyName, ast.StringTerm(req.Client.Name)),
+			ast.Item(keyVersion, ast.StringTerm(req.Client.Version)),
+			ast.Item(keyTransport, ast.StringTerm(req.Client.Transport)),
+		)),
+		ast.Item(keySubject, ast.ObjectTerm(
+			ast.Item(keyID, ast.StringTerm(req.Subject.ID)),
+			ast.Item(keyGroups, stringsTerm(req.Subject.Groups)),
+			ast.Item(keyAttributes, attrs),
+		)),
+		ast.Item(keyServer, serverTerm(req.Server)),
+		ast.Item(keyCredential, ast.ObjectTerm(
+			ast.Item(keyScopes, stringsTerm(req.Credential.Scopes)),
+			ast.Item(keyAudience, stringsTerm(req.Credential.Audience)),
+			ast.Item(keyIssuer, ast.StringTerm(req.Credential.Issuer)),
+			ast.Item(keyClientID, ast.StringTerm(req.Credential.ClientID)),
+			ast.Item(keyExpiresAt, timeTerm(req.Credential.ExpiresAt)),
+		)),
+		ast.Item(keyContext, ctx),
+		ast.Item(keySession, sess),
+	}, nil
+}
+
+// document returns the input document: the base plus the action and extra items.
+func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
+	obj := ast.NewObjectWithCapacity(len(b) + 1 + len(extra))
+	obj.Insert(keyAction, ast.StringTerm(action))
+	for _, it := range b {
+		obj.Insert(it[0], it[1])
+	}
+	for _, it := range extra {
+		obj.Insert(it[0], it[1])
+	}
+	return obj
+}
+
+// operationTerm is input.operation.
+func operationTerm(op *Operation, args *ast.Term) *ast.Term {
+	return ast.ObjectTerm(
+		ast.Item(keyMethod, ast.StringTerm(op.Method)),
+		ast.Item(keyTool, ast.StringTerm(op.Tool)),
+		ast.Item(keyArguments, args),
+		ast.Item(keyAnnotations, annotationsTerm(op.Annotations)),
+		ast.Item(keyDefinitionHash, ast.StringTerm(op.DefinitionHash)),
+		ast.Item(keyResourceURI, ast.StringTerm(op.ResourceURI)),
+		ast.Item(keyPromptName, ast.StringTerm(op.PromptName)),
+	)
+}
+
+// annotationsTerm carries only the hints the server set: absence is meaningful in MCP.
+func annotationsTerm(a Annotations) *ast.Term {
+	obj := ast.NewObjectWithCapacity(4)
+	for _, h := range []struct {
+		key *ast.Term
+		val *bool
+	}{{keyReadOnly, a.ReadOnly}, {keyDestructive, a.Destructive}, {keyIdempotent, a.Idempotent}, {keyOpenWorld, a.OpenWorld}} {
+		if h.val != nil {
+			obj.Insert(h.key, ast.BooleanTerm(*h.val))
+		}
+	}
+	return ast.NewTerm(obj)
+}
+
+func serverTerm(s Server) *ast.Term {
+	return ast.ObjectTerm(
+		ast.Item(keyID, ast.StringTerm(s.ID)),
+		ast.Item(keyResource, ast.StringTerm(s.Resource)),
+		ast.Item(keyTransport, ast.StringTerm(s.Transport)),
+	)
+}
+
+// sessionTerm is input.session: the session as the policy sees it at now.
+func sessionTerm(sess *state.Session, u *state.Usage, now time.Time) *ast.Term {
+	byServer := ast.NewObjectWithCapacity(len(u.ByServer))
+	for srv, n := range u.ByServer {
+		byServer.Insert(ast.StringTerm(srv), ast.UIntNumberTerm(n))
+	}
+	byTool := ast.NewObjectWithCapacity(len(u.ByTool))
+	for srv, tools := range u.ByTool {
+		counts := ast.NewObjectWithCapacity(len(tools))
+		for tool, n := range tools {
+			counts.Insert(ast.StringTerm(tool), ast.UIntNumberTerm(n))
+		}
+		byTool.Insert(ast.StringTerm(srv), ast.NewTerm(counts))
+	}
+	history := make([]*ast.Term, len(u.History))
+	for i, h := range u.History {
+		history[i] = ast.ObjectTerm(
+			ast.Item(keyServer, ast.StringTerm(h.Server)),
+			ast.Item(keyTool, ast.StringTerm(h.Tool)),
+			ast.Item(keyMethod, ast.StringTerm(h.Method)),
+			ast.Item(keyAt, timeTerm(h.At)),
+		)
+	}
+	return ast.ObjectTerm(
+		ast.Item(keyID, ast.StringTerm(sess.ID)),
+		ast.Item(keyStatus, ast.StringTerm(string(sess.StatusAt(now)))),
+		ast.Item(keyCreatedAt, timeTerm(sess.CreatedAt)),
+		ast.Item(keyExpiresAt, timeTerm(sess.ExpiresAt)),
+		ast.Item(keyRenewals, ast.IntNumberTerm(sess.Renewals)),
+		ast.Item(keyClientID, ast.StringTerm(sess.ClientID)),
+		ast.Item(keySubjectID, ast.StringTerm(sess.SubjectID)),
+		ast.Item(keyServers, stringsTerm(sess.Servers)),
+		ast.Item(keyCalls, ast.ObjectTerm(
+			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
+			ast.Item(keyByServer, ast.NewTerm(byServer)),
+			ast.Item(keyByTool, ast.NewTerm(byTool)),
+		)),
+		ast.Item(keyLabels, stringsTerm(u.Labels)),
+		ast.Item(keyHistory, ast.ArrayTerm(history...)),
+	)
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+// timeTerm is an RFC 3339 string, or "" for the zero time.
+func timeTerm(t time.Time) *ast.Term {
+	if t.IsZero() {
+		return ast.StringTerm("")
+	}
+	return ast.StringTerm(t.UTC().Format(time.RFC3339Nano))
+}
+
+// objectTerm converts decoded JSON (nil for none) into an object term.
+func objectTerm(m map[string]any) (*ast.Term, error) {
+	if len(m) == 0 {
+		return ast.NewTerm(emptyObject), nil
+	}
+	v, err := ast.InterfaceToValue(m)
+	if err != nil {
+		return nil, fmt.Errorf("not valid JSON: %w", err)
+	}
+	return ast.NewTerm(v), nil
+}

@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// DefaultEntrypoint is the rule a policy answers decisions with unless it names another.
+const DefaultEntrypoint = "data.mcp.decision"
+
+// Policy is a set of Rego modules and data, ready to compile.
+type Policy struct {
+	// Revision identifies the policy in decisions and the decision log.
+	Revision string
+	// Modules are parsed Rego v1 modules by file name. Test modules are not needed here.
+	Modules map[string]*ast.Module
+	// Data is the base document (data.*).
+	Data map[string]any
+	// Entrypoint is the rule evaluated for a decision; DefaultEntrypoint when empty.
+	Entrypoint string
+}
+
+// LoadPolicyFS loads every *.rego (except *_test.rego) and data file (data.json, data.yaml)
+// under root of fsys with OPA's loader. The revision is name plus a digest of the content, so
+// the same policy always carries the same revision.
+func LoadPolicyFS(fsys fs.FS, root, name string) (Policy, error) {
+	res, err := loader.NewFileLoader().
+		WithFS(fsys).
+		WithRegoVersion(ast.RegoV1).
+		Filtered([]string{root}, func(_ string, info fs.FileInfo, _ int) bool {
+			return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+		})
+	if err != nil {
+		return Policy{}, fmt.Errorf("load policy: %w", err)
+	}
+	p := Policy{Modules: make(map[string]*ast.Module, len(res.Modules)), Data: res.Documents}
+	h := sha256.New()
+	names := make([]string, 0, len(res.Modules))
+	for n := range res.Modules {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		m := res.Modules[n]
+		p.Modules[n] = m.Parsed
+		fmt.Fprintf(h, "%s\x00%d\x00", n, len(m.Raw))
+		h.Write(m.Raw)
+	}
+	data, err := json.Marshal(p.Data) // map keys are sorted: a stable digest
+	if err != nil {
+		return Policy{}, fmt.Errorf("digest policy data: %w", err)
+	}
+	h.Write(data)
+	p.Revision = name + "@" + hex.EncodeToString(h.Sum(nil))[:12]
+	return p, nil
+}
+
+// prepared is a compiled policy revision. It is immutable and swapped as a whole.
+type prepared struct {
+	revision string
+	query    rego.PreparedEvalQuery
+}
+
+// compile compiles p into a prepared query, checking that the entry point is a rule.
+func compile(ctx context.Context, p Policy) (*prepared, error) {
+	if len(p.Modules) == 0 {
+		return nil, fmt.Errorf("policy %q has no Rego modules", p.Revision)
+	}
+	entry := p.Entrypoint
+	if entry == "" {
+		entry = DefaultEntrypoint
+	}
+	ref, err := ast.ParseRef(entry)
+	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
+		return nil, fmt.Errorf("entry point %q is not a ground reference under data", entry)
+	}
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	if compiler.Compile(p.Modules); compiler.Failed() {
+		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+	}
+	if len(compiler.GetRulesForVirtualDocument(ref)) == 0 && len(compiler.GetRulesExact(ref)) == 0 {
+		return nil, fmt.Errorf("entry point %s is not defined by any rule", entry)
+	}
+	data := p.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptReturnASTValuesOnRead(true))
+	q, err := rego.New(
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		rego.GenerateJSON(keepTerm),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare policy: %w", err)
+	}
+	return &prepared{revision: p.Revision, query: q}, nil
+}

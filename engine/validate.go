@@ -1,0 +1,90 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limits on request fields. Larger values are rejected, never truncated.
+const (
+	maxIDBytes     = 1024
+	maxListEntries = 256
+	// MaxTools is how many tools one FilterTools call may carry.
+	MaxTools = 2000
+)
+
+// InvalidArgumentError is a request the engine refuses to decide. Field is the path of the
+// offending field in the request, such as "client.id".
+type InvalidArgumentError struct {
+	Field  string
+	Reason string
+}
+
+func (e *InvalidArgumentError) Error() string {
+	return e.Field + ": " + e.Reason
+}
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidArgumentError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+func validateRequest(req *Request) error {
+	if req.Operation.Method == "" {
+		return invalid("operation.method", "is required")
+	}
+	if err := validateParties(&req.Client, &req.Subject, &req.Credential); err != nil {
+		return err
+	}
+	if err := validateServer("server", &req.Server); err != nil {
+		return err
+	}
+	if len(req.SessionID) > maxIDBytes {
+		return invalid("session_id", "is longer than %d bytes", maxIDBytes)
+	}
+	if len(req.Operation.Method) > maxIDBytes {
+		return invalid("operation.method", "is longer than %d bytes", maxIDBytes)
+	}
+	if len(req.Operation.Tool) > maxIDBytes {
+		return invalid("operation.tool", "is longer than %d bytes", maxIDBytes)
+	}
+	return nil
+}
+
+func validateParties(c *Client, s *Subject, cred *Credential) error {
+	if c.ID == "" {
+		return invalid("client.id", "is required")
+	}
+	if len(c.ID) > maxIDBytes {
+		return invalid("client.id", "is longer than %d bytes", maxIDBytes)
+	}
+	if len(s.ID) > maxIDBytes {
+		return invalid("subject.id", "is longer than %d bytes", maxIDBytes)
+	}
+	if len(s.Groups) > maxListEntries {
+		return invalid("subject.groups", "has %d entries, more than %d", len(s.Groups), maxListEntries)
+	}
+	if len(cred.Scopes) > maxListEntries {
+		return invalid("credential.scopes", "has %d entries, more than %d", len(cred.Scopes), maxListEntries)
+	}
+	if len(cred.Audience) > maxListEntries {
+		return invalid("credential.audience", "has %d entries, more than %d", len(cred.Audience), maxListEntries)
+	}
+	return nil
+}
+
+func validateServer(field string, s *Server) error {
+	if s.ID == "" {
+		return invalid(field+".id", "is required")
+	}
+	if len(s.ID) > maxIDBytes {
+		return invalid(field+".id", "is longer than %d bytes", maxIDBytes)
+	}
+	return nil
+}
+
+func validateTTL(ttl time.Duration) error {
+	if ttl < 0 {
+		return invalid("ttl", "must not be negative")
+	}
+	return nil
+}
