@@ -1,0 +1,463 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+	"github.com/arbiter-mcp/arbiter/engine/state"
+)
+
+// testClock is a settable clock.
+type testClock struct{ now atomic.Pointer[time.Time] }
+
+func newClock() *testClock {
+	c := &testClock{}
+	c.set(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	return c
+}
+func (c *testClock) set(t time.Time)         { c.now.Store(&t) }
+func (c *testClock) advance(d time.Duration) { c.set(c.Now().Add(d)) }
+func (c *testClock) Now() time.Time          { return *c.now.Load() }
+
+// budgetPolicy allows tools/call until the session has made max_calls calls, labels calls to
+// "fetch" as untrusted, requires approval for "delete", and allows session/open.
+const budgetPolicy = `package mcp
+
+default max_calls := 10
+
+max_calls := data.limits.max_calls
+
+calls := object.get(input, ["session", "calls", "total"], 0)
+
+decision := {"result": "deny", "reasons": [{"code": "budget_exhausted", "message": "budget"}]} if {
+	input.action == "tools/call"
+	calls >= max_calls
+} else := {"result": "require_approval", "reasons": [{"code": "destructive_tool", "message": "delete"}], "approval": {"scope": "session", "ttl_seconds": 60}} if {
+	input.operation.tool == "delete"
+} else := {"result": "allow", "reasons": [], "labels": labels} if {
+	labels := {l | input.operation.tool == "fetch"; l := "untrusted_content"}
+}
+`
+
+func policyFrom(t *testing.T, name string, files map[string]string) engine.Policy {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	for n, src := range files {
+		fsys[n] = &fstest.MapFile{Data: []byte(src)}
+	}
+	p, err := engine.LoadPolicyFS(fsys, ".", name)
+	if err != nil {
+		t.Fatalf("load policy: %v", err)
+	}
+	return p
+}
+
+func newEngine(t *testing.T, clock *testClock, files map[string]string) *engine.Engine {
+	t.Helper()
+	cfg := engine.Config{HistoryLimit: 3}
+	if clock != nil {
+		cfg.Clock = clock.Now
+	}
+	e, err := engine.New(context.Background(), cfg, policyFrom(t, "test", files))
+	if err != nil {
+		t.Fatalf("new engine: %v", err)
+	}
+	return e
+}
+
+func call(session, tool string) *engine.Request {
+	return &engine.Request{
+		SessionID: session,
+		Client:    engine.Client{ID: "client-1"},
+		Subject:   engine.Subject{ID: "alice"},
+		Server:    engine.Server{ID: "fs"},
+		Operation: engine.Operation{Method: "tools/call", Tool: tool, Arguments: map[string]any{"path": "/tmp"}},
+	}
+}
+
+func openSession(t *testing.T, e *engine.Engine, servers ...string) string {
+	t.Helper()
+	req := &engine.OpenRequest{Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}}
+	for _, s := range servers {
+		req.Servers = append(req.Servers, engine.Server{ID: s})
+	}
+	d, info, err := e.OpenSession(context.Background(), req)
+	if err != nil || d.Outcome != engine.Allow || info == nil {
+		t.Fatalf("open session: %+v %v", d, err)
+	}
+	return info.Session.ID
+}
+
+func mustDecide(t *testing.T, e *engine.Engine, req *engine.Request) engine.Decision {
+	t.Helper()
+	d, err := e.Decide(context.Background(), req)
+	if err != nil {
+		t.Fatalf("decide: %v", err)
+	}
+	if d.ID == "" || d.PolicyRevision == "" {
+		t.Fatalf("decision lacks id or revision: %+v", d)
+	}
+	return d
+}
+
+func wantOutcome(t *testing.T, d engine.Decision, want engine.Outcome, code string) {
+	t.Helper()
+	if d.Outcome != want {
+		t.Fatalf("outcome %s, want %s (reasons %+v)", d.Outcome, want, d.Reasons)
+	}
+	if code == "" {
+		return
+	}
+	for _, r := range d.Reasons {
+		if r.Code == code {
+			return
+		}
+	}
+	t.Fatalf("reasons %+v lack code %q", d.Reasons, code)
+}
+
+func TestAllowRecordsCallsHistoryAndLabels(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": budgetPolicy})
+	id := openSession(t, e)
+	for _, tool := range []string{"read", "fetch", "read", "write"} {
+		wantOutcome(t, mustDecide(t, e, call(id, tool)), engine.Allow, "")
+	}
+	info, err := e.GetSession(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := info.Usage
+	if u.Total != 4 || u.ByServer["fs"] != 4 || u.ByTool["fs"]["read"] != 2 || u.ByTool["fs"]["fetch"] != 1 {
+		t.Errorf("usage counts wrong: %+v", u)
+	}
+	if len(u.History) != 3 || u.History[0].Tool != "fetch" || u.History[2].Tool != "write" {
+		t.Errorf("history should keep the last 3 calls oldest first, got %+v", u.History)
+	}
+	if len(u.Labels) != 1 || u.Labels[0] != "untrusted_content" {
+		t.Errorf("labels %v, want [untrusted_content]", u.Labels)
+	}
+}
+
+func TestNonAllowChangesNothing(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": budgetPolicy})
+	id := openSession(t, e)
+	d := mustDecide(t, e, call(id, "delete"))
+	wantOutcome(t, d, engine.RequireApproval, "destructive_tool")
+	if d.Approval == nil || d.Approval.Scope != "session" || d.Approval.TTL != time.Minute {
+		t.Errorf("approval request %+v, want scope session, ttl 1m", d.Approval)
+	}
+	info, _ := e.GetSession(id)
+	if info.Usage.Total != 0 || len(info.Usage.History) != 0 {
+		t.Errorf("a require_approval decision changed the session: %+v", info.Usage)
+	}
+}
+
+func TestBudgetHoldsExactlyUnderConcurrency(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": budgetPolicy, "data.json": `{"limits": {"max_calls": 10}}`})
+	id := openSession(t, e)
+	var allowed, denied atomic.Int64
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			d, err := e.Decide(context.Background(), call(id, "read"))
+			switch {
+			case err != nil:
+				t.Error(err)
+			case d.Outcome == engine.Allow:
+				allowed.Add(1)
+			case d.Outcome == engine.Deny && d.Reasons[0].Code == "budget_exhausted":
+				denied.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if allowed.Load() != 10 || denied.Load() != 90 {
+		t.Fatalf("allowed %d, denied %d; want exactly 10 and 90", allowed.Load(), denied.Load())
+	}
+	info, _ := e.GetSession(id)
+	if info.Usage.Total != 10 {
+		t.Fatalf("session recorded %d calls, want 10", info.Usage.Total)
+	}
+}
+
+func TestSessionRulesDenyBeforePolicy(t *testing.T) {
+	clock := newClock()
+	// A policy that allows everything: every deny below comes from the engine's own rules.
+	e := newEngine(t, clock, map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\"}\n"})
+	revoked := openSession(t, e)
+	if ids, err := e.RevokeSessions(state.RevokeFilter{SessionID: revoked}, "incident 42"); err != nil || len(ids) != 1 {
+		t.Fatalf("revoke: %v %v", ids, err)
+	}
+	closed := openSession(t, e)
+	if _, err := e.CloseSession(closed, "task done"); err != nil {
+		t.Fatal(err)
+	}
+	bound := openSession(t, e, "github")
+	active := openSession(t, e)
+
+	otherClient := call(active, "read")
+	otherClient.Client.ID = "client-2"
+	otherSubject := call(active, "read")
+	otherSubject.Subject.ID = "mallory"
+
+	for _, tc := range []struct {
+		name string
+		req  *engine.Request
+		code string
+	}{
+		{"unknown", call("ses_nope", "read"), engine.ReasonSessionUnknown},
+		{"revoked", call(revoked, "read"), engine.ReasonSessionRevoked},
+		{"closed", call(closed, "read"), engine.ReasonSessionClosed},
+		{"other client", otherClient, engine.ReasonSessionMismatch},
+		{"other subject", otherSubject, engine.ReasonSessionMismatch},
+		{"unbound server", call(bound, "read"), engine.ReasonSessionServerUnbound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantOutcome(t, mustDecide(t, e, tc.req), engine.Deny, tc.code)
+		})
+	}
+
+	wantOutcome(t, mustDecide(t, e, call(active, "read")), engine.Allow, "")
+	clock.advance(15*time.Minute + time.Second)
+	wantOutcome(t, mustDecide(t, e, call(active, "read")), engine.Deny, engine.ReasonSessionExpired)
+
+	if _, err := e.CloseSession(revoked, "again"); !errors.Is(err, engine.ErrSessionEnded) {
+		t.Errorf("closing a revoked session: %v, want ErrSessionEnded", err)
+	}
+	if _, err := e.RevokeSessions(state.RevokeFilter{}, "all"); err == nil {
+		t.Error("a revoke without selector must be refused")
+	}
+}
+
+func TestFailClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  string
+	}{
+		{"runtime error", "package mcp\n\ndecision := {\"result\": \"allow\", \"n\": 1 / 0}\n"},
+		{"conflict", "package mcp\n\ndecision := {\"result\": \"allow\"} if true\n\ndecision := {\"result\": \"deny\"} if input.action\n"},
+		{"undefined", "package mcp\n\ndecision := {\"result\": \"allow\"} if input.action == \"never\"\n"},
+		{"not an object", "package mcp\n\ndecision := \"allow\"\n"},
+		{"unknown result", "package mcp\n\ndecision := {\"result\": \"maybe\"}\n"},
+		{"reasons not a list", "package mcp\n\ndecision := {\"result\": \"allow\", \"reasons\": \"x\"}\n"},
+		{"reason without code", "package mcp\n\ndecision := {\"result\": \"allow\", \"reasons\": [{\"message\": \"x\"}]}\n"},
+		{"labels not strings", "package mcp\n\ndecision := {\"result\": \"allow\", \"labels\": [1]}\n"},
+		{"bad approval scope", "package mcp\n\ndecision := {\"result\": \"require_approval\", \"approval\": {\"scope\": \"forever\"}}\n"},
+		{"bad approval ttl", "package mcp\n\ndecision := {\"result\": \"require_approval\", \"approval\": {\"ttl_seconds\": -1}}\n"},
+		{"timeout", "package mcp\n\ndecision := {\"result\": \"allow\", \"n\": count([x | some x in numbers.range(1, 100000000)])}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 50 * time.Millisecond}, policyFrom(t, "bad", map[string]string{"p.rego": tc.src}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := mustDecide(t, e, call("", "read"))
+			wantOutcome(t, d, engine.Deny, engine.ReasonPolicyError)
+			if len(d.Reasons) != 1 {
+				t.Errorf("policy error must be the only reason, got %+v", d.Reasons)
+			}
+		})
+	}
+}
+
+func TestActivate(t *testing.T) {
+	e := newEngine(t, nil, map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\"}\n"})
+	old := e.Revision()
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"syntax error", map[string]string{"p.rego": "package mcp\n\ndecision := {"}, "p.rego:3"},
+		{"v0 syntax", map[string]string{"p.rego": "package mcp\n\ndecision = {\"result\": \"allow\"} { true }\n"}, "p.rego"},
+		{"no entry point", map[string]string{"p.rego": "package other\n\nx := 1\n"}, "entry point data.mcp.decision is not defined"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := fstest.MapFS{}
+			for n, src := range tc.files {
+				fsys[n] = &fstest.MapFile{Data: []byte(src)}
+			}
+			p, err := engine.LoadPolicyFS(fsys, ".", "bad")
+			if err == nil {
+				err = e.Activate(context.Background(), p)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+			if e.Revision() != old {
+				t.Fatalf("a rejected policy changed the revision to %s", e.Revision())
+			}
+		})
+	}
+	next := policyFrom(t, "next", map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"deny\", \"reasons\": [{\"code\": \"closed\"}]}\n"})
+	if err := e.Activate(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	d := mustDecide(t, e, call("", "read"))
+	wantOutcome(t, d, engine.Deny, "closed")
+	if d.PolicyRevision != next.Revision || next.Revision == old {
+		t.Errorf("decision revision %s, want the new %s", d.PolicyRevision, next.Revision)
+	}
+}
+
+func TestLoadPolicyFSRevisionAndTests(t *testing.T) {
+	files := map[string]string{
+		"p.rego":      "package mcp\n\ndecision := {\"result\": \"allow\"}\n",
+		"p_test.rego": "package mcp_test\n\ntest_x if true\n",
+		"data.json":   `{"limits": {"max_calls": 3}}`,
+	}
+	a := policyFrom(t, "x", files)
+	b := policyFrom(t, "x", files)
+	if a.Revision != b.Revision {
+		t.Errorf("same content, different revisions %s and %s", a.Revision, b.Revision)
+	}
+	if _, ok := a.Modules["p_test.rego"]; ok || len(a.Modules) != 1 {
+		t.Errorf("test modules must not be part of the decision policy: %v", a.Modules)
+	}
+	files["data.json"] = `{"limits": {"max_calls": 4}}`
+	if c := policyFrom(t, "x", files); c.Revision == a.Revision {
+		t.Error("changing data must change the revision")
+	}
+}
+
+// echoPolicy returns the input document as an obligation, so tests can read what the policy saw.
+const echoPolicy = "package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"input\": input}}\n"
+
+func TestInputDocument(t *testing.T) {
+	clock := newClock()
+	e := newEngine(t, clock, map[string]string{"p.rego": echoPolicy})
+	id := openSession(t, e, "fs")
+	mustDecide(t, e, call(id, "read"))
+	yes := true
+	req := call(id, "write")
+	req.Client.Transport = "remote"
+	req.Subject.Groups = []string{"eng"}
+	req.Credential = engine.Credential{Scopes: []string{"files:write"}, Audience: []string{"https://fs"}}
+	req.Operation.Annotations.Destructive = &yes
+	req.Context = map[string]any{"trace": "abc"}
+	d := mustDecide(t, e, req)
+
+	in := d.Obligations["input"].(map[string]any)
+	get := func(path ...string) any {
+		var v any = in
+		for _, p := range path {
+			v = v.(map[string]any)[p]
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		path []string
+		want string
+	}{
+		{[]string{"action"}, "tools/call"},
+		{[]string{"now"}, "2026-11-26T12:00:00Z"},
+		{[]string{"client", "id"}, "client-1"},
+		{[]string{"client", "transport"}, "remote"},
+		{[]string{"subject", "id"}, "alice"},
+		{[]string{"server", "id"}, "fs"},
+		{[]string{"operation", "tool"}, "write"},
+		{[]string{"operation", "arguments", "path"}, "/tmp"},
+		{[]string{"operation", "annotations", "destructiveHint"}, "true"},
+		{[]string{"context", "trace"}, "abc"},
+		{[]string{"session", "id"}, id},
+		{[]string{"session", "status"}, "active"},
+		{[]string{"session", "client_id"}, "client-1"},
+		{[]string{"session", "calls", "total"}, "1"},
+		{[]string{"session", "calls", "by_tool", "fs", "read"}, "1"},
+		{[]string{"session", "expires_at"}, "2026-11-26T12:15:00Z"},
+	} {
+		if got := fmt.Sprint(get(tc.path...)); got != tc.want {
+			t.Errorf("input.%v = %s, want %s", tc.path, got, tc.want)
+		}
+	}
+	if _, ok := get("operation", "annotations").(map[string]any)["readOnlyHint"]; ok {
+		t.Error("an annotation the server did not set must be absent, not false")
+	}
+	if h := get("session", "history").([]any); len(h) != 1 || h[0].(map[string]any)["tool"] != "read" {
+		t.Errorf("history %v, want the one earlier read", h)
+	}
+
+	// Outside a session, input.session is null.
+	d = mustDecide(t, e, call("", "read"))
+	if v, ok := d.Obligations["input"].(map[string]any)["session"]; !ok || v != nil {
+		t.Errorf("input.session = %v (present %v), want null", v, ok)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	e := newEngine(t, nil, map[string]string{"p.rego": budgetPolicy})
+	id := openSession(t, e)
+	for _, tc := range []struct {
+		field string
+		edit  func(r *engine.Request)
+	}{
+		{"client.id", func(r *engine.Request) { r.Client.ID = "" }},
+		{"server.id", func(r *engine.Request) { r.Server.ID = "" }},
+		{"operation.method", func(r *engine.Request) { r.Operation.Method = "" }},
+		{"operation.arguments", func(r *engine.Request) { r.Operation.Arguments = map[string]any{"f": func() {}} }},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			req := call(id, "read")
+			tc.edit(req)
+			_, err := e.Decide(context.Background(), req)
+			var inv *engine.InvalidArgumentError
+			if !errors.As(err, &inv) || inv.Field != tc.field {
+				t.Fatalf("error %v, want an InvalidArgumentError on %s", err, tc.field)
+			}
+		})
+	}
+	if info, _ := e.GetSession(id); info.Usage.Total != 0 {
+		t.Errorf("invalid requests changed the session: %+v", info.Usage)
+	}
+}
+
+func TestFilterTools(t *testing.T) {
+	src := `package mcp
+
+decision := {"result": "deny", "reasons": [{"code": "tool_unknown"}]} if {
+	input.action == "tools/list"
+	not input.operation.tool in {"read", "delete"}
+} else := {"result": "require_approval"} if {
+	input.operation.tool == "delete"
+} else := {"result": "allow"}
+`
+	e := newEngine(t, nil, map[string]string{"p.rego": src})
+	id := openSession(t, e)
+	req := call(id, "")
+	f, err := e.FilterTools(context.Background(), req, []engine.Tool{{Name: "read"}, {Name: "evil"}, {Name: "delete"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []engine.Outcome{engine.Allow, engine.Deny, engine.RequireApproval}
+	for i, v := range f.Tools {
+		if v.Outcome != want[i] {
+			t.Errorf("tool %s: %s, want %s", v.Name, v.Outcome, want[i])
+		}
+	}
+	if info, _ := e.GetSession(id); info.Usage.Total != 0 {
+		t.Error("FilterTools must not move session state")
+	}
+	if _, err := e.FilterTools(context.Background(), call(id, ""), []engine.Tool{{Name: ""}}); err == nil {
+		t.Error("a tool without a name must be refused")
+	}
+}
+
+func TestEvaluateInput(t *testing.T) {
+	e := newEngine(t, nil, map[string]string{"p.rego": budgetPolicy})
+	ctx := context.Background()
+	d, err := e.EvaluateInput(ctx, map[string]any{"action": "tools/call", "operation": map[string]any{"tool": "delete"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, d, engine.RequireApproval, "destructive_tool")
+	d, _ = e.EvaluateInput(ctx, map[string]any{"action": "tools/call", "session": map[string]any{"status": "revoked"}})
+	wantOutcome(t, d, engine.Deny, engine.ReasonSessionRevoked)
+}

@@ -1,0 +1,183 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := New(Config{HistoryLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func open(t *testing.T, s *Store, id, client, subject string, ttl time.Duration, servers ...string) {
+	t.Helper()
+	err := s.Open(&Session{ID: id, Status: StatusActive, ClientID: client, SubjectID: subject, Servers: servers, CreatedAt: t0, ExpiresAt: t0.Add(ttl)})
+	if err != nil {
+		t.Fatalf("open %s: %v", id, err)
+	}
+}
+
+func TestOpenRefusesDuplicateID(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	if err := s.Open(&Session{ID: "a", ClientID: "c", ExpiresAt: t0}); err != ErrExists {
+		t.Fatalf("second open with the same id: %v, want ErrExists", err)
+	}
+}
+
+func TestRecordCallCopiesOnWrite(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	if _, err := s.RecordCall("a", Call{Server: "fs", Tool: "read", At: t0, Labels: []string{"private_data"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, before, _ := s.Get("a")
+	for i, tool := range []string{"read", "write", "read"} {
+		if _, err := s.RecordCall("a", Call{Server: "fs", Tool: tool, At: t0.Add(time.Duration(i+1) * time.Second), Labels: []string{"untrusted_content", "private_data"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if before.Total != 1 || before.ByTool["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
+		t.Fatalf("a usage read earlier was changed in place: %+v", before)
+	}
+	_, after, _ := s.Get("a")
+	if after.Total != 4 || after.ByTool["fs"]["read"] != 3 || after.ByTool["fs"]["write"] != 1 || after.ByServer["fs"] != 4 {
+		t.Errorf("counts %+v", after)
+	}
+	if len(after.History) != 2 || after.History[0].Tool != "write" || after.History[1].Tool != "read" {
+		t.Errorf("history %+v, want the last two calls, oldest first", after.History)
+	}
+	if !slices.Equal(after.Labels, []string{"private_data", "untrusted_content"}) {
+		t.Errorf("labels %v", after.Labels)
+	}
+}
+
+func TestRecordCallRefusesEndedSessions(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "revoked", "c", "u", time.Hour)
+	open(t, s, "expired", "c", "u", time.Minute)
+	if _, err := s.Revoke(RevokeFilter{SessionID: "revoked"}, "r", t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id   string
+		at   time.Time
+		want error
+	}{
+		{"revoked", t0, ErrNotActive},
+		{"expired", t0.Add(time.Minute), ErrNotActive},
+		{"missing", t0, ErrNotFound},
+	} {
+		if _, err := s.RecordCall(tc.id, Call{Server: "fs", At: tc.at}); err != tc.want {
+			t.Errorf("%s: %v, want %v", tc.id, err, tc.want)
+		}
+	}
+}
+
+func TestRevokeSelectors(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a1", "client-a", "alice", time.Hour, "github")
+	open(t, s, "a2", "client-a", "bob", time.Hour)
+	open(t, s, "b1", "client-b", "alice", time.Hour)
+	open(t, s, "b2", "client-b", "bob", time.Hour, "fs")
+	if _, err := s.RecordCall("a2", Call{Server: "github", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f    RevokeFilter
+		want []string
+	}{
+		// by server: bound to it, or unbound and has called it.
+		{RevokeFilter{ServerID: "github"}, []string{"a1", "a2"}},
+		{RevokeFilter{ClientID: "client-b", SubjectID: "alice"}, []string{"b1"}},
+		{RevokeFilter{SubjectID: "bob"}, []string{"b2"}}, // a2 already revoked
+		{RevokeFilter{SessionID: "nope"}, nil},
+	} {
+		got, err := s.Revoke(tc.f, "test", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("revoke %+v = %v, want %v", tc.f, got, tc.want)
+		}
+	}
+	if _, err := s.Revoke(RevokeFilter{}, "all", t0); err == nil {
+		t.Error("revoke with no selector must fail")
+	}
+}
+
+func TestListPages(t *testing.T) {
+	s := newStore(t)
+	for i := range 5 {
+		open(t, s, fmt.Sprintf("s%d", i), "c", "u", time.Hour)
+	}
+	open(t, s, "x", "other", "u", time.Hour)
+	var got []string
+	after := ""
+	for {
+		page, more, err := s.List(ListFilter{ClientID: "c", After: after, Limit: 2, Now: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range page {
+			got = append(got, p.ID)
+		}
+		if !more {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	if !slices.Equal(got, []string{"s0", "s1", "s2", "s3", "s4"}) {
+		t.Errorf("pages gave %v", got)
+	}
+	if _, err := s.Revoke(RevokeFilter{SessionID: "s1"}, "r", t0); err != nil {
+		t.Fatal(err)
+	}
+	page, _, _ := s.List(ListFilter{Status: StatusRevoked, Now: t0})
+	if len(page) != 1 || page[0].ID != "s1" {
+		t.Errorf("status filter gave %v", page)
+	}
+}
+
+func TestReapWalksExpiryInOrder(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "short", "c", "u", time.Minute)
+	open(t, s, "mid", "c", "u", time.Hour)
+	open(t, s, "long", "c", "u", 2*time.Hour)
+	n, err := s.Reap(t0.Add(time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("reaped %d (%v), want 2", n, err)
+	}
+	if _, _, err := s.Get("mid"); err != ErrNotFound {
+		t.Errorf("mid should be gone: %v", err)
+	}
+	if _, _, err := s.Get("long"); err != nil {
+		t.Errorf("long should remain: %v", err)
+	}
+	if s.Count() != 1 {
+		t.Errorf("count %d, want 1", s.Count())
+	}
+}
+
+func TestRunReaperStopsWithContext(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.RunReaper(ctx, time.Hour, 0, time.Now, nil)
+		close(done)
+	}()
+	cancel()
+	<-done // the test times out if the reaper ignores its context
+}
