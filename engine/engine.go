@@ -167,6 +167,9 @@ func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, 
 		return d.deny(Reason{Code: ReasonPolicyError, Message: "the policy could not be evaluated; the operation is denied"})
 	}
 	d.Outcome, d.Reasons, d.Labels, d.Obligations, d.Approval = res.outcome, res.reasons, res.labels, res.obligations, res.approval
+	if d.Outcome == Deny {
+		d.Labels = nil // labels describe an operation that happens; a denied one does not
+	}
 	return d
 }
 

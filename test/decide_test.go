@@ -1,0 +1,278 @@
+package test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+	arbiterv1 "github.com/arbiter-mcp/arbiter/proto/arbiter/v1"
+)
+
+func TestDecideOutcomes(t *testing.T) {
+	svc := start(t, defaultPolicy(t, nil))
+	sess := svc.open(t)
+
+	t.Run("allow read-only tool", func(t *testing.T) {
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_ALLOW)
+	})
+	t.Run("deny tool outside the catalog", func(t *testing.T) {
+		wantDecision(t, svc.decide(t, toolCall(sess, "exfiltrate")), arbiterv1.Decision_DECISION_DENY, "tool_unknown")
+	})
+	t.Run("deny server outside the catalog", func(t *testing.T) {
+		req := toolCall(sess, "read_file")
+		req.Server = &arbiterv1.Server{Id: "shadow-server"}
+		wantDecision(t, svc.decide(t, req), arbiterv1.Decision_DECISION_DENY, "server_unknown")
+	})
+	t.Run("require approval for a destructive tool", func(t *testing.T) {
+		wantDecision(t, svc.decide(t, toolCall(sess, "delete_file")), arbiterv1.Decision_DECISION_REQUIRE_APPROVAL, "destructive_tool")
+	})
+	t.Run("remote server with its own audience", func(t *testing.T) {
+		req := toolCall(sess, "search_issues")
+		req.Server, req.Credential = githubServer, githubToken
+		wantDecision(t, svc.decide(t, req), arbiterv1.Decision_DECISION_ALLOW)
+	})
+	t.Run("deny a token minted for another server", func(t *testing.T) {
+		req := toolCall(sess, "search_issues")
+		req.Server = githubServer
+		req.Credential = &arbiterv1.Credential{Audience: []string{"https://mcp.slack.example.com"}}
+		wantDecision(t, svc.decide(t, req), arbiterv1.Decision_DECISION_DENY, "audience_mismatch")
+	})
+	t.Run("Struct arguments work like raw JSON", func(t *testing.T) {
+		args, _ := structpb.NewStruct(map[string]any{"path": "/tmp/x"})
+		req := toolCall(sess, "read_file")
+		req.Operation.Args = &arbiterv1.Operation_Arguments{Arguments: args}
+		wantDecision(t, svc.decide(t, req), arbiterv1.Decision_DECISION_ALLOW)
+	})
+
+	got, err := svc.sessions.GetSession(context.Background(), &arbiterv1.GetSessionRequest{SessionId: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// read_file twice and search_issues once were allowed; nothing else may have moved the session.
+	if s := got.GetSession(); s.GetCallsTotal() != 3 || s.GetCallsByTool()["filesystem"].GetTools()["read_file"] != 2 ||
+		len(s.GetHistory()) != 3 || !containsString(s.GetLabels(), "private_data") {
+		t.Errorf("session after the calls: %v", s)
+	}
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSessionLifecycleDenials(t *testing.T) {
+	svc := start(t, defaultPolicy(t, nil))
+	ctx := context.Background()
+
+	t.Run("unknown session", func(t *testing.T) {
+		wantDecision(t, svc.decide(t, toolCall("ses_doesnotexist", "read_file")), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionUnknown)
+	})
+
+	t.Run("revoked session, from the very next call", func(t *testing.T) {
+		sess := svc.open(t)
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_ALLOW)
+		resp, err := svc.sessions.RevokeSessions(ctx, &arbiterv1.RevokeSessionsRequest{SessionId: sess, Reason: "laptop stolen"})
+		if err != nil || len(resp.GetSessionIds()) != 1 {
+			t.Fatalf("revoke: %v %v", resp, err)
+		}
+		d := svc.decide(t, toolCall(sess, "read_file"))
+		wantDecision(t, d, arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionRevoked)
+		if !strings.Contains(d.GetReasons()[0].GetMessage(), "laptop stolen") {
+			t.Errorf("the revocation reason should reach the gateway: %v", d.GetReasons())
+		}
+		if _, err := svc.sessions.CloseSession(ctx, &arbiterv1.CloseSessionRequest{SessionId: sess}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("closing a revoked session: %v, want FailedPrecondition", err)
+		}
+		got, _ := svc.sessions.GetSession(ctx, &arbiterv1.GetSessionRequest{SessionId: sess})
+		if got.GetSession().GetStatus() != arbiterv1.SessionStatus_SESSION_STATUS_REVOKED {
+			t.Errorf("a revoked session must stay revoked, got %v", got.GetSession().GetStatus())
+		}
+	})
+
+	t.Run("revoke by subject", func(t *testing.T) {
+		a, b := svc.open(t), svc.open(t)
+		resp, err := svc.sessions.RevokeSessions(ctx, &arbiterv1.RevokeSessionsRequest{SubjectId: alice.GetId(), Reason: "offboarded"})
+		if err != nil || len(resp.GetSessionIds()) < 2 {
+			t.Fatalf("revoke by subject: %v %v", resp, err)
+		}
+		for _, id := range []string{a, b} {
+			wantDecision(t, svc.decide(t, toolCall(id, "read_file")), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionRevoked)
+		}
+	})
+
+	t.Run("closed session", func(t *testing.T) {
+		sess := svc.open(t)
+		if _, err := svc.sessions.CloseSession(ctx, &arbiterv1.CloseSessionRequest{SessionId: sess, Reason: "task done"}); err != nil {
+			t.Fatal(err)
+		}
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionClosed)
+	})
+
+	t.Run("expired session", func(t *testing.T) {
+		resp, err := svc.sessions.OpenSession(ctx, &arbiterv1.OpenSessionRequest{Client: agent, Subject: alice, Ttl: durationpb.New(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess := resp.GetSession().GetId()
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_ALLOW)
+		svc.clock.advance(time.Minute)
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionExpired)
+	})
+
+	t.Run("session used by another client", func(t *testing.T) {
+		sess := svc.open(t)
+		req := toolCall(sess, "read_file")
+		req.Client = &arbiterv1.Client{Id: "rogue-agent"}
+		wantDecision(t, svc.decide(t, req), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionMismatch)
+	})
+
+	t.Run("session bound to other servers", func(t *testing.T) {
+		sess := svc.open(t, githubServer)
+		wantDecision(t, svc.decide(t, toolCall(sess, "read_file")), arbiterv1.Decision_DECISION_DENY, engine.ReasonSessionServerUnbound)
+	})
+
+	t.Run("opening a session on an unknown server is denied", func(t *testing.T) {
+		resp, err := svc.sessions.OpenSession(ctx, &arbiterv1.OpenSessionRequest{Client: agent, Subject: alice, Servers: []*arbiterv1.Server{{Id: "shadow"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetDecision() != arbiterv1.Decision_DECISION_DENY || resp.GetSession() != nil {
+			t.Errorf("open on an unknown server: %v", resp)
+		}
+	})
+}
+
+func TestPolicyErrorsFailClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  string
+	}{
+		{"evaluation error", "package mcp\n\ndecision := {\"result\": \"allow\"} if true\n\ndecision := {\"result\": \"deny\"} if input.action\n"},
+		{"garbage result", "package mcp\n\ndecision := [\"allow\"]\n"},
+		{"unknown outcome", "package mcp\n\ndecision := {\"result\": \"yes\"}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := engine.LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte(tc.src)}}, ".", "broken")
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc := start(t, p)
+			d := svc.decide(t, toolCall("", "read_file"))
+			wantDecision(t, d, arbiterv1.Decision_DECISION_DENY, engine.ReasonPolicyError)
+			if strings.Contains(d.GetReasons()[0].GetMessage(), "conflict") || strings.Contains(d.GetReasons()[0].GetMessage(), "yes") {
+				t.Errorf("the policy's internals leaked to the caller: %v", d.GetReasons())
+			}
+		})
+	}
+}
+
+func TestBudgetOfTenUnderHundredConcurrentCalls(t *testing.T) {
+	svc := start(t, defaultPolicy(t, func(data map[string]any) {
+		data["limits"].(map[string]any)["session"] = map[string]any{"max_calls": 10}
+	}))
+	sess := svc.open(t)
+	var allowed, exhausted atomic.Int64
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			resp, err := svc.decisions.Decide(context.Background(), toolCall(sess, "read_file"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			switch {
+			case resp.GetDecision() == arbiterv1.Decision_DECISION_ALLOW:
+				allowed.Add(1)
+			case resp.GetDecision() == arbiterv1.Decision_DECISION_DENY && resp.GetReasons()[0].GetCode() == "budget_exhausted":
+				exhausted.Add(1)
+			default:
+				t.Errorf("unexpected answer %v", resp)
+			}
+		})
+	}
+	wg.Wait()
+	if allowed.Load() != 10 || exhausted.Load() != 90 {
+		t.Fatalf("allowed %d and denied %d for budget; want exactly 10 and 90", allowed.Load(), exhausted.Load())
+	}
+}
+
+func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
+	svc := start(t, defaultPolicy(t, nil))
+	sess := svc.open(t)
+	big := `{"blob": "` + strings.Repeat("x", 300<<10) + `"}`
+	for _, tc := range []struct {
+		name  string
+		field string
+		edit  func(r *arbiterv1.DecideRequest)
+	}{
+		{"missing client id", "client.id", func(r *arbiterv1.DecideRequest) { r.Client = nil }},
+		{"missing server id", "server.id", func(r *arbiterv1.DecideRequest) { r.Server = &arbiterv1.Server{} }},
+		{"missing method", "operation.method", func(r *arbiterv1.DecideRequest) { r.Operation.Method = "" }},
+		{"arguments not an object", "operation.arguments_json", func(r *arbiterv1.DecideRequest) {
+			r.Operation.Args = &arbiterv1.Operation_ArgumentsJson{ArgumentsJson: []byte(`["a", "b"]`)}
+		}},
+		{"arguments not JSON", "operation.arguments_json", func(r *arbiterv1.DecideRequest) {
+			r.Operation.Args = &arbiterv1.Operation_ArgumentsJson{ArgumentsJson: []byte(`{"a": `)}
+		}},
+		{"oversized arguments", "operation.arguments_json", func(r *arbiterv1.DecideRequest) {
+			r.Operation.Args = &arbiterv1.Operation_ArgumentsJson{ArgumentsJson: []byte(big)}
+		}},
+		{"oversized context", "context", func(r *arbiterv1.DecideRequest) {
+			r.Context, _ = structpb.NewStruct(map[string]any{"blob": strings.Repeat("x", 100<<10)})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := toolCall(sess, "read_file")
+			tc.edit(req)
+			_, err := svc.decisions.Decide(context.Background(), req)
+			if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.field+":") {
+				t.Fatalf("error %v, want InvalidArgument naming %s", err, tc.field)
+			}
+		})
+	}
+	got, err := svc.sessions.GetSession(context.Background(), &arbiterv1.GetSessionRequest{SessionId: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetSession().GetCallsTotal() != 0 || len(got.GetSession().GetHistory()) != 0 {
+		t.Errorf("rejected requests changed the session: %v", got.GetSession())
+	}
+	if _, err := svc.sessions.GetSession(context.Background(), &arbiterv1.GetSessionRequest{SessionId: "ses_missing"}); status.Code(err) != codes.NotFound {
+		t.Errorf("get of an unknown session: %v, want NotFound", err)
+	}
+	if _, err := svc.sessions.RevokeSessions(context.Background(), &arbiterv1.RevokeSessionsRequest{Reason: "everything"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("revoke without selector: %v, want InvalidArgument", err)
+	}
+}
+
+func TestFilterTools(t *testing.T) {
+	svc := start(t, defaultPolicy(t, nil))
+	sess := svc.open(t)
+	resp, err := svc.decisions.FilterTools(context.Background(), &arbiterv1.FilterToolsRequest{
+		SessionId: sess, Client: agent, Subject: alice, Server: fsServer,
+		Tools: []*arbiterv1.Tool{{Name: "read_file"}, {Name: "rm_rf"}, {Name: "delete_file"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(resp.GetVisible(), ","); got != "read_file,delete_file" {
+		t.Errorf("visible tools %q, want read_file,delete_file", got)
+	}
+	if v := resp.GetTools()[1]; v.GetDecision() != arbiterv1.Decision_DECISION_DENY || v.GetReasons()[0].GetCode() != "tool_unknown" {
+		t.Errorf("rm_rf verdict %v", v)
+	}
+}
