@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/arbiter-mcp/arbiter/engine/state"
 )
@@ -144,6 +146,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	if d.Outcome == Allow && req.SessionID != "" {
 		sess, err := e.store.RecordCall(req.SessionID, state.Call{
 			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
+			Input: historyTerm(req.Server.ID, req.Operation.Tool, req.Operation.Method, now),
 		})
 		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
 			// Revoked, closed or reaped while the policy ran: the revocation wins.
@@ -176,10 +179,20 @@ func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, 
 // evaluate runs the prepared query. Any error, an undefined result or a malformed one is an
 // error: the caller denies.
 func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, now time.Time) (policyResult, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.EvalTimeout)
-	defer cancel()
+	// Cancellation through a flag set by a timer and by the caller's context, rather than the
+	// goroutine and timer-backed context OPA would otherwise start for every evaluation.
+	cancel := topdown.NewCancel()
+	timer := time.AfterFunc(e.cfg.EvalTimeout, cancel.Cancel)
+	defer timer.Stop()
+	defer context.AfterFunc(ctx, cancel.Cancel)()
+
 	start := time.Now()
-	rs, err := pq.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now))
+	rs, err := pq.query.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalTime(now),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalMetrics(noMetrics),
+	)
 	took := time.Since(start)
 	if err != nil {
 		return policyResult{}, took, fmt.Errorf("evaluate: %w", err)
@@ -194,6 +207,9 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 	res, err := parseResult(t.Value)
 	return res, took, err
 }
+
+// noMetrics spares every evaluation OPA's per-query metrics map; Arbiter measures itself.
+var noMetrics = metrics.NoOp()
 
 // keepTerm hands evaluation results back as AST terms: the engine reads them directly instead
 // of paying for a conversion to Go maps on every decision.

@@ -162,13 +162,13 @@ func sessionTerm(sess *state.Session, u *state.Usage, now time.Time) *ast.Term {
 		byTool.Insert(ast.StringTerm(srv), ast.NewTerm(counts))
 	}
 	history := make([]*ast.Term, len(u.History))
-	for i, h := range u.History {
-		history[i] = ast.ObjectTerm(
-			ast.Item(keyServer, ast.StringTerm(h.Server)),
-			ast.Item(keyTool, ast.StringTerm(h.Tool)),
-			ast.Item(keyMethod, ast.StringTerm(h.Method)),
-			ast.Item(keyAt, timeTerm(h.At)),
-		)
+	for i := range u.History {
+		h := &u.History[i]
+		if t, ok := h.Input.(*ast.Term); ok {
+			history[i] = t
+		} else {
+			history[i] = historyTerm(h.Server, h.Tool, h.Method, h.At)
+		}
 	}
 	return ast.ObjectTerm(
 		ast.Item(keyID, ast.StringTerm(sess.ID)),
@@ -186,6 +186,17 @@ func sessionTerm(sess *state.Session, u *state.Usage, now time.Time) *ast.Term {
 		)),
 		ast.Item(keyLabels, stringsTerm(u.Labels)),
 		ast.Item(keyHistory, ast.ArrayTerm(history...)),
+	)
+}
+
+// historyTerm is one entry of input.session.history. The engine builds it once, when the call
+// is recorded, and every later decision in the session reuses it.
+func historyTerm(server, tool, method string, at time.Time) *ast.Term {
+	return ast.ObjectTerm(
+		ast.Item(keyServer, ast.StringTerm(server)),
+		ast.Item(keyTool, ast.StringTerm(tool)),
+		ast.Item(keyMethod, ast.StringTerm(method)),
+		ast.Item(keyAt, timeTerm(at)),
 	)
 }
 

@@ -85,6 +85,9 @@ type HistoryEntry struct {
 	Tool   string
 	Method string
 	At     time.Time
+	// Input is the entry as the policy input shows it, built once by the engine when the call
+	// is recorded and shared by every later version of the session (nil if not built).
+	Input any
 }
 
 // Call is an allowed operation to record in a session's usage.
@@ -95,6 +98,8 @@ type Call struct {
 	At     time.Time
 	// Labels the policy attached to the call; merged into the session's labels.
 	Labels []string
+	// Input is kept in the history entry; see HistoryEntry.Input.
+	Input any
 }
 
 // with returns a new Usage with call recorded, keeping at most historyLimit history entries.
@@ -124,7 +129,7 @@ func (u *Usage) with(call Call, historyLimit int) *Usage {
 
 	n.Labels = mergeLabels(u.Labels, call.Labels)
 
-	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At}
+	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At, Input: call.Input}
 	if historyLimit > 0 {
 		start := 0
 		if len(u.History) >= historyLimit {
