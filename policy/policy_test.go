@@ -1,0 +1,312 @@
+package policy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/arbiter-mcp/arbiter/policy"
+)
+
+// TestRego runs every Rego unit test of the embedded policy, as `opa test policy/` does,
+// with one subtest per Rego test so a failure names the test, its file and line, and the
+// expression that failed.
+func TestRego(t *testing.T) {
+	ctx := context.Background()
+
+	loaded, err := loader.NewFileLoader().
+		WithFS(policy.FS()).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		All([]string{"."})
+	if err != nil {
+		t.Fatalf("load embedded policy: %v", err)
+	}
+	store, err := loaded.Store()
+	if err != nil {
+		t.Fatalf("store embedded data: %v", err)
+	}
+
+	// Strict mode, as `opa check --strict`: unused variables, shadowed names and
+	// deprecated built-ins are errors, not warnings.
+	compiler := ast.NewCompiler().
+		WithStrict(true).
+		WithEnablePrintStatements(true).
+		WithDefaultRegoVersion(ast.RegoV1)
+
+	var results []*tester.Result
+	err = storage.Txn(ctx, store, storage.TransactionParams{}, func(txn storage.Transaction) error {
+		ch, err := tester.NewRunner().
+			SetCompiler(compiler).
+			SetStore(store).
+			SetModules(loaded.ParsedModules()).
+			EnableTracing(true).
+			RaiseBuiltinErrors(true).
+			CapturePrintOutput(true).
+			RunTests(ctx, txn)
+		if err != nil {
+			return err
+		}
+		for r := range ch {
+			results = append(results, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("run Rego tests: %v", err)
+	}
+	if len(results) == 0 {
+		t.Fatal("the embedded policy has no Rego tests")
+	}
+
+	// Results arrive in completion order; report them in source order.
+	slices.SortFunc(results, func(a, b *tester.Result) int {
+		if c := strings.Compare(a.Location.File, b.Location.File); c != 0 {
+			return c
+		}
+		return a.Location.Row - b.Location.Row
+	})
+	for _, r := range results {
+		t.Run(r.Package+"."+r.Name, func(t *testing.T) {
+			where := fmt.Sprintf("%s:%d", r.Location.File, r.Location.Row)
+			switch {
+			case r.Skip:
+				t.Skipf("%s: skipped (todo_test_)", where)
+			case r.Error != nil:
+				t.Errorf("%s: error: %v%s", where, r.Error, printed(r))
+			case r.Fail:
+				t.Errorf("%s: FAIL%s%s%s", where, failedAt(r.Trace), failedSubtests(r), printed(r))
+			}
+		})
+	}
+}
+
+// failedAt names the expression that made a test fail: the last failed expression of the
+// test's own query, the line `opa test` prints under FAILURES.
+func failedAt(trace []*topdown.Event) string {
+	for _, e := range slices.Backward(trace) {
+		if e.Op != topdown.FailOp || e.Location == nil || e.QueryID == 0 {
+			continue
+		}
+		expr, ok := e.Node.(*ast.Expr)
+		if !ok {
+			continue
+		}
+		if _, ok := expr.Terms.(*ast.Every); ok {
+			continue // the interesting failure is inside the every body
+		}
+		// The source text reads better than the compiled expression, whose
+		// variables are renamed.
+		return fmt.Sprintf("\n  failed at %s:%d: %s", e.Location.File, e.Location.Row, e.Location.Text)
+	}
+	return ""
+}
+
+// failedSubtests lists the failing cases of a test written as a partial object rule.
+func failedSubtests(r *tester.Result) string {
+	var b strings.Builder
+	for name, sr := range r.SubResults.Iter {
+		if sr.Fail && len(sr.SubResults) == 0 {
+			fmt.Fprintf(&b, "\n  case %s failed", strings.Join(name, "/"))
+		}
+	}
+	return b.String()
+}
+
+// printed returns what the test printed with print(), which is often the clue.
+func printed(r *tester.Result) string {
+	if out := strings.TrimSpace(string(r.Output)); out != "" {
+		return "\n  output:\n    " + strings.ReplaceAll(out, "\n", "\n    ")
+	}
+	return ""
+}
+
+// catalogFile mirrors the parts of data.json that the README and the service's tests rely on.
+type catalogFile struct {
+	Catalog struct {
+		Servers map[string]struct {
+			Owner     string                     `json:"owner"`
+			Transport string                     `json:"transport"`
+			Resource  string                     `json:"resource"`
+			Tools     map[string]json.RawMessage `json:"tools"`
+		} `json:"servers"`
+	} `json:"catalog"`
+	Limits struct {
+		Session struct {
+			MaxCalls *int `json:"max_calls"`
+		} `json:"session"`
+		Approval struct {
+			Scope      string `json:"scope"`
+			TTLSeconds int    `json:"ttl_seconds"`
+		} `json:"approval"`
+	} `json:"limits"`
+}
+
+type catalogTool struct {
+	ReadOnly    *bool    `json:"read_only"`
+	Destructive *bool    `json:"destructive"`
+	Labels      []string `json:"labels"`
+}
+
+// TestDataCatalog pins the parts of the shipped data.json that the README and the service's
+// tests name: the two servers, their tools' risk flags and the limits.
+func TestDataCatalog(t *testing.T) {
+	raw, err := fs.ReadFile(policy.FS(), "data.json")
+	if err != nil {
+		t.Fatalf("read embedded data.json: %v", err)
+	}
+	var data catalogFile
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatalf("parse data.json: %v", err)
+	}
+
+	servers := data.Catalog.Servers
+	wantServers := []struct {
+		id, transport, resource string
+	}{
+		{"github", "remote", "https://mcp.github.example.com"},
+		{"filesystem", "stdio", ""},
+	}
+	for _, want := range wantServers {
+		s, ok := servers[want.id]
+		if !ok {
+			t.Errorf("catalog has no server %q", want.id)
+			continue
+		}
+		if s.Transport != want.transport {
+			t.Errorf("server %q: transport = %q, want %q", want.id, s.Transport, want.transport)
+		}
+		if s.Resource != want.resource {
+			t.Errorf("server %q: resource = %q, want %q", want.id, s.Resource, want.resource)
+		}
+		if s.Owner == "" {
+			t.Errorf("server %q has no owner", want.id)
+		}
+	}
+
+	yes, no := true, false
+	wantTools := []struct {
+		server, tool string
+		readOnly     *bool
+		destructive  *bool
+	}{
+		{"github", "search_issues", &yes, nil},
+		{"github", "create_issue", nil, &no},
+		{"github", "delete_repository", nil, &yes},
+		{"filesystem", "read_file", &yes, nil},
+		{"filesystem", "delete_file", nil, &yes},
+	}
+	for _, want := range wantTools {
+		rawTool, ok := servers[want.server].Tools[want.tool]
+		if !ok {
+			t.Errorf("server %q has no tool %q", want.server, want.tool)
+			continue
+		}
+		var tool catalogTool
+		if err := json.Unmarshal(rawTool, &tool); err != nil {
+			t.Errorf("tool %s/%s: %v", want.server, want.tool, err)
+			continue
+		}
+		if want.readOnly != nil && (tool.ReadOnly == nil || *tool.ReadOnly != *want.readOnly) {
+			t.Errorf("tool %s/%s: read_only = %v, want %v", want.server, want.tool, deref(tool.ReadOnly), *want.readOnly)
+		}
+		if want.destructive != nil && (tool.Destructive == nil || *tool.Destructive != *want.destructive) {
+			t.Errorf("tool %s/%s: destructive = %v, want %v", want.server, want.tool, deref(tool.Destructive), *want.destructive)
+		}
+	}
+
+	if m := data.Limits.Session.MaxCalls; m == nil || *m <= 0 {
+		t.Errorf("limits.session.max_calls = %v, want a positive number", deref(m))
+	}
+	if s := data.Limits.Approval.Scope; s != "once" && s != "session" {
+		t.Errorf("limits.approval.scope = %q, want once or session", s)
+	}
+	if data.Limits.Approval.TTLSeconds <= 0 {
+		t.Errorf("limits.approval.ttl_seconds = %d, want > 0", data.Limits.Approval.TTLSeconds)
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "absent"
+	}
+	return *p
+}
+
+// TestFSLayout checks that the files a loader expects sit at the top of the embedded tree.
+func TestFSLayout(t *testing.T) {
+	for _, name := range []string{"decision.rego", "data.json"} {
+		if _, err := fs.Stat(policy.FS(), name); err != nil {
+			t.Errorf("embedded policy: %v", err)
+		}
+	}
+	rego, err := fs.Glob(policy.FS(), "*.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rego, "decision_test.rego") {
+		t.Errorf("embedded Rego files %v lack the unit tests", rego)
+	}
+}
+
+// BenchmarkDecision measures data.mcp.decision alone, prepared once over the embedded policy
+// and data, for a few typical operations, so a policy change that slows every decision
+// shows here before it shows in the engine.
+func BenchmarkDecision(b *testing.B) {
+	ctx := context.Background()
+	loaded, err := loader.NewFileLoader().WithFS(policy.FS()).WithRegoVersion(ast.RegoV1).All([]string{"."})
+	if err != nil {
+		b.Fatalf("load embedded policy: %v", err)
+	}
+	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
+	opts := []func(*rego.Rego){rego.Query("data.mcp.decision"), rego.Store(store)}
+	for _, m := range loaded.ParsedModules() {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	query, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		b.Fatalf("prepare data.mcp.decision: %v", err)
+	}
+
+	const github = `"server": {"id": "github", "resource": "https://mcp.github.example.com", "transport": "remote"},
+		"credential": {"scopes": [], "audience": ["https://mcp.github.example.com"]},
+		"session": {"id": "s", "calls": {"total": 3}}`
+	cases := []struct {
+		name, input, want string
+	}{
+		{"allow", `{"action": "tools/call", ` + github + `, "operation": {"method": "tools/call", "tool": "create_issue", "annotations": {}}}`, "allow"},
+		{"require_approval", `{"action": "tools/call", ` + github + `, "operation": {"method": "tools/call", "tool": "delete_repository", "annotations": {}}}`, "require_approval"},
+		{"deny", `{"action": "tools/call", ` + github + `, "operation": {"method": "tools/call", "tool": "drop_database", "annotations": {}}}`, "deny"},
+		{"tools_list_filter", `{"action": "tools/list", ` + github + `, "operation": {"method": "tools/list", "tool": "search_issues"}}`, "allow"},
+	}
+	for _, c := range cases {
+		input, err := ast.ParseTerm(c.input)
+		if err != nil {
+			b.Fatalf("%s: parse input: %v", c.name, err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rs, err := query.Eval(ctx, rego.EvalParsedInput(input.Value))
+				if err != nil || len(rs) != 1 {
+					b.Fatalf("eval: %v, %d results", err, len(rs))
+				}
+				if got := rs[0].Expressions[0].Value.(map[string]any)["result"]; got != c.want {
+					b.Fatalf("result = %v, want %s", got, c.want)
+				}
+			}
+		})
+	}
+}
