@@ -129,7 +129,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 			}
 			return d.deny(reason), nil
 		}
-		sessTerm = sessionTerm(sess, usage, now)
+		sessTerm = sessionTerm(sess, usage)
 	}
 
 	base, err := newInputBase(req, sessTerm, now)

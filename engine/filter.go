@@ -44,7 +44,7 @@ func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (F
 			}
 			return out, nil
 		}
-		sessTerm = sessionTerm(sess, usage, now)
+		sessTerm = sessionTerm(sess, usage)
 	}
 	base, err := newInputBase(req, sessTerm, now)
 	if err != nil {

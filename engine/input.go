@@ -147,19 +147,24 @@ func serverTerm(s Server) *ast.Term {
 	)
 }
 
-// sessionTerm is input.session: the session as the policy sees it at now.
-func sessionTerm(sess *state.Session, u *state.Usage, now time.Time) *ast.Term {
-	byServer := ast.NewObjectWithCapacity(len(u.ByServer))
-	for srv, n := range u.ByServer {
-		byServer.Insert(ast.StringTerm(srv), ast.UIntNumberTerm(n))
+// sessionTerm is input.session: the session as the policy sees it. Only active sessions are
+// evaluated, so the lifecycle part is the one cached in sess.Input when it was stored.
+func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
+	lifecycle, ok := sess.Input.([][2]*ast.Term)
+	if !ok {
+		lifecycle = sessionItems(sess)
 	}
-	byTool := ast.NewObjectWithCapacity(len(u.ByTool))
+	byServer := make([][2]*ast.Term, 0, len(u.ByServer))
+	for srv, n := range u.ByServer {
+		byServer = append(byServer, ast.Item(ast.StringTerm(srv), ast.UIntNumberTerm(n)))
+	}
+	byTool := make([][2]*ast.Term, 0, len(u.ByTool))
 	for srv, tools := range u.ByTool {
-		counts := ast.NewObjectWithCapacity(len(tools))
+		counts := make([][2]*ast.Term, 0, len(tools))
 		for tool, n := range tools {
-			counts.Insert(ast.StringTerm(tool), ast.UIntNumberTerm(n))
+			counts = append(counts, ast.Item(ast.StringTerm(tool), ast.UIntNumberTerm(n)))
 		}
-		byTool.Insert(ast.StringTerm(srv), ast.NewTerm(counts))
+		byTool = append(byTool, ast.Item(ast.StringTerm(srv), ast.ObjectTerm(counts...)))
 	}
 	history := make([]*ast.Term, len(u.History))
 	for i := range u.History {
@@ -170,23 +175,32 @@ func sessionTerm(sess *state.Session, u *state.Usage, now time.Time) *ast.Term {
 			history[i] = historyTerm(h.Server, h.Tool, h.Method, h.At)
 		}
 	}
-	return ast.ObjectTerm(
+	items := make([][2]*ast.Term, 0, len(lifecycle)+3)
+	items = append(items, lifecycle...)
+	items = append(items,
+		ast.Item(keyCalls, ast.ObjectTerm(
+			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
+			ast.Item(keyByServer, ast.ObjectTerm(byServer...)),
+			ast.Item(keyByTool, ast.ObjectTerm(byTool...)),
+		)),
+		ast.Item(keyLabels, stringsTerm(u.Labels)),
+		ast.Item(keyHistory, ast.ArrayTerm(history...)),
+	)
+	return ast.ObjectTerm(items...)
+}
+
+// sessionItems are the lifecycle fields of input.session for an active session.
+func sessionItems(sess *state.Session) [][2]*ast.Term {
+	return [][2]*ast.Term{
 		ast.Item(keyID, ast.StringTerm(sess.ID)),
-		ast.Item(keyStatus, ast.StringTerm(string(sess.StatusAt(now)))),
+		ast.Item(keyStatus, ast.StringTerm(string(state.StatusActive))),
 		ast.Item(keyCreatedAt, timeTerm(sess.CreatedAt)),
 		ast.Item(keyExpiresAt, timeTerm(sess.ExpiresAt)),
 		ast.Item(keyRenewals, ast.IntNumberTerm(sess.Renewals)),
 		ast.Item(keyClientID, ast.StringTerm(sess.ClientID)),
 		ast.Item(keySubjectID, ast.StringTerm(sess.SubjectID)),
 		ast.Item(keyServers, stringsTerm(sess.Servers)),
-		ast.Item(keyCalls, ast.ObjectTerm(
-			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
-			ast.Item(keyByServer, ast.NewTerm(byServer)),
-			ast.Item(keyByTool, ast.NewTerm(byTool)),
-		)),
-		ast.Item(keyLabels, stringsTerm(u.Labels)),
-		ast.Item(keyHistory, ast.ArrayTerm(history...)),
-	)
+	}
 }
 
 // historyTerm is one entry of input.session.history. The engine builds it once, when the call

@@ -81,6 +81,7 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 	if d.Outcome == RequireApproval {
 		sess.Status = state.StatusPendingApproval
 	}
+	sess.Input = sessionItems(sess)
 	if err := e.store.Open(sess); err != nil {
 		return Decision{}, nil, fmt.Errorf("open session: %w", err)
 	}

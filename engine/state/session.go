@@ -44,6 +44,10 @@ type Session struct {
 	EndReason      string
 	EndedAt        time.Time
 	PolicyRevision string
+	// Input caches the engine's input form of the fields above, built once when the session is
+	// stored (nil if not built). Only active sessions reach a policy, and changing an active
+	// session means storing a new Session with a new Input.
+	Input any
 }
 
 // StatusAt is the session's status at now, with expiry applied.
