@@ -28,6 +28,9 @@ type Config struct {
 	DefaultSessionTTL time.Duration
 	// MaxSessionTTL caps any requested lifetime (default 8h).
 	MaxSessionTTL time.Duration
+	// MaxSessionLifetime caps how long a session can live from its creation, whatever
+	// renewals are approved (default 24h).
+	MaxSessionLifetime time.Duration
 	// HistoryLimit is how many recent calls a session keeps for the policy (default 32).
 	HistoryLimit int
 	// Logger receives policy errors and other events (default: discard).
@@ -46,6 +49,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessionTTL <= 0 {
 		c.MaxSessionTTL = 8 * time.Hour
+	}
+	if c.MaxSessionLifetime <= 0 {
+		c.MaxSessionLifetime = 24 * time.Hour
 	}
 	if c.DefaultSessionTTL > c.MaxSessionTTL {
 		c.DefaultSessionTTL = c.MaxSessionTTL
@@ -72,7 +78,10 @@ type Engine struct {
 // New compiles p and returns an engine serving it.
 func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
-	store, err := state.New(state.Config{HistoryLimit: cfg.HistoryLimit})
+	store, err := state.New(state.Config{
+		HistoryLimit: cfg.HistoryLimit,
+		SessionInput: func(s *state.Session) any { return sessionItems(s) },
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +152,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&req.Operation, args)))
 	d = e.decideWith(ctx, pq, input, d)
 
+	if d.Outcome == RequireApproval {
+		return e.gate(req, d)
+	}
 	if d.Outcome == Allow && req.SessionID != "" {
 		sess, err := e.store.RecordCall(req.SessionID, state.Call{
 			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
@@ -170,6 +182,7 @@ func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, 
 		return d.deny(Reason{Code: ReasonPolicyError, Message: "the policy could not be evaluated; the operation is denied"})
 	}
 	d.Outcome, d.Reasons, d.Labels, d.Obligations, d.Approval = res.outcome, res.reasons, res.labels, res.obligations, res.approval
+	d.maxTTL = res.maxTTL
 	if d.Outcome == Deny {
 		d.Labels = nil // labels describe an operation that happens; a denied one does not
 	}

@@ -22,6 +22,7 @@ var (
 	keyApproval    = ast.StringTerm("approval")
 	keyScope       = ast.StringTerm("scope")
 	keyCode        = ast.StringTerm("code")
+	keyMaxTTL      = ast.StringTerm("max_ttl_seconds")
 	keyMessage     = ast.StringTerm("message")
 )
 
@@ -35,6 +36,7 @@ type policyResult struct {
 	labels      []string
 	obligations map[string]any
 	approval    *ApprovalRequest
+	maxTTL      time.Duration
 }
 
 // parseResult validates the policy's result object against the result contract:
@@ -98,6 +100,20 @@ func parseResult(v ast.Value) (policyResult, error) {
 		}
 	}
 
+	if t := obj.Get(keySession); t != nil {
+		so, ok := t.Value.(ast.Object)
+		if !ok {
+			return r, fmt.Errorf("%w: \"session\" is not an object", errMalformed)
+		}
+		if t := so.Get(keyMaxTTL); t != nil {
+			secs, ok := positiveSeconds(t.Value)
+			if !ok {
+				return r, fmt.Errorf("%w: session.max_ttl_seconds must be a positive whole number", errMalformed)
+			}
+			r.maxTTL = time.Duration(secs) * time.Second
+		}
+	}
+
 	if r.outcome == RequireApproval {
 		r.approval = &ApprovalRequest{Scope: "once", TTL: 15 * time.Minute}
 		if t := obj.Get(keyApproval); t != nil {
@@ -113,9 +129,8 @@ func parseResult(v ast.Value) (policyResult, error) {
 				r.approval.Scope = string(scope)
 			}
 			if t := ao.Get(keyTTLSeconds); t != nil {
-				n, ok := t.Value.(ast.Number)
-				secs, isInt := n.Int64()
-				if !ok || !isInt || secs <= 0 || time.Duration(secs)*time.Second > maxApprovalTTL {
+				secs, ok := positiveSeconds(t.Value)
+				if !ok || time.Duration(secs)*time.Second > maxApprovalTTL {
 					return r, fmt.Errorf("%w: approval.ttl_seconds must be a whole number of seconds in (0, %d]", errMalformed, int64(maxApprovalTTL/time.Second))
 				}
 				r.approval.TTL = time.Duration(secs) * time.Second
@@ -123,6 +138,16 @@ func parseResult(v ast.Value) (policyResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// positiveSeconds reads a positive whole number of seconds, up to ten years.
+func positiveSeconds(v ast.Value) (int64, bool) {
+	n, ok := v.(ast.Number)
+	if !ok {
+		return 0, false
+	}
+	secs, isInt := n.Int64()
+	return secs, isInt && secs > 0 && secs <= 10*365*24*3600
 }
 
 func stringAt(obj ast.Object, key *ast.Term) (string, bool) {

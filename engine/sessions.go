@@ -50,7 +50,6 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 		ttl = e.cfg.DefaultSessionTTL
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
-
 	dreq := &Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context}
 	base, err := newInputBase(dreq, ast.NullTerm(), now)
 	if err != nil {
@@ -67,6 +66,8 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 	if d.Outcome == Deny {
 		return d, nil, nil
 	}
+	ttl = policyTTL(ttl, d.maxTTL)
+	lifetimeCap := now.Add(e.cfg.MaxSessionLifetime)
 
 	sess := &state.Session{
 		ID:             newID("ses_", now),
@@ -75,17 +76,138 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 		SubjectID:      req.Subject.ID,
 		Servers:        serverIDs,
 		CreatedAt:      now,
-		ExpiresAt:      now.Add(ttl),
+		ExpiresAt:      minTime(now.Add(ttl), lifetimeCap),
 		PolicyRevision: pq.revision,
 	}
+	var pending *state.Approval
 	if d.Outcome == RequireApproval {
-		sess.Status = state.StatusPendingApproval
+		pending = e.sessionApproval(state.KindSessionOpen, sess, &d, req.Gateway, ttl, lifetimeCap)
 	}
-	sess.Input = sessionItems(sess)
-	if err := e.store.Open(sess); err != nil {
+	if err := e.store.Open(sess, pending); err != nil {
 		return Decision{}, nil, fmt.Errorf("open session: %w", err)
 	}
-	return d, e.info(sess, &state.Usage{SessionID: sess.ID}, now), nil
+	info, err := e.GetSession(sess.ID)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	return d, info, nil
+}
+
+// RenewSession decides whether a session may live longer (action "session/renew"). On allow
+// the session is extended at once; on require_approval it is extended when a human approves.
+// The extension never passes the session's maximum lifetime. A session that is not active
+// cannot be renewed (ErrSessionEnded).
+func (e *Engine) RenewSession(ctx context.Context, req *RenewRequest) (Decision, *SessionInfo, error) {
+	if req.SessionID == "" {
+		return Decision{}, nil, invalid("session_id", "is required")
+	}
+	if err := validateParties(&req.Client, &req.Subject, &Credential{}); err != nil {
+		return Decision{}, nil, err
+	}
+	if err := validateTTL(req.TTL); err != nil {
+		return Decision{}, nil, err
+	}
+	now := e.cfg.Clock()
+	pq := e.policy.Load()
+	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+
+	sess, usage, err := e.store.Get(req.SessionID)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	if st := sess.StatusAt(now); st != state.StatusActive {
+		return Decision{}, nil, fmt.Errorf("%w: it is %s", ErrSessionEnded, st)
+	}
+	if sess.ClientID != req.Client.ID || sess.SubjectID != req.Subject.ID {
+		return d.deny(Reason{Code: ReasonSessionMismatch, Message: "the session belongs to another client or subject"}), nil, nil
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = e.cfg.DefaultSessionTTL
+	}
+	ttl = min(ttl, e.cfg.MaxSessionTTL)
+
+	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, sessionTerm(sess, usage), now)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	input := base.document(ActionSessionRenew,
+		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, ast.NewTerm(emptyObject))),
+		ast.Item(keySessionRequest, ast.ObjectTerm(
+			ast.Item(keyServers, stringsTerm(sess.Servers)),
+			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),
+		)),
+	)
+	d = e.decideWith(ctx, pq, input, d)
+	ttl = policyTTL(ttl, d.maxTTL)
+	lifetimeCap := sess.CreatedAt.Add(e.cfg.MaxSessionLifetime)
+
+	switch d.Outcome {
+	case Allow:
+		if _, err := e.store.Renew(sess.ID, minTime(now.Add(ttl), lifetimeCap), now); err != nil {
+			if errors.Is(err, state.ErrNotActive) {
+				return Decision{}, nil, fmt.Errorf("%w: it ended while the renewal was decided", ErrSessionEnded)
+			}
+			return Decision{}, nil, err
+		}
+	case RequireApproval:
+		a := e.sessionApproval(state.KindSessionRenew, sess, &d, req.Gateway, ttl, lifetimeCap)
+		a, _, err = e.store.RequestApproval(a, now)
+		if err != nil {
+			return Decision{}, nil, err
+		}
+		d.ApprovalID, d.ApprovalExpiresAt = a.ID, a.ExpiresAt
+	}
+	info, err := e.GetSession(sess.ID)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	return d, info, nil
+}
+
+// sessionApproval builds the approval a session_open or session_renew decision waits on and
+// records its handle in d. Identical pending renewals of one session share an approval.
+func (e *Engine) sessionApproval(kind state.ApprovalKind, sess *state.Session, d *Decision, gateway string, ttl time.Duration, lifetimeCap time.Time) *state.Approval {
+	method := ActionSessionOpen
+	if kind == state.KindSessionRenew {
+		method = ActionSessionRenew
+	}
+	a := &state.Approval{
+		ID:             newID("apr_", d.At),
+		Kind:           kind,
+		RequestKey:     requestKey(sess.ID, string(kind)),
+		SessionID:      sess.ID,
+		ClientID:       sess.ClientID,
+		SubjectID:      sess.SubjectID,
+		Method:         method,
+		Reasons:        stateReasons(d.Reasons),
+		Scope:          d.Approval.Scope,
+		GrantTTL:       d.Approval.TTL,
+		SessionTTL:     ttl,
+		SessionCap:     lifetimeCap,
+		CreatedAt:      d.At,
+		ExpiresAt:      d.At.Add(d.Approval.TTL),
+		DecisionID:     d.ID,
+		PolicyRevision: d.PolicyRevision,
+		RequestedBy:    gateway,
+	}
+	d.ApprovalID, d.ApprovalExpiresAt = a.ID, a.ExpiresAt
+	return a
+}
+
+// policyTTL clamps a lifetime to the policy's ceiling, when it set one.
+func policyTTL(ttl, ceiling time.Duration) time.Duration {
+	if ceiling > 0 {
+		return min(ttl, ceiling)
+	}
+	return ttl
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // GetSession returns a session with its status now.

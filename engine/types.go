@@ -21,7 +21,8 @@ const (
 
 // Actions Arbiter evaluates besides MCP methods.
 const (
-	ActionSessionOpen = "session/open"
+	ActionSessionOpen  = "session/open"
+	ActionSessionRenew = "session/renew"
 	// ActionToolsList is the action FilterTools asks the policy about, once per tool.
 	ActionToolsList = "tools/list"
 )
@@ -49,6 +50,8 @@ type Request struct {
 	Operation  Operation
 	// Context is free-form and reaches the policy as input.context.
 	Context map[string]any
+	// Gateway is the authenticated caller, recorded on the approvals its calls ask for.
+	Gateway string
 }
 
 // Client is the AI application making the request.
@@ -125,8 +128,14 @@ type Decision struct {
 	Obligations map[string]any
 	// Labels the policy attached to the operation; recorded in the session on allow.
 	Labels []string
-	// Approval is set when the outcome is RequireApproval.
+	// Approval is what the policy asked of an approval (RequireApproval only).
 	Approval *ApprovalRequest
+	// ApprovalID names the approval record the decision waits on, or the grant or denial
+	// that decided it; ApprovalExpiresAt is when that record lapses.
+	ApprovalID        string
+	ApprovalExpiresAt time.Time
+	// maxTTL is the session lifetime ceiling the policy set for session/open and renew.
+	maxTTL time.Duration
 	// At is the decision time (input.now).
 	At time.Time
 	// Eval is how long policy evaluation took (zero when no policy ran).
@@ -162,6 +171,18 @@ type OpenRequest struct {
 	Credential Credential
 	TTL        time.Duration
 	Context    map[string]any
+	// Gateway is the authenticated caller.
+	Gateway string
+}
+
+// RenewRequest asks to extend a session. The client and subject must be the session's own.
+type RenewRequest struct {
+	SessionID string
+	Client    Client
+	Subject   Subject
+	TTL       time.Duration
+	Context   map[string]any
+	Gateway   string
 }
 
 // SessionInfo is a session as callers see it: lifecycle, usage and status at a given time.

@@ -14,9 +14,9 @@ mcp_actions := {
 	"elicitation/create",
 }
 
-# Every action the policy decides: mcp_actions plus Arbiter's own session/open. Spelled
-# out rather than computed as a union, which would be rebuilt on every evaluation; a test
-# keeps the two lists in step.
+# Every action the policy decides: mcp_actions plus session_actions. Spelled out rather
+# than computed as a union, which would be rebuilt on every evaluation; a test keeps the
+# lists in step.
 supported_actions := {
 	"tools/call",
 	"tools/list",
@@ -27,7 +27,12 @@ supported_actions := {
 	"sampling/createMessage",
 	"elicitation/create",
 	"session/open",
+	"session/renew",
 }
+
+# Arbiter's own session requests. They name no server in input.server, so no MCP-operation
+# rule applies to them; their decision carries the session key (see decision.rego).
+session_actions := {"session/open", "session/renew"}
 
 default action := ""
 
@@ -67,6 +72,18 @@ requested_servers := [servers] if {
 	not is_array(servers)
 	servers != null
 }
+
+# Renewals of the session so far; a missing or mistyped count reads as none, so a renewal
+# still needs what the limits say. The engine always sets it.
+default session_renewals := 0
+
+session_renewals := input.session.renewals if is_number(input.session.renewals)
+
+# What a session/renew needs by the limits: "allow", "deny" or, for any other value or
+# none, "approval".
+default renewal_mode := "approval"
+
+renewal_mode := data.limits.session.renewal if data.limits.session.renewal in {"allow", "deny"}
 
 # Catalog entries are read by their full path, never as the whole catalog: a store read
 # may copy what it returns, and the catalog grows with every server.

@@ -11,10 +11,19 @@ package mcp
 # title: MCP decision
 # description: >-
 #   allow, deny or require_approval for one MCP operation or session request, with the
-#   reasons, the called tool's catalog labels, obligations for the gateway and, when a human
-#   must approve, how far the approval reaches.
+#   reasons, the called tool's catalog labels, obligations for the gateway, when a human
+#   must approve, how far the approval reaches and, for session/open and session/renew, the
+#   longest lifetime the session may be granted.
 # entrypoint: true
-decision := {
+decision := object.union(verdict, {"session": session_ceiling}) if {
+	# On every result kind: a request that needs approval is granted later, and the engine
+	# clamps that session too. session_actions spelled out: a literal costs every decision
+	# less than a rule look-up; a test keeps the two in step.
+	action in {"session/open", "session/renew"}
+} else := verdict
+
+# verdict is the decision without the session key.
+verdict := {
 	"result": "deny",
 	"reasons": ordered(deny_reasons),
 	"labels": labels,
@@ -70,4 +79,18 @@ approval_ttl := ttl if {
 	ttl := data.limits.approval.ttl_seconds
 	is_number(ttl)
 	ttl > 0
+}
+
+# session_ceiling bounds the session being opened or renewed: the engine clamps the
+# lifetime it grants to max_ttl_seconds.
+session_ceiling := {"max_ttl_seconds": session_max_ttl}
+
+# A positive whole number of seconds; anything else reads as absent, so the default holds.
+default session_max_ttl := 3600
+
+session_max_ttl := ttl if {
+	ttl := data.limits.session.max_ttl_seconds
+	is_number(ttl)
+	ttl > 0
+	ttl == floor(ttl)
 }

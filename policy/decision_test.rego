@@ -37,7 +37,10 @@ fixture_catalog := {"servers": {
 	"no_resource": {"owner": "team-d", "transport": "remote", "tools": {}},
 }}
 
-fixture_limits := {"session": {"max_calls": 3}, "approval": {"scope": "session", "ttl_seconds": 60}}
+fixture_limits := {
+	"session": {"max_calls": 3, "max_ttl_seconds": 1800, "max_renewals": 2},
+	"approval": {"scope": "session", "ttl_seconds": 60},
+}
 
 # A well-formed tools/call of a read-only tool on the remote server, with a matching token.
 call := {
@@ -93,8 +96,40 @@ annotated(tool, annotations) := patched({
 
 open_session(servers) := {"action": "session/open", "session": null, "session_request": {"servers": servers, "ttl_seconds": 600}}
 
+# A session/renew of a session bound to the remote server and renewed n times so far.
+renew(n) := {
+	"action": "session/renew",
+	"now": "2025-01-01T00:50:00Z",
+	"client": {"id": "client-1", "name": "agent", "version": "1.0", "transport": "remote"},
+	"subject": {"id": "alice", "groups": [], "attributes": {}},
+	"server": {},
+	"credential": {"scopes": [], "audience": []},
+	"operation": {},
+	"context": {},
+	"session": {
+		"id": "s-1",
+		"status": "active",
+		"created_at": "2025-01-01T00:00:00Z",
+		"expires_at": "2025-01-01T01:00:00Z",
+		"renewals": n,
+		"client_id": "client-1",
+		"subject_id": "alice",
+		"servers": ["remote"],
+		"calls": {"total": 1, "by_server": {"remote": 1}, "by_tool": {"remote": {"lookup": 1}}},
+		"labels": [],
+		"history": [],
+	},
+	"session_request": {"servers": ["remote"], "ttl_seconds": 600},
+}
+
 decide(req) := d if {
 	d := mcp.decision with input as req with data.catalog as fixture_catalog with data.limits as fixture_limits
+}
+
+# The decision under the fixture limits with limits.session replaced by session_limits.
+decide_session_limits(req, session_limits) := d if {
+	limits := {"session": session_limits, "approval": fixture_limits.approval}
+	d := mcp.decision with input as req with data.catalog as fixture_catalog with data.limits as limits
 }
 
 codes(req) := [r.code | some r in decide(req).reasons]
@@ -122,10 +157,31 @@ test_decision_defined_for_malformed_input if {
 	}
 }
 
+# The engine checks the session before the policy runs; a malformed one still gets a
+# decision, and a renewal count that is not a number reads as none.
+test_decision_defined_for_malformed_renewal if {
+	every req in [
+		{"action": "session/renew"},
+		{"action": "session/renew", "session": null, "session_request": null},
+		{"action": "session/renew", "session": "x", "server": "x", "session_request": "x"},
+		{"action": "session/renew", "session": {"renewals": "9"}},
+		{"action": "session/renew", "session": {"renewals": null}},
+	] {
+		decide(req).reasons == [{"code": "renewal_requires_approval", "message": "session renewal requires approval (renewals so far: 0)"}]
+		decide(req).session == {"max_ttl_seconds": 1800}
+	}
+}
+
 test_decision_defined_without_catalog_or_limits if {
 	d := mcp.decision with input as call with data.catalog as null with data.limits as null
 	d.result == "deny"
 	[r.code | some r in d.reasons] == ["server_unknown"]
+	o := mcp.decision with input as open_session(["remote"]) with data.catalog as null with data.limits as null
+	o.result == "deny"
+	o.session == {"max_ttl_seconds": 3600}
+	r := mcp.decision with input as renew(5) with data.catalog as null with data.limits as null
+	r.result == "require_approval"
+	r.session == {"max_ttl_seconds": 3600}
 }
 
 test_allow_shape if {
@@ -230,17 +286,18 @@ test_labels_ignore_malformed_catalog_labels if {
 
 # action_unsupported
 
-test_supported_actions_are_mcp_actions_and_session_open if {
-	mcp.supported_actions == mcp.mcp_actions | {"session/open"}
+test_supported_actions_are_mcp_actions_and_session_actions if {
+	mcp.session_actions == {"session/open", "session/renew"}
+	mcp.supported_actions == mcp.mcp_actions | mcp.session_actions
 }
 
 test_action_unsupported_fires if {
-	every action in ["tools/delete", "session/renew", "", "TOOLS/CALL"] {
+	every action in ["tools/delete", "session/extend", "session/close", "", "TOOLS/CALL", "Session/Renew"] {
 		req := object.union(op("tools/list", "remote"), {"action": action})
 		codes(req) == ["action_unsupported"]
 	}
 	codes({"action": 42}) == ["action_unsupported"]
-	decide({"action": "session/renew"}).reasons[0].message == "action \"session/renew\" is not supported"
+	decide({"action": "session/extend"}).reasons[0].message == "action \"session/extend\" is not supported"
 }
 
 test_action_unsupported_not_for_supported_actions if {
@@ -248,6 +305,8 @@ test_action_unsupported_not_for_supported_actions if {
 		result(object.union(op(action, "remote"), {"operation": {"tool": "lookup"}})) == "allow"
 	}
 	result(open_session(["remote"])) == "allow"
+	not "action_unsupported" in codes(renew(0))
+	decide_session_limits(renew(0), {"renewal": "allow"}).result == "allow"
 }
 
 # server_unknown
@@ -459,6 +518,219 @@ test_destructive_undefined_for_unknown_tool if {
 	not mcp.destructive with input as call_tool("remote", "nope") with data.catalog as fixture_catalog
 }
 
+# session/renew
+
+renew_codes(req, session_limits) := [r.code | some r in decide_session_limits(req, session_limits).reasons]
+
+test_renewal_requires_approval_shape if {
+	decide(renew(1)) == {
+		"result": "require_approval",
+		"reasons": [{"code": "renewal_requires_approval", "message": "session renewal requires approval (renewals so far: 1)"}],
+		"labels": [],
+		"obligations": {},
+		"approval": {"scope": "session", "ttl_seconds": 60},
+		"session": {"max_ttl_seconds": 1800},
+	}
+}
+
+test_renewal_requires_approval_fires_by_default if {
+	codes(renew(0)) == ["renewal_requires_approval"]
+	every renewal in ["approval", "ALLOW", "Deny", "", true, null, 1, ["allow"]] {
+		renew_codes(renew(0), {"renewal": renewal}) == ["renewal_requires_approval"]
+	}
+	d := mcp.decision with input as renew(0) with data.catalog as fixture_catalog with data.limits as {}
+	d.reasons == [{"code": "renewal_requires_approval", "message": "session renewal requires approval (renewals so far: 0)"}]
+	d.approval == {"scope": "once", "ttl_seconds": 900}
+}
+
+test_renewal_requires_approval_not_when_allowed if {
+	d := decide_session_limits(renew(1), {"renewal": "allow"})
+	d == {
+		"result": "allow",
+		"reasons": [],
+		"labels": [],
+		"obligations": {},
+		"session": {"max_ttl_seconds": 3600},
+	}
+}
+
+test_renewal_requires_approval_not_when_denied if {
+	d := decide_session_limits(renew(0), {"renewal": "deny"})
+	d.result == "deny"
+	not "renewal_requires_approval" in [r.code | some r in d.reasons]
+	not d.approval
+}
+
+test_renewal_requires_approval_only_for_renew if {
+	result(open_session(["remote"])) == "allow"
+	result(with_calls(1)) == "allow"
+	result(object.union(with_calls(1), {"session": {"renewals": 7}})) == "allow"
+}
+
+test_renewal_not_allowed_fires if {
+	d := decide_session_limits(renew(0), {"renewal": "deny"})
+	d == {
+		"result": "deny",
+		"reasons": [{"code": "renewal_not_allowed", "message": "session renewal is not allowed"}],
+		"labels": [],
+		"obligations": {},
+		"session": {"max_ttl_seconds": 3600},
+	}
+}
+
+test_renewal_not_allowed_not_otherwise if {
+	every renewal in ["allow", "approval", "DENY", false] {
+		not "renewal_not_allowed" in renew_codes(renew(0), {"renewal": renewal})
+	}
+	not "renewal_not_allowed" in codes(renew(0))
+}
+
+test_renewal_not_allowed_only_for_renew if {
+	decide_session_limits(open_session(["remote"]), {"renewal": "deny"}).result == "allow"
+	decide_session_limits(with_calls(1), {"renewal": "deny"}).result == "allow"
+}
+
+test_renewal_limit_fires if {
+	d := decide(renew(2))
+	d == {
+		"result": "deny",
+		"reasons": [{"code": "renewal_limit", "message": "session has used 2 of its 2 renewals"}],
+		"labels": [],
+		"obligations": {},
+		"session": {"max_ttl_seconds": 1800},
+	}
+	codes(renew(3)) == ["renewal_limit"]
+	renew_codes(renew(0), {"max_renewals": 0}) == ["renewal_limit"]
+	renew_codes(renew(1), {"max_renewals": 1, "renewal": "allow"}) == ["renewal_limit"]
+}
+
+test_renewal_limit_wins_over_approval if {
+	d := decide(renew(2))
+	d.result == "deny"
+	not d.approval
+	not "renewal_requires_approval" in codes(renew(2))
+}
+
+test_renewal_limit_reported_with_renewal_not_allowed if {
+	decide_session_limits(renew(5), {"max_renewals": 2, "renewal": "deny"}).reasons == [
+		{"code": "renewal_limit", "message": "session has used 5 of its 2 renewals"},
+		{"code": "renewal_not_allowed", "message": "session renewal is not allowed"},
+	]
+}
+
+test_renewal_limit_not_below_limit if {
+	codes(renew(0)) == ["renewal_requires_approval"]
+	codes(renew(1)) == ["renewal_requires_approval"]
+	decide_session_limits(renew(1), {"max_renewals": 2, "renewal": "allow"}).result == "allow"
+}
+
+test_renewal_limit_not_without_max_renewals if {
+	every session_limits in [{}, {"max_renewals": "2"}, {"max_renewals": null}] {
+		renew_codes(renew(1000), session_limits) == ["renewal_requires_approval"]
+	}
+}
+
+test_renewal_limit_counts_missing_renewals_as_none if {
+	no_count := json.remove(renew(0), ["session/renewals"])
+	codes(no_count) == ["renewal_requires_approval"]
+	renew_codes(no_count, {"max_renewals": 0}) == ["renewal_limit"]
+	codes(object.union(renew(0), {"session": {"renewals": "5"}})) == ["renewal_requires_approval"]
+}
+
+test_renewal_limit_only_for_renew if {
+	renewed := object.union(with_calls(1), {"session": {"renewals": 9}})
+	result(renewed) == "allow"
+	result(object.union(open_session(["remote"]), {"session": {"renewals": 9}})) == "allow"
+}
+
+test_renew_not_checked_against_catalog_servers if {
+	every server in [{}, {"id": ""}, {"id": "ghost"}, null] {
+		codes(object.union(renew(0), {"server": server})) == ["renewal_requires_approval"]
+	}
+	codes(object.remove(renew(0), ["server"])) == ["renewal_requires_approval"]
+	ghosts := object.union(renew(0), {"session_request": {"servers": ["ghost"]}, "session": {"servers": ["ghost"]}})
+	codes(ghosts) == ["renewal_requires_approval"]
+}
+
+test_renew_not_subject_to_mcp_operation_rules if {
+	req := object.union(renew(0), {
+		"server": {"id": "remote"},
+		"credential": {"audience": ["https://other.example.com"]},
+		"operation": {"tool": "wipe"},
+		"session": {"calls": {"total": 99}},
+	})
+	codes(req) == ["renewal_requires_approval"]
+	decide(req).labels == []
+}
+
+# The session key: the lifetime ceiling of session/open and session/renew.
+
+test_session_key_on_every_result_of_session_actions if {
+	every action in mcp.session_actions {
+		decide({"action": action}).session == {"max_ttl_seconds": 1800}
+	}
+	every req in [
+		open_session(["remote"]),
+		open_session(["ghost"]),
+		renew(0),
+		renew(2),
+	] {
+		decide(req).session == {"max_ttl_seconds": 1800}
+	}
+	decide_session_limits(renew(0), {"renewal": "allow", "max_ttl_seconds": 1800}).session == {"max_ttl_seconds": 1800}
+	{result(open_session(["remote"])), result(open_session(["ghost"])), result(renew(0)), result(renew(2))} == {"allow", "deny", "require_approval"}
+}
+
+test_session_key_shape_on_session_open if {
+	decide(open_session(["remote"])) == {
+		"result": "allow",
+		"reasons": [],
+		"labels": [],
+		"obligations": {},
+		"session": {"max_ttl_seconds": 1800},
+	}
+	decide(open_session(["ghost"])) == {
+		"result": "deny",
+		"reasons": [{"code": "server_unknown", "message": "server \"ghost\" is not in the catalog"}],
+		"labels": [],
+		"obligations": {},
+		"session": {"max_ttl_seconds": 1800},
+	}
+}
+
+test_session_key_absent_for_other_actions if {
+	every action in mcp.mcp_actions {
+		not decide(object.union(op(action, "remote"), {"operation": {"tool": "lookup"}})).session
+		not decide(op(action, "ghost")).session
+	}
+	not decide(call_tool("remote", "wipe")).session
+	not decide(object.union(renew(0), {"action": "session/extend"})).session
+	not decide({}).session
+	not decide({"action": 42}).session
+}
+
+test_session_max_ttl_from_limits if {
+	every ttl in [1, 60, 86400] {
+		decide_session_limits(open_session([]), {"max_ttl_seconds": ttl}).session == {"max_ttl_seconds": ttl}
+	}
+}
+
+test_session_max_ttl_defaults_when_absent_or_invalid if {
+	every session_limits in [
+		{},
+		{"max_ttl_seconds": 0},
+		{"max_ttl_seconds": -60},
+		{"max_ttl_seconds": 1.5},
+		{"max_ttl_seconds": "1800"},
+		{"max_ttl_seconds": null},
+	] {
+		decide_session_limits(open_session([]), session_limits).session == {"max_ttl_seconds": 3600}
+		decide_session_limits(renew(0), session_limits).session == {"max_ttl_seconds": 3600}
+	}
+	d := mcp.decision with input as renew(0) with data.catalog as fixture_catalog with data.limits as {}
+	d.session == {"max_ttl_seconds": 3600}
+}
+
 # Other MCP operations on known servers are allowed.
 
 test_other_operations_allowed_on_known_servers if {
@@ -520,4 +792,20 @@ test_shipped_catalog_denies if {
 test_shipped_session_budget if {
 	shipped(object.union(github_call("search_issues"), {"session": {"calls": {"total": 99}}})).result == "allow"
 	shipped(object.union(github_call("search_issues"), {"session": {"calls": {"total": 100}}})).result == "deny"
+}
+
+test_shipped_session_lifetime if {
+	shipped(object.union(open_session(["github", "filesystem"]), {"session": null})).session == {"max_ttl_seconds": 3600}
+	shipped(renew(0)).session == {"max_ttl_seconds": 3600}
+	not shipped(github_call("search_issues")).session
+}
+
+test_shipped_session_renewal if {
+	d := shipped(renew(0))
+	d.result == "require_approval"
+	[r.code | some r in d.reasons] == ["renewal_requires_approval"]
+	d.approval == {"scope": "once", "ttl_seconds": 900}
+	shipped(renew(2)).result == "require_approval"
+	[r.code | some r in shipped(renew(3)).reasons] == ["renewal_limit"]
+	shipped(renew(3)).reasons[0].message == "session has used 3 of its 3 renewals"
 }

@@ -145,7 +145,10 @@ type catalogFile struct {
 	} `json:"catalog"`
 	Limits struct {
 		Session struct {
-			MaxCalls *int `json:"max_calls"`
+			MaxCalls      *int    `json:"max_calls"`
+			MaxTTLSeconds *int    `json:"max_ttl_seconds"`
+			MaxRenewals   *int    `json:"max_renewals"`
+			Renewal       *string `json:"renewal"`
 		} `json:"session"`
 		Approval struct {
 			Scope      string `json:"scope"`
@@ -230,6 +233,15 @@ func TestDataCatalog(t *testing.T) {
 	if m := data.Limits.Session.MaxCalls; m == nil || *m <= 0 {
 		t.Errorf("limits.session.max_calls = %v, want a positive number", deref(m))
 	}
+	if m := data.Limits.Session.MaxTTLSeconds; m == nil || *m <= 0 {
+		t.Errorf("limits.session.max_ttl_seconds = %v, want a positive number", deref(m))
+	}
+	if m := data.Limits.Session.MaxRenewals; m == nil || *m < 0 {
+		t.Errorf("limits.session.max_renewals = %v, want a number >= 0", deref(m))
+	}
+	if r := data.Limits.Session.Renewal; r == nil || (*r != "allow" && *r != "deny" && *r != "approval") {
+		t.Errorf("limits.session.renewal = %v, want allow, deny or approval", deref(r))
+	}
 	if s := data.Limits.Approval.Scope; s != "once" && s != "session" {
 		t.Errorf("limits.approval.scope = %q, want once or session", s)
 	}
@@ -290,6 +302,8 @@ func BenchmarkDecision(b *testing.B) {
 		{"require_approval", `{"action": "tools/call", ` + github + `, "operation": {"method": "tools/call", "tool": "delete_repository", "annotations": {}}}`, "require_approval"},
 		{"deny", `{"action": "tools/call", ` + github + `, "operation": {"method": "tools/call", "tool": "drop_database", "annotations": {}}}`, "deny"},
 		{"tools_list_filter", `{"action": "tools/list", ` + github + `, "operation": {"method": "tools/list", "tool": "search_issues"}}`, "allow"},
+		{"session_renew", `{"action": "session/renew", "server": {}, "session": {"id": "s", "renewals": 1, "servers": ["github"], "calls": {"total": 3}},
+			"session_request": {"servers": ["github"], "ttl_seconds": 600}}`, "require_approval"},
 	}
 	for _, c := range cases {
 		input, err := ast.ParseTerm(c.input)

@@ -90,3 +90,33 @@ approval_reasons contains {
 	action == "tools/call"
 	destructive
 }
+
+# renewal_not_allowed: the limits forbid renewing sessions (limits.session.renewal "deny").
+deny_reasons contains {
+	"code": "renewal_not_allowed",
+	"message": "session renewal is not allowed",
+} if {
+	action == "session/renew"
+	renewal_mode == "deny"
+}
+
+# renewal_limit: the session has been renewed as often as the limits allow.
+deny_reasons contains {
+	"code": "renewal_limit",
+	"message": sprintf("session has used %v of its %v renewals", [session_renewals, max_renewals]),
+} if {
+	action == "session/renew"
+	max_renewals := data.limits.session.max_renewals
+	is_number(max_renewals)
+	session_renewals >= max_renewals
+}
+
+# renewal_requires_approval: a human approves each renewal unless the limits say "allow"
+# or "deny" (see renewal_mode in catalog.rego).
+approval_reasons contains {
+	"code": "renewal_requires_approval",
+	"message": sprintf("session renewal requires approval (renewals so far: %v)", [session_renewals]),
+} if {
+	action == "session/renew"
+	renewal_mode == "approval"
+}

@@ -28,11 +28,43 @@ func (c *clock) advance(d time.Duration) { c.set(c.Now().Add(d)) }
 
 // service is a running Arbiter reached over gRPC.
 type service struct {
-	engine    *engine.Engine
-	clock     *clock
+	engine *engine.Engine
+	clock  *clock
+	addr   string
+	clients
+}
+
+// clients are the API clients of one connection, with one caller's credentials.
+type clients struct {
 	decisions arbiterv1.DecisionServiceClient
 	sessions  arbiterv1.SessionServiceClient
-	conn      *grpc.ClientConn
+	approvals arbiterv1.ApprovalServiceClient
+}
+
+// bearer sends a token in the "authorization" metadata of every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if b == "" {
+		return nil, nil
+	}
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// as connects to the service presenting token ("" for none).
+func (s *service) as(t *testing.T, token string) clients {
+	t.Helper()
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return clients{
+		decisions: arbiterv1.NewDecisionServiceClient(conn),
+		sessions:  arbiterv1.NewSessionServiceClient(conn),
+		approvals: arbiterv1.NewApprovalServiceClient(conn),
+	}
 }
 
 // defaultPolicy is the embedded policy, with edit applied to its data.
@@ -48,8 +80,15 @@ func defaultPolicy(t *testing.T, edit func(data map[string]any)) engine.Policy {
 	return p
 }
 
-// start runs the service on 127.0.0.1:0 with p and returns clients for it.
+// start runs the service on 127.0.0.1:0 with p, without authentication, and returns clients
+// for it.
 func start(t *testing.T, p engine.Policy) *service {
+	t.Helper()
+	return startWithTokens(t, p, nil)
+}
+
+// startWithTokens runs the service requiring tokens; the embedded clients present none.
+func startWithTokens(t *testing.T, p engine.Policy, tokens []grpcapi.Token) *service {
 	t.Helper()
 	c := &clock{}
 	c.set(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
@@ -61,22 +100,17 @@ func start(t *testing.T, p engine.Policy) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{}), health.NewServer())
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	auth, err := grpcapi.NewAuthenticator(tokens)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return &service{
-		engine:    eng,
-		clock:     c,
-		decisions: arbiterv1.NewDecisionServiceClient(conn),
-		sessions:  arbiterv1.NewSessionServiceClient(conn),
-		conn:      conn,
-	}
+	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{}), health.NewServer(), auth)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+
+	svc := &service{engine: eng, clock: c, addr: ln.Addr().String()}
+	svc.clients = svc.as(t, "")
+	return svc
 }
 
 // Parties used throughout: an IDE agent acting for alice.

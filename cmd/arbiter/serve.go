@@ -25,31 +25,37 @@ import (
 var errUsage = errors.New("usage")
 
 type serveFlags struct {
-	grpcAddr        string
-	adminAddr       string
-	policyDir       string
-	logFormat       string
-	logLevel        string
-	evalTimeout     time.Duration
-	sessionTTL      time.Duration
-	sessionMaxTTL   time.Duration
-	reapInterval    time.Duration
-	reapRetention   time.Duration
-	shutdownTimeout time.Duration
+	adminTokenFile   string
+	gatewayTokenFile string
+	sessionLifetime  time.Duration
+	grpcAddr         string
+	adminAddr        string
+	policyDir        string
+	logFormat        string
+	logLevel         string
+	evalTimeout      time.Duration
+	sessionTTL       time.Duration
+	sessionMaxTTL    time.Duration
+	reapInterval     time.Duration
+	reapRetention    time.Duration
+	shutdownTimeout  time.Duration
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9191", "gRPC listen address (loopback only)")
-	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9192", "admin HTTP listen address (loopback only): /healthz, /readyz")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9191", "gRPC listen address (loopback only unless token files are given)")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9192", "admin HTTP listen address (loopback only unless token files are given): /healthz, /readyz")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file of admin bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
+	fs.StringVar(&f.gatewayTokenFile, "gateway-token-file", "", "file of gateway bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
 	fs.StringVar(&f.policyDir, "policy", "", "directory of Rego modules and data.json to serve instead of the embedded default policy")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take; longer is denied")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 15*time.Minute, "session lifetime when the opener asks for none")
-	fs.DurationVar(&f.sessionMaxTTL, "session-max-ttl", 8*time.Hour, "longest lifetime a session can be given")
+	fs.DurationVar(&f.sessionMaxTTL, "session-max-ttl", 8*time.Hour, "longest lifetime one open or renewal can give a session")
+	fs.DurationVar(&f.sessionLifetime, "session-max-lifetime", 24*time.Hour, "longest a session can live from its creation, whatever renewals are approved")
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Minute, "how often expired sessions are removed")
 	fs.DurationVar(&f.reapRetention, "reap-retention", time.Hour, "how long an ended session stays readable after it expires")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for calls in flight")
@@ -94,22 +100,51 @@ func loadPolicy(dir string) (engine.Policy, error) {
 	return engine.LoadPolicyFS(os.DirFS(dir), ".", "dir")
 }
 
-// listenLoopback listens on addr, refusing any address that is not loopback: the service has
-// no caller authentication yet, so it must not be reachable from other hosts.
-func listenLoopback(flagName, addr string) (net.Listener, error) {
+// listen listens on addr. Without caller authentication only loopback addresses are allowed:
+// an unauthenticated service must not be reachable from other hosts.
+func listen(flagName, addr string, authenticated bool) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--%s: %w", flagName, err)
 	}
 	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("--%s %s: Arbiter has no caller authentication configured, so it only listens on loopback (127.0.0.1, ::1 or localhost)", flagName, addr)
+	if !authenticated && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("--%s %s: no caller authentication is configured (--admin-token-file, --gateway-token-file), so Arbiter only listens on loopback (127.0.0.1, ::1 or localhost)", flagName, addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--%s: %w", flagName, err)
 	}
 	return ln, nil
+}
+
+// loadAuthenticator reads the token files. Either may be absent; with neither, callers are
+// not authenticated.
+func loadAuthenticator(adminFile, gatewayFile string) (*grpcapi.Authenticator, error) {
+	var tokens []grpcapi.Token
+	for _, src := range []struct {
+		flag, path string
+		role       grpcapi.Role
+	}{{"admin-token-file", adminFile, grpcapi.RoleAdmin}, {"gateway-token-file", gatewayFile, grpcapi.RoleGateway}} {
+		if src.path == "" {
+			continue
+		}
+		f, err := os.Open(src.path)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", src.flag, err)
+		}
+		ts, err := grpcapi.ParseTokens(f, src.role)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("--%s %s: %w", src.flag, src.path, err)
+		}
+		tokens = append(tokens, ts...)
+	}
+	auth, err := grpcapi.NewAuthenticator(tokens)
+	if err != nil {
+		return nil, fmt.Errorf("token files: %w", err)
+	}
+	return auth, nil
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -121,25 +156,30 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	auth, err := loadAuthenticator(f.adminTokenFile, f.gatewayTokenFile)
+	if err != nil {
+		return err
+	}
 	pol, err := loadPolicy(f.policyDir)
 	if err != nil {
 		return err
 	}
 	eng, err := engine.New(ctx, engine.Config{
-		EvalTimeout:       f.evalTimeout,
-		DefaultSessionTTL: f.sessionTTL,
-		MaxSessionTTL:     f.sessionMaxTTL,
-		Logger:            log,
+		EvalTimeout:        f.evalTimeout,
+		DefaultSessionTTL:  f.sessionTTL,
+		MaxSessionTTL:      f.sessionMaxTTL,
+		MaxSessionLifetime: f.sessionLifetime,
+		Logger:             log,
 	}, pol)
 	if err != nil {
 		return fmt.Errorf("activate policy: %w", err)
 	}
 
-	grpcLn, err := listenLoopback("grpc-addr", f.grpcAddr)
+	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled())
 	if err != nil {
 		return err
 	}
-	adminLn, err := listenLoopback("admin-addr", f.adminAddr)
+	adminLn, err := listen("admin-addr", f.adminAddr, auth.Enabled())
 	if err != nil {
 		grpcLn.Close()
 		return err
@@ -149,7 +189,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, name := range append([]string{""}, grpcapi.ServiceNames...) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{Logger: log}), hs)
+	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{Logger: log}), hs, auth)
+	if !auth.Enabled() {
+		log.Warn("no token files given: every caller may act as admin, so Arbiter listens on loopback only; use --admin-token-file and --gateway-token-file in production")
+	}
 
 	var ready atomic.Bool
 	admin := &http.Server{Handler: adminMux(&ready), ReadHeaderTimeout: 5 * time.Second}

@@ -13,10 +13,14 @@ import (
 // ResourceExhausted before any field is looked at; the per-field limits are smaller.
 const MaxMessageBytes = 4 << 20
 
-// NewServer returns a gRPC server carrying svc, the standard health service (reporting hs) and
-// server reflection, so grpcurl works against it.
-func NewServer(svc *Service, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, opts...)
+// NewServer returns a gRPC server carrying svc behind auth, the standard health service
+// (reporting hs) and server reflection, so grpcurl works against it.
+func NewServer(svc *Service, hs *health.Server, auth *Authenticator, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor),
+	}, opts...)
 	g := grpc.NewServer(opts...)
 	svc.Register(g)
 	healthpb.RegisterHealthServer(g, hs)
@@ -28,4 +32,5 @@ func NewServer(svc *Service, hs *health.Server, opts ...grpc.ServerOption) *grpc
 var ServiceNames = []string{
 	arbiterv1.DecisionService_ServiceDesc.ServiceName,
 	arbiterv1.SessionService_ServiceDesc.ServiceName,
+	arbiterv1.ApprovalService_ServiceDesc.ServiceName,
 }

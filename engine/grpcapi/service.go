@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/arbiter-mcp/arbiter/engine"
@@ -26,6 +28,11 @@ type Decider interface {
 	ListSessions(f state.ListFilter) ([]*engine.SessionInfo, bool, error)
 	CloseSession(id, reason string) (*engine.SessionInfo, error)
 	RevokeSessions(f state.RevokeFilter, reason string) ([]string, error)
+	RenewSession(ctx context.Context, req *engine.RenewRequest) (engine.Decision, *engine.SessionInfo, error)
+	GetApproval(id string) (*engine.ApprovalInfo, error)
+	ListApprovals(f state.ApprovalFilter) ([]*engine.ApprovalInfo, bool, error)
+	ResolveApproval(id string, r state.Resolution) (*engine.ApprovalInfo, error)
+	WatchApproval(ctx context.Context, id string, send func(*engine.ApprovalInfo) error) error
 }
 
 // Config tunes the service. Zero values take the defaults noted on each field.
@@ -38,10 +45,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Service implements the DecisionService and SessionService gRPC APIs.
+// Service implements the DecisionService, SessionService and ApprovalService gRPC APIs.
 type Service struct {
 	arbiterv1.UnimplementedDecisionServiceServer
 	arbiterv1.UnimplementedSessionServiceServer
+	arbiterv1.UnimplementedApprovalServiceServer
 
 	engine Decider
 	limits limits
@@ -71,6 +79,7 @@ func New(e Decider, cfg Config) *Service {
 func (s *Service) Register(g grpc.ServiceRegistrar) {
 	arbiterv1.RegisterDecisionServiceServer(g, s)
 	arbiterv1.RegisterSessionServiceServer(g, s)
+	arbiterv1.RegisterApprovalServiceServer(g, s)
 }
 
 // Decide implements DecisionService.Decide.
@@ -93,6 +102,7 @@ func (s *Service) Decide(ctx context.Context, in *arbiterv1.DecideRequest) (*arb
 		ResourceURI:    op.GetResourceUri(),
 		PromptName:     op.GetPromptName(),
 	}
+	req.Gateway = PrincipalFrom(ctx).Name
 	d, err := s.engine.Decide(ctx, &req)
 	if err != nil {
 		return nil, s.errorTo(ctx, "decide", err)
@@ -106,6 +116,7 @@ func (s *Service) Decide(ctx context.Context, in *arbiterv1.DecideRequest) (*arb
 		Reasons:        reasonsTo(d.Reasons),
 		DecisionId:     d.ID,
 		PolicyRevision: d.PolicyRevision,
+		Approval:       handleTo(d),
 		Obligations:    obligations,
 	}, nil
 }
@@ -140,15 +151,12 @@ func (s *Service) OpenSession(ctx context.Context, in *arbiterv1.OpenSessionRequ
 	if err != nil {
 		return nil, err
 	}
-	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context}
+	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context, Gateway: PrincipalFrom(ctx).Name}
 	for _, srv := range in.GetServers() {
 		open.Servers = append(open.Servers, serverFrom(srv))
 	}
-	if in.GetTtl() != nil {
-		if err := in.GetTtl().CheckValid(); err != nil {
-			return nil, invalidArgument("ttl", err.Error())
-		}
-		open.TTL = in.GetTtl().AsDuration()
+	if open.TTL, err = ttlFrom(in.GetTtl()); err != nil {
+		return nil, err
 	}
 	d, sess, err := s.engine.OpenSession(ctx, open)
 	if err != nil {
@@ -159,11 +167,71 @@ func (s *Service) OpenSession(ctx context.Context, in *arbiterv1.OpenSessionRequ
 		Reasons:        reasonsTo(d.Reasons),
 		DecisionId:     d.ID,
 		PolicyRevision: d.PolicyRevision,
+		Approval:       handleTo(d),
 	}
 	if sess != nil {
 		out.Session = sessionTo(sess)
 	}
 	return out, nil
+}
+
+// RenewSession implements SessionService.RenewSession.
+func (s *Service) RenewSession(ctx context.Context, in *arbiterv1.RenewSessionRequest) (*arbiterv1.RenewSessionResponse, error) {
+	if in.GetSessionId() == "" {
+		return nil, invalidArgument("session_id", "is required")
+	}
+	req, err := s.request(in.GetSessionId(), in.GetClient(), in.GetSubject(), nil, nil, in.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	renew := &engine.RenewRequest{SessionID: req.SessionID, Client: req.Client, Subject: req.Subject, Context: req.Context, Gateway: PrincipalFrom(ctx).Name}
+	if renew.TTL, err = ttlFrom(in.GetTtl()); err != nil {
+		return nil, err
+	}
+	d, sess, err := s.engine.RenewSession(ctx, renew)
+	if err != nil {
+		return nil, s.errorTo(ctx, "renew session", err)
+	}
+	out := &arbiterv1.RenewSessionResponse{
+		Decision:       outcomeTo(d.Outcome),
+		Reasons:        reasonsTo(d.Reasons),
+		DecisionId:     d.ID,
+		PolicyRevision: d.PolicyRevision,
+		Approval:       handleTo(d),
+	}
+	if sess != nil {
+		out.Session = sessionTo(sess)
+	}
+	return out, nil
+}
+
+func ttlFrom(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalidArgument("ttl", err.Error())
+	}
+	return d.AsDuration(), nil
+}
+
+// handleTo is the approval a decision waits on or was decided by, if any.
+func handleTo(d engine.Decision) *arbiterv1.ApprovalHandle {
+	if d.ApprovalID == "" {
+		return nil
+	}
+	return &arbiterv1.ApprovalHandle{Id: d.ApprovalID, ExpiresAt: timeTo(d.ApprovalExpiresAt)}
+}
+
+// pageSize applies the default and the cap to a requested page size.
+func pageSize(n uint32) (int, error) {
+	switch {
+	case n == 0:
+		return 100, nil
+	case n > maxPageSize:
+		return 0, invalidArgument("page_size", "must be at most 1000")
+	}
+	return int(n), nil
 }
 
 // GetSession implements SessionService.GetSession.
@@ -183,12 +251,9 @@ const maxPageSize = 1000
 
 // ListSessions implements SessionService.ListSessions.
 func (s *Service) ListSessions(ctx context.Context, in *arbiterv1.ListSessionsRequest) (*arbiterv1.ListSessionsResponse, error) {
-	size := int(in.GetPageSize())
-	switch {
-	case size == 0:
-		size = 100
-	case size > maxPageSize:
-		return nil, invalidArgument("page_size", "must be at most 1000")
+	size, err := pageSize(in.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	sessions, more, err := s.engine.ListSessions(state.ListFilter{
 		ClientID:  in.GetClientId(),
@@ -269,6 +334,10 @@ func (s *Service) errorTo(ctx context.Context, op string, err error) error {
 	case errors.Is(err, engine.ErrSessionNotFound):
 		return status.Error(codes.NotFound, "session not found")
 	case errors.Is(err, engine.ErrSessionEnded):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, engine.ErrApprovalNotFound):
+		return status.Error(codes.NotFound, "approval not found")
+	case errors.Is(err, engine.ErrApprovalResolved), errors.Is(err, engine.ErrApprovalExpired):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")

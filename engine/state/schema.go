@@ -12,8 +12,9 @@ import (
 
 // Table names.
 const (
-	tableSessions = "sessions"
-	tableUsage    = "session_usage"
+	tableSessions  = "sessions"
+	tableUsage     = "session_usage"
+	tableApprovals = "approvals"
 )
 
 // Index names.
@@ -22,13 +23,16 @@ const (
 	indexClient  = "client"
 	indexSubject = "subject"
 	indexExpiry  = "expiry"
+	indexRequest = "request"
+	indexSession = "session"
 )
 
 func schema() *memdb.DBSchema {
 	return &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
-			tableSessions: sessionsTableSchema(),
-			tableUsage:    usageTableSchema(),
+			tableSessions:  sessionsTableSchema(),
+			tableUsage:     usageTableSchema(),
+			tableApprovals: approvalsTableSchema(),
 		},
 	}
 }
@@ -111,6 +115,38 @@ func terminated(v string) []byte {
 	b := make([]byte, len(v)+1)
 	copy(b, v)
 	return b
+}
+
+// approvalsTableSchema holds approvals. They are made at human pace, so listing filters scan.
+func approvalsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableApprovals,
+		Indexes: map[string]*memdb.IndexSchema{
+			// id serves Get, Resolve and Watch.
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Approval).ID }},
+			},
+			// request finds the approvals of one exact request: a pending one to reuse, a grant
+			// to apply, a denial to repeat.
+			indexRequest: {
+				Name:    indexRequest,
+				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Approval).RequestKey }},
+			},
+			// session serves listing a session's approvals.
+			indexSession: {
+				Name:         indexSession,
+				AllowMissing: true, // a call outside any session can need approval too
+				Indexer:      stringFieldIndex{field: func(o any) string { return o.(*Approval).SessionID }},
+			},
+			// expiry is walked in time order by the reaper.
+			indexExpiry: {
+				Name:    indexExpiry,
+				Indexer: timeFieldIndex{field: func(o any) time.Time { return o.(*Approval).ExpiresAt }},
+			},
+		},
+	}
 }
 
 // timeFieldIndex indexes a time as 8 big-endian bytes of Unix nanoseconds, so the radix tree

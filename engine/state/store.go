@@ -13,12 +13,15 @@ import (
 type Store struct {
 	db           *memdb.MemDB
 	historyLimit int
+	sessionInput func(*Session) any
 }
 
 // Config tunes a Store.
 type Config struct {
 	// HistoryLimit is how many recent calls a session keeps (default 32).
 	HistoryLimit int
+	// SessionInput, when set, builds Session.Input every time a session is stored.
+	SessionInput func(*Session) any
 }
 
 // New returns an empty store.
@@ -30,11 +33,12 @@ func New(cfg Config) (*Store, error) {
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
 	}
-	return &Store{db: db, historyLimit: cfg.HistoryLimit}, nil
+	return &Store{db: db, historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput}, nil
 }
 
-// Open inserts a new session with empty usage.
-func (s *Store) Open(sess *Session) error {
+// Open inserts a new session with empty usage. A session pending approval is stored together
+// with its approval, in one transaction, and lapses with it.
+func (s *Store) Open(sess *Session, pending *Approval) error {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	existing, err := txn.First(tableSessions, indexID, sess.ID)
@@ -44,7 +48,16 @@ func (s *Store) Open(sess *Session) error {
 	if existing != nil {
 		return ErrExists
 	}
-	if err := txn.Insert(tableSessions, sess.copy()); err != nil {
+	sess = sess.copy()
+	if pending != nil {
+		sess.Status, sess.ExpiresAt = StatusPendingApproval, pending.ExpiresAt
+		a := pending.copy()
+		a.Status = ApprovalPending
+		if err := txn.Insert(tableApprovals, a); err != nil {
+			return fmt.Errorf("insert approval: %w", err)
+		}
+	}
+	if err := txn.Insert(tableSessions, s.withInput(sess)); err != nil {
 		return fmt.Errorf("insert session: %w", err)
 	}
 	if err := txn.Insert(tableUsage, &Usage{SessionID: sess.ID}); err != nil {
@@ -74,22 +87,83 @@ func (s *Store) Get(id string) (*Session, *Usage, error) {
 func (s *Store) RecordCall(id string, call Call) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
+	if err := s.recordCallTxn(txn, id, call); err != nil {
+		sess, _ := sessionTxn(txn, id)
+		return sess, err
+	}
+	txn.Commit()
+	return nil, nil
+}
+
+func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
 	sess, err := sessionTxn(txn, id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if sess.StatusAt(call.At) != StatusActive {
-		return sess, ErrNotActive
+		return ErrNotActive
 	}
 	u, err := usageTxn(txn, id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := txn.Insert(tableUsage, u.with(call, s.historyLimit)); err != nil {
-		return nil, fmt.Errorf("record call: %w", err)
+		return fmt.Errorf("record call: %w", err)
+	}
+	return nil
+}
+
+// Renew extends an active session to expiresAt and counts the renewal.
+func (s *Store) Renew(id string, expiresAt, now time.Time) (*Session, error) {
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	var out *Session
+	err := s.updateSessionTxn(txn, id, func(sess *Session) {
+		if sess.StatusAt(now) == StatusActive {
+			renewTxn(sess, expiresAt)
+			out = sess
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		sess, _ := sessionTxn(txn, id)
+		return sess, ErrNotActive
 	}
 	txn.Commit()
-	return sess, nil
+	return out, nil
+}
+
+// renewTxn extends sess, which is a fresh copy, never moving its expiry earlier.
+func renewTxn(sess *Session, expiresAt time.Time) {
+	if expiresAt.After(sess.ExpiresAt) {
+		sess.ExpiresAt = expiresAt
+	}
+	sess.Renewals++
+}
+
+// updateSessionTxn stores a changed copy of a session; mutate sees the copy.
+func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session)) error {
+	sess, err := sessionTxn(txn, id)
+	if err != nil {
+		return err
+	}
+	c := sess.copy()
+	mutate(c)
+	if err := txn.Insert(tableSessions, s.withInput(c)); err != nil {
+		return fmt.Errorf("update session: %w", err)
+	}
+	return nil
+}
+
+// withInput refreshes sess.Input for a session about to be stored.
+func (s *Store) withInput(sess *Session) *Session {
+	sess.Input = nil
+	if s.sessionInput != nil && sess.Status == StatusActive {
+		sess.Input = s.sessionInput(sess)
+	}
+	return sess
 }
 
 // Close ends an active or pending session because its task is finished.
@@ -103,7 +177,7 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 	if st := sess.StatusAt(now); st != StatusActive && st != StatusPendingApproval {
 		return sess, ErrNotActive
 	}
-	closed := endTxn(sess, StatusClosed, reason, now)
+	closed := s.withInput(endTxn(sess, StatusClosed, reason, now))
 	if err := txn.Insert(tableSessions, closed); err != nil {
 		return nil, fmt.Errorf("close session: %w", err)
 	}
@@ -147,7 +221,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 		if st := sess.StatusAt(now); st != StatusActive && st != StatusPendingApproval {
 			continue
 		}
-		if err := txn.Insert(tableSessions, endTxn(sess, StatusRevoked, reason, now)); err != nil {
+		if err := txn.Insert(tableSessions, s.withInput(endTxn(sess, StatusRevoked, reason, now))); err != nil {
 			return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
 		}
 		ids = append(ids, sess.ID)
@@ -233,6 +307,24 @@ func (s *Store) Reap(cutoff time.Time) (int, error) {
 		}
 		if _, err := txn.DeleteAll(tableUsage, indexID, sess.ID); err != nil {
 			return 0, fmt.Errorf("reap session usage %s: %w", sess.ID, err)
+		}
+	}
+	// Approvals lapse the same way: pending ones past their expiry, grants past their use.
+	ait, err := txn.Get(tableApprovals, indexExpiry)
+	if err != nil {
+		return 0, fmt.Errorf("walk approval expiry index: %w", err)
+	}
+	var lapsed []*Approval
+	for obj := ait.Next(); obj != nil; obj = ait.Next() {
+		a := obj.(*Approval)
+		if a.ExpiresAt.After(cutoff) {
+			break
+		}
+		lapsed = append(lapsed, a)
+	}
+	for _, a := range lapsed {
+		if err := txn.Delete(tableApprovals, a); err != nil {
+			return 0, fmt.Errorf("reap approval %s: %w", a.ID, err)
 		}
 	}
 	txn.Commit()

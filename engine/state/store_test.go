@@ -21,7 +21,7 @@ func newStore(t *testing.T) *Store {
 
 func open(t *testing.T, s *Store, id, client, subject string, ttl time.Duration, servers ...string) {
 	t.Helper()
-	err := s.Open(&Session{ID: id, Status: StatusActive, ClientID: client, SubjectID: subject, Servers: servers, CreatedAt: t0, ExpiresAt: t0.Add(ttl)})
+	err := s.Open(&Session{ID: id, Status: StatusActive, ClientID: client, SubjectID: subject, Servers: servers, CreatedAt: t0, ExpiresAt: t0.Add(ttl)}, nil)
 	if err != nil {
 		t.Fatalf("open %s: %v", id, err)
 	}
@@ -30,7 +30,7 @@ func open(t *testing.T, s *Store, id, client, subject string, ttl time.Duration,
 func TestOpenRefusesDuplicateID(t *testing.T) {
 	s := newStore(t)
 	open(t, s, "a", "c", "u", time.Hour)
-	if err := s.Open(&Session{ID: "a", ClientID: "c", ExpiresAt: t0}); err != ErrExists {
+	if err := s.Open(&Session{ID: "a", ClientID: "c", ExpiresAt: t0}, nil); err != ErrExists {
 		t.Fatalf("second open with the same id: %v, want ErrExists", err)
 	}
 }

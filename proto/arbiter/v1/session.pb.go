@@ -537,6 +537,170 @@ func (x *OpenSessionResponse) GetApproval() *ApprovalHandle {
 	return nil
 }
 
+// RenewSessionRequest asks to extend a session. Client and subject must be the session's own.
+type RenewSessionRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Client    *Client                `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	Subject   *Subject               `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Requested extension, counted from now; clamped to the policy's and the service's limits.
+	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Context       *structpb.Struct     `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewSessionRequest) Reset() {
+	*x = RenewSessionRequest{}
+	mi := &file_arbiter_v1_session_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewSessionRequest) ProtoMessage() {}
+
+func (x *RenewSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_arbiter_v1_session_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewSessionRequest.ProtoReflect.Descriptor instead.
+func (*RenewSessionRequest) Descriptor() ([]byte, []int) {
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RenewSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RenewSessionRequest) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *RenewSessionRequest) GetSubject() *Subject {
+	if x != nil {
+		return x.Subject
+	}
+	return nil
+}
+
+func (x *RenewSessionRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *RenewSessionRequest) GetContext() *structpb.Struct {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+// RenewSessionResponse carries the decision and the session as it is after it.
+type RenewSessionResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Decision       Decision               `protobuf:"varint,1,opt,name=decision,proto3,enum=arbiter.v1.Decision" json:"decision,omitempty"`
+	Reasons        []*Reason              `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	DecisionId     string                 `protobuf:"bytes,3,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	PolicyRevision string                 `protobuf:"bytes,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	Session        *Session               `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// Set when the renewal waits on a human.
+	Approval      *ApprovalHandle `protobuf:"bytes,6,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewSessionResponse) Reset() {
+	*x = RenewSessionResponse{}
+	mi := &file_arbiter_v1_session_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewSessionResponse) ProtoMessage() {}
+
+func (x *RenewSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_arbiter_v1_session_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewSessionResponse.ProtoReflect.Descriptor instead.
+func (*RenewSessionResponse) Descriptor() ([]byte, []int) {
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RenewSessionResponse) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *RenewSessionResponse) GetReasons() []*Reason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *RenewSessionResponse) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *RenewSessionResponse) GetPolicyRevision() string {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return ""
+}
+
+func (x *RenewSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *RenewSessionResponse) GetApproval() *ApprovalHandle {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
 // GetSessionRequest names one session.
 type GetSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -547,7 +711,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[5]
+	mi := &file_arbiter_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +723,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[5]
+	mi := &file_arbiter_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +736,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -592,7 +756,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[6]
+	mi := &file_arbiter_v1_session_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +768,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[6]
+	mi := &file_arbiter_v1_session_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +781,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -643,7 +807,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[7]
+	mi := &file_arbiter_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +819,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[7]
+	mi := &file_arbiter_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +832,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSessionsRequest) GetClientId() string {
@@ -718,7 +882,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[8]
+	mi := &file_arbiter_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +894,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[8]
+	mi := &file_arbiter_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +907,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -771,7 +935,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[9]
+	mi := &file_arbiter_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +947,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[9]
+	mi := &file_arbiter_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +960,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -823,7 +987,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[10]
+	mi := &file_arbiter_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +999,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[10]
+	mi := &file_arbiter_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1012,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CloseSessionResponse) GetSession() *Session {
@@ -874,7 +1038,7 @@ type RevokeSessionsRequest struct {
 
 func (x *RevokeSessionsRequest) Reset() {
 	*x = RevokeSessionsRequest{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[11]
+	mi := &file_arbiter_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1050,7 @@ func (x *RevokeSessionsRequest) String() string {
 func (*RevokeSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[11]
+	mi := &file_arbiter_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1063,7 @@ func (x *RevokeSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeSessionsRequest) GetSessionId() string {
@@ -947,7 +1111,7 @@ type RevokeSessionsResponse struct {
 
 func (x *RevokeSessionsResponse) Reset() {
 	*x = RevokeSessionsResponse{}
-	mi := &file_arbiter_v1_session_proto_msgTypes[12]
+	mi := &file_arbiter_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1123,7 @@ func (x *RevokeSessionsResponse) String() string {
 func (*RevokeSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_arbiter_v1_session_proto_msgTypes[12]
+	mi := &file_arbiter_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1136,7 @@ func (x *RevokeSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_arbiter_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeSessionsResponse) GetSessionIds() []string {
@@ -1044,6 +1208,21 @@ const file_arbiter_v1_session_proto_rawDesc = "" +
 	"decisionId\x12'\n" +
 	"\x0fpolicy_revision\x18\x04 \x01(\tR\x0epolicyRevision\x12-\n" +
 	"\asession\x18\x05 \x01(\v2\x13.arbiter.v1.SessionR\asession\x126\n" +
+	"\bapproval\x18\x06 \x01(\v2\x1a.arbiter.v1.ApprovalHandleR\bapproval\"\xef\x01\n" +
+	"\x13RenewSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12*\n" +
+	"\x06client\x18\x02 \x01(\v2\x12.arbiter.v1.ClientR\x06client\x12-\n" +
+	"\asubject\x18\x03 \x01(\v2\x13.arbiter.v1.SubjectR\asubject\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x121\n" +
+	"\acontext\x18\x05 \x01(\v2\x17.google.protobuf.StructR\acontext\"\xa7\x02\n" +
+	"\x14RenewSessionResponse\x120\n" +
+	"\bdecision\x18\x01 \x01(\x0e2\x14.arbiter.v1.DecisionR\bdecision\x12,\n" +
+	"\areasons\x18\x02 \x03(\v2\x12.arbiter.v1.ReasonR\areasons\x12\x1f\n" +
+	"\vdecision_id\x18\x03 \x01(\tR\n" +
+	"decisionId\x12'\n" +
+	"\x0fpolicy_revision\x18\x04 \x01(\tR\x0epolicyRevision\x12-\n" +
+	"\asession\x18\x05 \x01(\v2\x13.arbiter.v1.SessionR\asession\x126\n" +
 	"\bapproval\x18\x06 \x01(\v2\x1a.arbiter.v1.ApprovalHandleR\bapproval\"2\n" +
 	"\x11GetSessionRequest\x12\x1d\n" +
 	"\n" +
@@ -1084,12 +1263,13 @@ const file_arbiter_v1_session_proto_rawDesc = "" +
 	"\x1fSESSION_STATUS_PENDING_APPROVAL\x10\x02\x12\x19\n" +
 	"\x15SESSION_STATUS_CLOSED\x10\x03\x12\x1a\n" +
 	"\x16SESSION_STATUS_REVOKED\x10\x04\x12\x1a\n" +
-	"\x16SESSION_STATUS_EXPIRED\x10\x052\xac\x03\n" +
+	"\x16SESSION_STATUS_EXPIRED\x10\x052\xff\x03\n" +
 	"\x0eSessionService\x12N\n" +
 	"\vOpenSession\x12\x1e.arbiter.v1.OpenSessionRequest\x1a\x1f.arbiter.v1.OpenSessionResponse\x12K\n" +
 	"\n" +
 	"GetSession\x12\x1d.arbiter.v1.GetSessionRequest\x1a\x1e.arbiter.v1.GetSessionResponse\x12Q\n" +
 	"\fListSessions\x12\x1f.arbiter.v1.ListSessionsRequest\x1a .arbiter.v1.ListSessionsResponse\x12Q\n" +
+	"\fRenewSession\x12\x1f.arbiter.v1.RenewSessionRequest\x1a .arbiter.v1.RenewSessionResponse\x12Q\n" +
 	"\fCloseSession\x12\x1f.arbiter.v1.CloseSessionRequest\x1a .arbiter.v1.CloseSessionResponse\x12W\n" +
 	"\x0eRevokeSessions\x12!.arbiter.v1.RevokeSessionsRequest\x1a\".arbiter.v1.RevokeSessionsResponseB;Z9github.com/arbiter-mcp/arbiter/proto/arbiter/v1;arbiterv1b\x06proto3"
 
@@ -1106,7 +1286,7 @@ func file_arbiter_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_arbiter_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_arbiter_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_arbiter_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_arbiter_v1_session_proto_goTypes = []any{
 	(SessionStatus)(0),             // 0: arbiter.v1.SessionStatus
 	(*HistoryEntry)(nil),           // 1: arbiter.v1.HistoryEntry
@@ -1114,68 +1294,80 @@ var file_arbiter_v1_session_proto_goTypes = []any{
 	(*Session)(nil),                // 3: arbiter.v1.Session
 	(*OpenSessionRequest)(nil),     // 4: arbiter.v1.OpenSessionRequest
 	(*OpenSessionResponse)(nil),    // 5: arbiter.v1.OpenSessionResponse
-	(*GetSessionRequest)(nil),      // 6: arbiter.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),     // 7: arbiter.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),    // 8: arbiter.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),   // 9: arbiter.v1.ListSessionsResponse
-	(*CloseSessionRequest)(nil),    // 10: arbiter.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),   // 11: arbiter.v1.CloseSessionResponse
-	(*RevokeSessionsRequest)(nil),  // 12: arbiter.v1.RevokeSessionsRequest
-	(*RevokeSessionsResponse)(nil), // 13: arbiter.v1.RevokeSessionsResponse
-	nil,                            // 14: arbiter.v1.ToolCalls.ToolsEntry
-	nil,                            // 15: arbiter.v1.Session.CallsByServerEntry
-	nil,                            // 16: arbiter.v1.Session.CallsByToolEntry
-	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
-	(*Client)(nil),                 // 18: arbiter.v1.Client
-	(*Subject)(nil),                // 19: arbiter.v1.Subject
-	(*Server)(nil),                 // 20: arbiter.v1.Server
-	(*Credential)(nil),             // 21: arbiter.v1.Credential
-	(*durationpb.Duration)(nil),    // 22: google.protobuf.Duration
-	(*structpb.Struct)(nil),        // 23: google.protobuf.Struct
-	(Decision)(0),                  // 24: arbiter.v1.Decision
-	(*Reason)(nil),                 // 25: arbiter.v1.Reason
-	(*ApprovalHandle)(nil),         // 26: arbiter.v1.ApprovalHandle
+	(*RenewSessionRequest)(nil),    // 6: arbiter.v1.RenewSessionRequest
+	(*RenewSessionResponse)(nil),   // 7: arbiter.v1.RenewSessionResponse
+	(*GetSessionRequest)(nil),      // 8: arbiter.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),     // 9: arbiter.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),    // 10: arbiter.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),   // 11: arbiter.v1.ListSessionsResponse
+	(*CloseSessionRequest)(nil),    // 12: arbiter.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),   // 13: arbiter.v1.CloseSessionResponse
+	(*RevokeSessionsRequest)(nil),  // 14: arbiter.v1.RevokeSessionsRequest
+	(*RevokeSessionsResponse)(nil), // 15: arbiter.v1.RevokeSessionsResponse
+	nil,                            // 16: arbiter.v1.ToolCalls.ToolsEntry
+	nil,                            // 17: arbiter.v1.Session.CallsByServerEntry
+	nil,                            // 18: arbiter.v1.Session.CallsByToolEntry
+	(*timestamppb.Timestamp)(nil),  // 19: google.protobuf.Timestamp
+	(*Client)(nil),                 // 20: arbiter.v1.Client
+	(*Subject)(nil),                // 21: arbiter.v1.Subject
+	(*Server)(nil),                 // 22: arbiter.v1.Server
+	(*Credential)(nil),             // 23: arbiter.v1.Credential
+	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
+	(*structpb.Struct)(nil),        // 25: google.protobuf.Struct
+	(Decision)(0),                  // 26: arbiter.v1.Decision
+	(*Reason)(nil),                 // 27: arbiter.v1.Reason
+	(*ApprovalHandle)(nil),         // 28: arbiter.v1.ApprovalHandle
 }
 var file_arbiter_v1_session_proto_depIdxs = []int32{
-	17, // 0: arbiter.v1.HistoryEntry.at:type_name -> google.protobuf.Timestamp
-	14, // 1: arbiter.v1.ToolCalls.tools:type_name -> arbiter.v1.ToolCalls.ToolsEntry
+	19, // 0: arbiter.v1.HistoryEntry.at:type_name -> google.protobuf.Timestamp
+	16, // 1: arbiter.v1.ToolCalls.tools:type_name -> arbiter.v1.ToolCalls.ToolsEntry
 	0,  // 2: arbiter.v1.Session.status:type_name -> arbiter.v1.SessionStatus
-	17, // 3: arbiter.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	17, // 4: arbiter.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 5: arbiter.v1.Session.calls_by_server:type_name -> arbiter.v1.Session.CallsByServerEntry
-	16, // 6: arbiter.v1.Session.calls_by_tool:type_name -> arbiter.v1.Session.CallsByToolEntry
+	19, // 3: arbiter.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	19, // 4: arbiter.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 5: arbiter.v1.Session.calls_by_server:type_name -> arbiter.v1.Session.CallsByServerEntry
+	18, // 6: arbiter.v1.Session.calls_by_tool:type_name -> arbiter.v1.Session.CallsByToolEntry
 	1,  // 7: arbiter.v1.Session.history:type_name -> arbiter.v1.HistoryEntry
-	17, // 8: arbiter.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
-	18, // 9: arbiter.v1.OpenSessionRequest.client:type_name -> arbiter.v1.Client
-	19, // 10: arbiter.v1.OpenSessionRequest.subject:type_name -> arbiter.v1.Subject
-	20, // 11: arbiter.v1.OpenSessionRequest.servers:type_name -> arbiter.v1.Server
-	21, // 12: arbiter.v1.OpenSessionRequest.credential:type_name -> arbiter.v1.Credential
-	22, // 13: arbiter.v1.OpenSessionRequest.ttl:type_name -> google.protobuf.Duration
-	23, // 14: arbiter.v1.OpenSessionRequest.context:type_name -> google.protobuf.Struct
-	24, // 15: arbiter.v1.OpenSessionResponse.decision:type_name -> arbiter.v1.Decision
-	25, // 16: arbiter.v1.OpenSessionResponse.reasons:type_name -> arbiter.v1.Reason
+	19, // 8: arbiter.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 9: arbiter.v1.OpenSessionRequest.client:type_name -> arbiter.v1.Client
+	21, // 10: arbiter.v1.OpenSessionRequest.subject:type_name -> arbiter.v1.Subject
+	22, // 11: arbiter.v1.OpenSessionRequest.servers:type_name -> arbiter.v1.Server
+	23, // 12: arbiter.v1.OpenSessionRequest.credential:type_name -> arbiter.v1.Credential
+	24, // 13: arbiter.v1.OpenSessionRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 14: arbiter.v1.OpenSessionRequest.context:type_name -> google.protobuf.Struct
+	26, // 15: arbiter.v1.OpenSessionResponse.decision:type_name -> arbiter.v1.Decision
+	27, // 16: arbiter.v1.OpenSessionResponse.reasons:type_name -> arbiter.v1.Reason
 	3,  // 17: arbiter.v1.OpenSessionResponse.session:type_name -> arbiter.v1.Session
-	26, // 18: arbiter.v1.OpenSessionResponse.approval:type_name -> arbiter.v1.ApprovalHandle
-	3,  // 19: arbiter.v1.GetSessionResponse.session:type_name -> arbiter.v1.Session
-	0,  // 20: arbiter.v1.ListSessionsRequest.status:type_name -> arbiter.v1.SessionStatus
-	3,  // 21: arbiter.v1.ListSessionsResponse.sessions:type_name -> arbiter.v1.Session
-	3,  // 22: arbiter.v1.CloseSessionResponse.session:type_name -> arbiter.v1.Session
-	2,  // 23: arbiter.v1.Session.CallsByToolEntry.value:type_name -> arbiter.v1.ToolCalls
-	4,  // 24: arbiter.v1.SessionService.OpenSession:input_type -> arbiter.v1.OpenSessionRequest
-	6,  // 25: arbiter.v1.SessionService.GetSession:input_type -> arbiter.v1.GetSessionRequest
-	8,  // 26: arbiter.v1.SessionService.ListSessions:input_type -> arbiter.v1.ListSessionsRequest
-	10, // 27: arbiter.v1.SessionService.CloseSession:input_type -> arbiter.v1.CloseSessionRequest
-	12, // 28: arbiter.v1.SessionService.RevokeSessions:input_type -> arbiter.v1.RevokeSessionsRequest
-	5,  // 29: arbiter.v1.SessionService.OpenSession:output_type -> arbiter.v1.OpenSessionResponse
-	7,  // 30: arbiter.v1.SessionService.GetSession:output_type -> arbiter.v1.GetSessionResponse
-	9,  // 31: arbiter.v1.SessionService.ListSessions:output_type -> arbiter.v1.ListSessionsResponse
-	11, // 32: arbiter.v1.SessionService.CloseSession:output_type -> arbiter.v1.CloseSessionResponse
-	13, // 33: arbiter.v1.SessionService.RevokeSessions:output_type -> arbiter.v1.RevokeSessionsResponse
-	29, // [29:34] is the sub-list for method output_type
-	24, // [24:29] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	28, // 18: arbiter.v1.OpenSessionResponse.approval:type_name -> arbiter.v1.ApprovalHandle
+	20, // 19: arbiter.v1.RenewSessionRequest.client:type_name -> arbiter.v1.Client
+	21, // 20: arbiter.v1.RenewSessionRequest.subject:type_name -> arbiter.v1.Subject
+	24, // 21: arbiter.v1.RenewSessionRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 22: arbiter.v1.RenewSessionRequest.context:type_name -> google.protobuf.Struct
+	26, // 23: arbiter.v1.RenewSessionResponse.decision:type_name -> arbiter.v1.Decision
+	27, // 24: arbiter.v1.RenewSessionResponse.reasons:type_name -> arbiter.v1.Reason
+	3,  // 25: arbiter.v1.RenewSessionResponse.session:type_name -> arbiter.v1.Session
+	28, // 26: arbiter.v1.RenewSessionResponse.approval:type_name -> arbiter.v1.ApprovalHandle
+	3,  // 27: arbiter.v1.GetSessionResponse.session:type_name -> arbiter.v1.Session
+	0,  // 28: arbiter.v1.ListSessionsRequest.status:type_name -> arbiter.v1.SessionStatus
+	3,  // 29: arbiter.v1.ListSessionsResponse.sessions:type_name -> arbiter.v1.Session
+	3,  // 30: arbiter.v1.CloseSessionResponse.session:type_name -> arbiter.v1.Session
+	2,  // 31: arbiter.v1.Session.CallsByToolEntry.value:type_name -> arbiter.v1.ToolCalls
+	4,  // 32: arbiter.v1.SessionService.OpenSession:input_type -> arbiter.v1.OpenSessionRequest
+	8,  // 33: arbiter.v1.SessionService.GetSession:input_type -> arbiter.v1.GetSessionRequest
+	10, // 34: arbiter.v1.SessionService.ListSessions:input_type -> arbiter.v1.ListSessionsRequest
+	6,  // 35: arbiter.v1.SessionService.RenewSession:input_type -> arbiter.v1.RenewSessionRequest
+	12, // 36: arbiter.v1.SessionService.CloseSession:input_type -> arbiter.v1.CloseSessionRequest
+	14, // 37: arbiter.v1.SessionService.RevokeSessions:input_type -> arbiter.v1.RevokeSessionsRequest
+	5,  // 38: arbiter.v1.SessionService.OpenSession:output_type -> arbiter.v1.OpenSessionResponse
+	9,  // 39: arbiter.v1.SessionService.GetSession:output_type -> arbiter.v1.GetSessionResponse
+	11, // 40: arbiter.v1.SessionService.ListSessions:output_type -> arbiter.v1.ListSessionsResponse
+	7,  // 41: arbiter.v1.SessionService.RenewSession:output_type -> arbiter.v1.RenewSessionResponse
+	13, // 42: arbiter.v1.SessionService.CloseSession:output_type -> arbiter.v1.CloseSessionResponse
+	15, // 43: arbiter.v1.SessionService.RevokeSessions:output_type -> arbiter.v1.RevokeSessionsResponse
+	38, // [38:44] is the sub-list for method output_type
+	32, // [32:38] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_arbiter_v1_session_proto_init() }
@@ -1190,7 +1382,7 @@ func file_arbiter_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_arbiter_v1_session_proto_rawDesc), len(file_arbiter_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	SessionService_OpenSession_FullMethodName    = "/arbiter.v1.SessionService/OpenSession"
 	SessionService_GetSession_FullMethodName     = "/arbiter.v1.SessionService/GetSession"
 	SessionService_ListSessions_FullMethodName   = "/arbiter.v1.SessionService/ListSessions"
+	SessionService_RenewSession_FullMethodName   = "/arbiter.v1.SessionService/RenewSession"
 	SessionService_CloseSession_FullMethodName   = "/arbiter.v1.SessionService/CloseSession"
 	SessionService_RevokeSessions_FullMethodName = "/arbiter.v1.SessionService/RevokeSessions"
 )
@@ -39,6 +40,9 @@ type SessionServiceClient interface {
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
 	// ListSessions lists sessions, optionally filtered, in id order.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// RenewSession asks for a longer life (action "session/renew"), a policy decision. The
+	// default policy requires a human's approval: an agent cannot keep its own access alive.
+	RenewSession(ctx context.Context, in *RenewSessionRequest, opts ...grpc.CallOption) (*RenewSessionResponse, error)
 	// CloseSession ends a session because its task is finished.
 	CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error)
 	// RevokeSessions revokes every active session matching all given selectors. Revocation is
@@ -84,6 +88,16 @@ func (c *sessionServiceClient) ListSessions(ctx context.Context, in *ListSession
 	return out, nil
 }
 
+func (c *sessionServiceClient) RenewSession(ctx context.Context, in *RenewSessionRequest, opts ...grpc.CallOption) (*RenewSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewSessionResponse)
+	err := c.cc.Invoke(ctx, SessionService_RenewSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionServiceClient) CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CloseSessionResponse)
@@ -117,6 +131,9 @@ type SessionServiceServer interface {
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
 	// ListSessions lists sessions, optionally filtered, in id order.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// RenewSession asks for a longer life (action "session/renew"), a policy decision. The
+	// default policy requires a human's approval: an agent cannot keep its own access alive.
+	RenewSession(context.Context, *RenewSessionRequest) (*RenewSessionResponse, error)
 	// CloseSession ends a session because its task is finished.
 	CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error)
 	// RevokeSessions revokes every active session matching all given selectors. Revocation is
@@ -140,6 +157,9 @@ func (UnimplementedSessionServiceServer) GetSession(context.Context, *GetSession
 }
 func (UnimplementedSessionServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedSessionServiceServer) RenewSession(context.Context, *RenewSessionRequest) (*RenewSessionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RenewSession not implemented")
 }
 func (UnimplementedSessionServiceServer) CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CloseSession not implemented")
@@ -222,6 +242,24 @@ func _SessionService_ListSessions_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_RenewSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).RenewSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_RenewSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).RenewSession(ctx, req.(*RenewSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SessionService_CloseSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CloseSessionRequest)
 	if err := dec(in); err != nil {
@@ -276,6 +314,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSessions",
 			Handler:    _SessionService_ListSessions_Handler,
+		},
+		{
+			MethodName: "RenewSession",
+			Handler:    _SessionService_RenewSession_Handler,
 		},
 		{
 			MethodName: "CloseSession",
