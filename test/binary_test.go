@@ -194,6 +194,25 @@ func TestServeRefusesNonLoopback(t *testing.T) {
 	if !strings.Contains(string(out), "only listens on loopback") {
 		t.Errorf("message %q does not say why", out)
 	}
+
+	// With callers authenticated, any address may be used.
+	tokens := filepath.Join(t.TempDir(), "admin.tokens")
+	if err := os.WriteFile(tokens, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// (the listener binds every interface, on a free port)
+	srv := serveBinary(t, "--grpc-addr", "0.0.0.0:0", "--admin-token-file", tokens)
+	if !strings.HasPrefix(srv.grpcAddr, "[::]:") && !strings.HasPrefix(srv.grpcAddr, "0.0.0.0:") {
+		t.Errorf("serving on %s, want all interfaces", srv.grpcAddr)
+	}
+
+	// A token file with a short token is refused at start.
+	short := filepath.Join(t.TempDir(), "short.tokens")
+	os.WriteFile(short, []byte("tooshort\n"), 0o600)
+	out, err = exec.Command(arbiterBinary(t), "serve", "--admin-token-file", short).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "shorter than 16 bytes") {
+		t.Errorf("short token: %v %s", err, out)
+	}
 }
 
 // TestEvalGolden runs `arbiter eval` on every testdata/eval/*.input.json and compares result,

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"google.golang.org/grpc/status"
 )
 
 const usage = `arbiter: a policy decision point for the Model Context Protocol
@@ -16,6 +18,9 @@ Usage:
   arbiter serve [flags]                 run the gRPC decision service and the admin listener
   arbiter eval --input FILE [--policy DIR]
                                         print the decision for one policy input document
+  arbiter sessions list|show|revoke     inspect and revoke sessions of a running service
+  arbiter approvals list|show|approve|deny|watch
+                                        answer and follow approvals of a running service
 
 Run "arbiter COMMAND -h" for a command's flags.
 `
@@ -39,6 +44,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[1:], stderr)
 	case "eval":
 		err = evalCmd(ctx, args[1:], stdout, stderr)
+	case "sessions":
+		err = sessionsCmd(ctx, args[1:], stdout, stderr)
+	case "approvals":
+		err = approvalsCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -50,6 +59,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
+		if st, ok := status.FromError(err); ok {
+			// A service answer: say the code and the message, not the Go error.
+			fmt.Fprintf(stderr, "arbiter %s: %s: %s\n", args[0], st.Code(), st.Message())
+			return 1
+		}
 		fmt.Fprintf(stderr, "arbiter %s: %v\n", args[0], err)
 		return 1
 	}
