@@ -1,0 +1,85 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+)
+
+// renewPolicy allows opening and renewing, with a lifetime ceiling of one hour, and asks for
+// approval of the tool "delete".
+const renewPolicy = `package mcp
+
+decision := {"result": "allow", "session": {"max_ttl_seconds": 3600}} if {
+	input.action in {"session/open", "session/renew"}
+} else := {"result": "require_approval", "approval": {"ttl_seconds": 60}} if {
+	input.operation.tool == "delete"
+} else := {"result": "allow"}
+`
+
+func TestSessionLifetimeLimits(t *testing.T) {
+	clock := newClock()
+	e, err := engine.New(context.Background(), engine.Config{Clock: clock.Now, MaxSessionLifetime: 2 * time.Hour}, policyFrom(t, "renew", map[string]string{"p.rego": renewPolicy}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := clock.Now()
+	_, info, err := e.OpenSession(ctx, &engine.OpenRequest{Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, TTL: 5 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Session.ExpiresAt; !got.Equal(start.Add(time.Hour)) {
+		t.Fatalf("asked for 5h under a policy ceiling of 1h: expires %s, want %s", got, start.Add(time.Hour))
+	}
+	id := info.Session.ID
+	renew := &engine.RenewRequest{SessionID: id, Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, TTL: time.Hour}
+
+	clock.advance(30 * time.Minute)
+	d, info, err := e.RenewSession(ctx, renew)
+	if err != nil || d.Outcome != engine.Allow {
+		t.Fatalf("renew: %+v %v", d, err)
+	}
+	if !info.Session.ExpiresAt.Equal(clock.Now().Add(time.Hour)) || info.Session.Renewals != 1 {
+		t.Fatalf("after a renewal at +30m for 1h: %+v", info.Session)
+	}
+	clock.advance(50 * time.Minute)
+	_, info, err = e.RenewSession(ctx, renew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := start.Add(2 * time.Hour); !info.Session.ExpiresAt.Equal(want) {
+		t.Fatalf("renewals must stop at the maximum lifetime: expires %s, want %s", info.Session.ExpiresAt, want)
+	}
+
+	clock.advance(41 * time.Minute)
+	if _, _, err := e.RenewSession(ctx, renew); !errors.Is(err, engine.ErrSessionEnded) {
+		t.Fatalf("renewing an expired session: %v, want ErrSessionEnded", err)
+	}
+}
+
+func TestWatchApprovalEndsWithCaller(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": renewPolicy})
+	id := openSession(t, e)
+	d := mustDecide(t, e, call(id, "delete"))
+	if d.ApprovalID == "" {
+		t.Fatalf("no approval: %+v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sent := make(chan struct{}, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.WatchApproval(ctx, d.ApprovalID, func(*engine.ApprovalInfo) error {
+			sent <- struct{}{}
+			return nil
+		})
+	}()
+	<-sent // the current state arrives first
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("watch after the caller left: %v, want context.Canceled", err)
+	}
+}
