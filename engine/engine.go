@@ -95,11 +95,57 @@ func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 // Activate compiles p and, only if that succeeds, makes it the policy for every later
 // decision. Decisions already evaluating finish on the previous revision.
 func (e *Engine) Activate(ctx context.Context, p Policy) error {
-	pq, err := compile(ctx, p)
+	pq, err := e.Prepare(ctx, p)
 	if err != nil {
 		return err
 	}
-	e.policy.Store(pq)
+	e.Swap(pq)
+	return nil
+}
+
+// Prepared is a compiled, checked policy not yet serving decisions.
+type Prepared struct {
+	p *prepared
+}
+
+// Revision is the prepared policy's revision.
+func (p *Prepared) Revision() string { return p.p.revision }
+
+// Prepare compiles p and checks it as Activate would, without changing what serves: the
+// caller can persist the policy before it swaps it in.
+func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
+	pq, err := compile(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.probe(ctx, pq); err != nil {
+		return nil, err
+	}
+	return &Prepared{p: pq}, nil
+}
+
+// Swap makes a prepared policy the one every later decision uses, in one atomic store.
+func (e *Engine) Swap(p *Prepared) {
+	e.policy.Store(p.p)
+}
+
+// probeInput is a plain tool call, evaluated once before a policy is activated.
+var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T00:00:00Z",
+	"client": {"id": "probe", "name": "", "version": "", "transport": ""},
+	"subject": {"id": "probe", "groups": [], "attributes": {}},
+	"server": {"id": "probe", "resource": "", "transport": ""},
+	"credential": {"scopes": [], "audience": [], "issuer": "", "client_id": "", "expires_at": ""},
+	"operation": {"method": "tools/call", "tool": "probe", "arguments": {}, "annotations": {},
+		"definition_hash": "", "resource_uri": "", "prompt_name": ""},
+	"context": {}, "session": null}`).Value
+
+// probe evaluates pq once: a policy whose entry point errors or answers in the wrong shape is
+// refused before it can serve. An undefined answer passes (it denies, as at run time).
+func (e *Engine) probe(ctx context.Context, pq *prepared) error {
+	_, _, err := e.evaluate(ctx, pq, probeInput, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil && !errors.Is(err, errUndefined) {
+		return fmt.Errorf("entry point check on a sample tools/call: %w", err)
+	}
 	return nil
 }
 
@@ -211,7 +257,7 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 		return policyResult{}, took, fmt.Errorf("evaluate: %w", err)
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return policyResult{}, took, fmt.Errorf("%w: the entry point is undefined for this input", errMalformed)
+		return policyResult{}, took, errUndefined
 	}
 	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
 	if !ok {

@@ -237,25 +237,36 @@ func TestSessionRulesDenyBeforePolicy(t *testing.T) {
 	}
 }
 
+// failingPolicies answer a sample call correctly (so they activate) and fail for the tool
+// "read" in the way each name says.
+var failingPolicies = map[string]string{
+	"runtime error":       `{"result": "allow", "n": 1 / 0}`,
+	"conflict":            `{"result": "allow"} if true` + "\n\ndecision := {\"result\": \"deny\"} if input.operation.tool == \"read\"",
+	"not an object":       `"allow"`,
+	"unknown result":      `{"result": "maybe"}`,
+	"reasons not a list":  `{"result": "allow", "reasons": "x"}`,
+	"reason without code": `{"result": "allow", "reasons": [{"message": "x"}]}`,
+	"labels not strings":  `{"result": "allow", "labels": [1]}`,
+	"bad approval scope":  `{"result": "require_approval", "approval": {"scope": "forever"}}`,
+	"bad approval ttl":    `{"result": "require_approval", "approval": {"ttl_seconds": -1}}`,
+	"bad session ttl":     `{"result": "allow", "session": {"max_ttl_seconds": "long"}}`,
+	"timeout":             `{"result": "allow", "n": count([x | some x in numbers.range(1, 100000000)])}`,
+}
+
+// failingPolicy wraps a failing answer so that only calls to the tool "read" see it.
+func failingPolicy(answer string) string {
+	return "package mcp\n\ndecision := {\"result\": \"allow\"} if input.operation.tool != \"read\"\n\n" +
+		"decision := " + answer + " if input.operation.tool == \"read\"\n"
+}
+
 func TestFailClosed(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		src  string
-	}{
-		{"runtime error", "package mcp\n\ndecision := {\"result\": \"allow\", \"n\": 1 / 0}\n"},
-		{"conflict", "package mcp\n\ndecision := {\"result\": \"allow\"} if true\n\ndecision := {\"result\": \"deny\"} if input.action\n"},
-		{"undefined", "package mcp\n\ndecision := {\"result\": \"allow\"} if input.action == \"never\"\n"},
-		{"not an object", "package mcp\n\ndecision := \"allow\"\n"},
-		{"unknown result", "package mcp\n\ndecision := {\"result\": \"maybe\"}\n"},
-		{"reasons not a list", "package mcp\n\ndecision := {\"result\": \"allow\", \"reasons\": \"x\"}\n"},
-		{"reason without code", "package mcp\n\ndecision := {\"result\": \"allow\", \"reasons\": [{\"message\": \"x\"}]}\n"},
-		{"labels not strings", "package mcp\n\ndecision := {\"result\": \"allow\", \"labels\": [1]}\n"},
-		{"bad approval scope", "package mcp\n\ndecision := {\"result\": \"require_approval\", \"approval\": {\"scope\": \"forever\"}}\n"},
-		{"bad approval ttl", "package mcp\n\ndecision := {\"result\": \"require_approval\", \"approval\": {\"ttl_seconds\": -1}}\n"},
-		{"timeout", "package mcp\n\ndecision := {\"result\": \"allow\", \"n\": count([x | some x in numbers.range(1, 100000000)])}\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 50 * time.Millisecond}, policyFrom(t, "bad", map[string]string{"p.rego": tc.src}))
+	for name, answer := range failingPolicies {
+		src := failingPolicy(answer)
+		if name == "conflict" {
+			src = "package mcp\n\ndecision := {\"result\": \"allow\"} if input.operation.tool != \"probe\"\n\ndecision := {\"result\": \"deny\"} if input.operation.tool == \"read\"\n\ndecision := {\"result\": \"allow\"} if input.operation.tool == \"probe\"\n"
+		}
+		t.Run(name, func(t *testing.T) {
+			e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 50 * time.Millisecond}, policyFrom(t, "bad", map[string]string{"p.rego": src}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,7 +275,33 @@ func TestFailClosed(t *testing.T) {
 			if len(d.Reasons) != 1 {
 				t.Errorf("policy error must be the only reason, got %+v", d.Reasons)
 			}
+			wantOutcome(t, mustDecide(t, e, call("", "write")), engine.Allow, "")
 		})
+	}
+}
+
+// TestActivateChecksTheEntryPoint: a policy that answers a plain tool call with an error or
+// in the wrong shape is refused before it serves.
+func TestActivateChecksTheEntryPoint(t *testing.T) {
+	e := newEngine(t, nil, map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\"}\n"})
+	old := e.Revision()
+	for name, answer := range failingPolicies {
+		if name == "conflict" || name == "timeout" || name == "runtime error" {
+			continue // these are input-dependent, not checkable on one sample
+		}
+		t.Run(name, func(t *testing.T) {
+			err := e.Activate(context.Background(), policyFrom(t, "bad", map[string]string{"p.rego": "package mcp\n\ndecision := " + answer + "\n"}))
+			if err == nil || !strings.Contains(err.Error(), "malformed policy result") {
+				t.Fatalf("activation error %v, want a malformed result", err)
+			}
+			if e.Revision() != old {
+				t.Fatal("a refused policy must not serve")
+			}
+		})
+	}
+	// An entry point undefined for the sample is accepted: at run time it denies.
+	if err := e.Activate(context.Background(), policyFrom(t, "narrow", map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\"} if input.action == \"tools/list\"\n"})); err != nil {
+		t.Fatalf("a policy undefined for the sample call should activate: %v", err)
 	}
 }
 

@@ -29,6 +29,9 @@ var (
 // errMalformed marks a policy result that does not follow the result contract.
 var errMalformed = errors.New("malformed policy result")
 
+// errUndefined is an entry point with no value for an input.
+var errUndefined = fmt.Errorf("%w: the entry point is undefined for this input", errMalformed)
+
 // policyResult is the policy's answer, validated.
 type policyResult struct {
 	outcome     Outcome

@@ -161,9 +161,10 @@ func TestPolicyErrorsFailClosed(t *testing.T) {
 		name string
 		src  string
 	}{
-		{"evaluation error", "package mcp\n\ndecision := {\"result\": \"allow\"} if true\n\ndecision := {\"result\": \"deny\"} if input.action\n"},
-		{"garbage result", "package mcp\n\ndecision := [\"allow\"]\n"},
-		{"unknown outcome", "package mcp\n\ndecision := {\"result\": \"yes\"}\n"},
+		// Each answers other tools correctly, so it activates, and fails for read_file.
+		{"evaluation error", "package mcp\n\ndecision := {\"result\": \"allow\"} if true\n\ndecision := {\"result\": \"deny\"} if input.operation.tool == \"read_file\"\n"},
+		{"garbage result", "package mcp\n\ndecision := [\"allow\"] if input.operation.tool == \"read_file\"\n\ndecision := {\"result\": \"allow\"} if input.operation.tool != \"read_file\"\n"},
+		{"unknown outcome", "package mcp\n\ndecision := {\"result\": \"yes\"} if input.operation.tool == \"read_file\"\n\ndecision := {\"result\": \"allow\"} if input.operation.tool != \"read_file\"\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := engine.LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte(tc.src)}}, ".", "broken")
