@@ -74,9 +74,6 @@ type prepared struct {
 
 // compile compiles p into a prepared query, checking that the entry point is a rule.
 func compile(ctx context.Context, p Policy) (*prepared, error) {
-	if len(p.Modules) == 0 {
-		return nil, fmt.Errorf("policy %q has no Rego modules", p.Revision)
-	}
 	entry := p.Entrypoint
 	if entry == "" {
 		entry = DefaultEntrypoint

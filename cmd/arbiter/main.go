@@ -18,6 +18,7 @@ Usage:
   arbiter serve [flags]                 run the gRPC decision service and the admin listener
   arbiter eval --input FILE [--policy DIR]
                                         print the decision for one policy input document
+  arbiter bundle build|inspect|push     package, check and push OPA bundles
   arbiter sessions list|show|revoke     inspect and revoke sessions of a running service
   arbiter approvals list|show|approve|deny|watch
                                         answer and follow approvals of a running service
@@ -44,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[1:], stderr)
 	case "eval":
 		err = evalCmd(ctx, args[1:], stdout, stderr)
+	case "bundle":
+		err = bundleCmd(ctx, args[1:], stdout, stderr)
 	case "sessions":
 		err = sessionsCmd(ctx, args[1:], stdout, stderr)
 	case "approvals":

@@ -10,12 +10,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/keys"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/arbiter-mcp/arbiter/bundles"
 	"github.com/arbiter-mcp/arbiter/engine"
 	"github.com/arbiter-mcp/arbiter/engine/grpcapi"
 	"github.com/arbiter-mcp/arbiter/policy"
@@ -25,6 +29,12 @@ import (
 var errUsage = errors.New("usage")
 
 type serveFlags struct {
+	dataDir          string
+	bundleKey        string
+	bundleKeyAlg     string
+	bundleKeyID      string
+	adminTLSCert     string
+	adminTLSKey      string
 	adminTokenFile   string
 	gatewayTokenFile string
 	sessionLifetime  time.Duration
@@ -49,7 +59,13 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9192", "admin HTTP listen address (loopback only unless token files are given): /healthz, /readyz")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file of admin bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
 	fs.StringVar(&f.gatewayTokenFile, "gateway-token-file", "", "file of gateway bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
-	fs.StringVar(&f.policyDir, "policy", "", "directory of Rego modules and data.json to serve instead of the embedded default policy")
+	fs.StringVar(&f.policyDir, "policy", "", "directory of Rego modules and data.json to serve, until a bundle is pushed, instead of the embedded default policy")
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory where pushed bundles persist, and are restored from on start")
+	fs.StringVar(&f.bundleKey, "bundle-verification-key", "", "public key (PEM file) or HMAC secret file: pushed bundles must carry a valid signature by it")
+	fs.StringVar(&f.bundleKeyAlg, "bundle-verification-alg", "RS256", "algorithm of --bundle-verification-key: RS256, ES256, HS256, ...")
+	fs.StringVar(&f.bundleKeyID, "bundle-verification-key-id", "default", "key id of --bundle-verification-key (the signature's kid)")
+	fs.StringVar(&f.adminTLSCert, "admin-tls-cert", "", "certificate (PEM) for the admin listener; with --admin-tls-key it serves HTTPS")
+	fs.StringVar(&f.adminTLSKey, "admin-tls-key", "", "private key (PEM) of --admin-tls-cert")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take; longer is denied")
@@ -64,6 +80,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "serve takes no arguments, got %q\n", fs.Args())
+		return f, errUsage
+	}
+	if (f.adminTLSCert == "") != (f.adminTLSKey == "") {
+		fmt.Fprintln(stderr, "--admin-tls-cert and --admin-tls-key go together")
 		return f, errUsage
 	}
 	return f, nil
@@ -175,6 +195,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("activate policy: %w", err)
 	}
 
+	bundleMgr, err := newBundleManager(ctx, f, eng, pol, log)
+	if err != nil {
+		return err
+	}
+
 	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled())
 	if err != nil {
 		return err
@@ -195,7 +220,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminMux(&ready), ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth})), ReadHeaderTimeout: 5 * time.Second}
 
 	reapCtx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
@@ -204,13 +229,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLn) }()
 	go func() {
-		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if f.adminTLSCert != "" {
+			err = admin.ServeTLS(adminLn, f.adminTLSCert, f.adminTLSKey)
+		} else {
+			err = admin.Serve(adminLn)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
 	ready.Store(true)
 	log.Info("arbiter serving", slog.String("grpc_addr", grpcLn.Addr().String()),
-		slog.String("admin_addr", adminLn.Addr().String()), slog.String("policy_revision", eng.Revision()))
+		slog.String("admin_addr", adminLn.Addr().String()), slog.String("policy_revision", eng.Revision()),
+		slog.Bool("admin_tls", f.adminTLSCert != ""))
 
 	var serveErr error
 	select {
@@ -240,9 +272,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return serveErr
 }
 
-// adminMux serves the admin listener's open endpoints.
-func adminMux(ready *atomic.Bool) *http.ServeMux {
+// adminMux serves the admin listener: the open health endpoints and the bundle API.
+func adminMux(ready *atomic.Bool, bundleAPI http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("/v1/bundles", bundleAPI)
+	mux.Handle("/v1/bundles/", bundleAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -257,4 +291,48 @@ func adminMux(ready *atomic.Bool) *http.ServeMux {
 		io.WriteString(w, "ready\n")
 	})
 	return mux
+}
+
+// engineActivator lets the bundle manager prepare policies on the engine.
+type engineActivator struct{ eng *engine.Engine }
+
+func (a engineActivator) Prepare(ctx context.Context, p bundles.Policy) (func(), error) {
+	pq, err := a.eng.Prepare(ctx, engine.Policy(p))
+	if err != nil {
+		return nil, err
+	}
+	return func() { a.eng.Swap(pq) }, nil
+}
+
+// bundleAuth lets the bundle API use the service's bearer-token roles.
+type bundleAuth struct{ auth *grpcapi.Authenticator }
+
+func (b bundleAuth) Authorize(header string) (string, bool, bool) {
+	p, ok := b.auth.Authenticate(header)
+	return p.Name, p.Role == grpcapi.RoleAdmin, ok
+}
+
+// newBundleManager builds the bundle manager and, with --data-dir, restores the bundles that
+// were active before the restart.
+func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fallback engine.Policy, log *slog.Logger) (*bundles.Manager, error) {
+	cfg := bundles.Config{Fallback: bundles.Policy(fallback), Logger: log}
+	if f.bundleKey != "" {
+		key, err := keys.NewKeyConfig(f.bundleKey, f.bundleKeyAlg, "")
+		if err != nil {
+			return nil, fmt.Errorf("--bundle-verification-key: %w", err)
+		}
+		cfg.Verification = bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{f.bundleKeyID: key}, f.bundleKeyID, "", nil)
+	}
+	if f.dataDir != "" {
+		store, err := bundles.NewDiskStore(filepath.Join(f.dataDir, "bundles"))
+		if err != nil {
+			return nil, fmt.Errorf("--data-dir: %w", err)
+		}
+		cfg.Store = store
+	}
+	m := bundles.NewManager(cfg, engineActivator{eng})
+	if _, err := m.Restore(ctx); err != nil {
+		return nil, fmt.Errorf("restore bundles from --data-dir: %w", err)
+	}
+	return m, nil
 }
