@@ -23,6 +23,9 @@ var (
 	ErrApprovalNotFound = state.ErrApprovalNotFound
 	ErrApprovalResolved = state.ErrApprovalResolved
 	ErrApprovalExpired  = state.ErrApprovalExpired
+	// ErrDecisionLogUnavailable means the decision log could not take the record of an
+	// action that grants access, so the action was not taken.
+	ErrDecisionLogUnavailable = errors.New("decision log unavailable")
 )
 
 // ApprovalInfo is an approval with its status at the time it was read.
@@ -141,10 +144,26 @@ func (e *Engine) ResolveApproval(id string, r state.Resolution) (*ApprovalInfo, 
 		return nil, invalid("scope", "must be once or session")
 	}
 	now := e.cfg.Clock()
+	// Granting power is refused when it cannot be recorded.
+	slot, err := e.cfg.Recorder.Reserve(context.Background())
+	if err != nil {
+		return nil, ErrDecisionLogUnavailable
+	}
 	a, err := e.store.ResolveApproval(id, r, now)
 	if err != nil {
+		slot.Commit(nil)
 		return nil, err
 	}
+	outcome := Deny
+	if r.Approve {
+		outcome = Allow
+	}
+	slot.Commit(&Record{
+		DecisionID: newID("dec_", now), At: now, Action: ActionApprovalResolve, Outcome: outcome,
+		Client: Client{ID: a.ClientID}, SubjectID: a.SubjectID, Server: Server{ID: a.ServerID}, SessionID: a.SessionID,
+		Tool: a.Tool, ApprovalID: a.ID, PolicyRevision: e.Revision(), Actor: r.By, Note: r.Note,
+		ApprovalAge: now.Sub(a.CreatedAt), Gateway: a.RequestedBy,
+	})
 	return &ApprovalInfo{Approval: a, Status: a.StatusAt(now)}, nil
 }
 

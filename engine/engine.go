@@ -35,6 +35,8 @@ type Config struct {
 	HistoryLimit int
 	// Logger receives policy errors and other events (default: discard).
 	Logger *slog.Logger
+	// Recorder takes every decision's record (default: discard).
+	Recorder Recorder
 }
 
 func (c *Config) setDefaults() {
@@ -58,6 +60,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Recorder == nil {
+		c.Recorder = discard{}
 	}
 }
 
@@ -161,15 +166,32 @@ func (e *Engine) Store() *state.Store {
 
 // Decide decides one operation. On allow within a session, the call is recorded in the session
 // before Decide returns. A non-nil error means the request was invalid or the store failed; in
-// either case the operation must not proceed.
+// either case the operation must not proceed. Every decision is recorded (see Recorder).
 func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 	if err := validateRequest(req); err != nil {
 		return Decision{}, err
 	}
+	start := time.Now()
 	now := e.cfg.Clock()
 	pq := e.policy.Load()
 	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+	slot, err := e.cfg.Recorder.Reserve(ctx)
+	if err != nil {
+		return logUnavailable(d), nil
+	}
+	d, err = e.decide(ctx, req, pq, d)
+	if err != nil {
+		slot.Commit(nil)
+		return Decision{}, err
+	}
+	rec := recordFor(req, &d, req.Operation.Method, start)
+	rec.SessionStatus = d.sessionStatus
+	slot.Commit(rec)
+	return d, nil
+}
 
+func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decision) (Decision, error) {
+	now := d.At
 	var sessTerm *ast.Term
 	if req.SessionID == "" {
 		sessTerm = ast.NullTerm()
@@ -178,6 +200,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		sess, usage, err := e.store.Get(req.SessionID)
+		if sess != nil {
+			d.sessionStatus = string(sess.StatusAt(now))
+		}
 		if reason, ok := sessionDenial(sess, err, req, now); !ok {
 			if err != nil && !errors.Is(err, state.ErrNotFound) {
 				return Decision{}, err
@@ -186,7 +211,6 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 		}
 		sessTerm = sessionTerm(sess, usage)
 	}
-
 	base, err := newInputBase(req, sessTerm, now)
 	if err != nil {
 		return Decision{}, err

@@ -193,11 +193,11 @@ func TestSessionRulesDenyBeforePolicy(t *testing.T) {
 	// A policy that allows everything: every deny below comes from the engine's own rules.
 	e := newEngine(t, clock, map[string]string{"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\"}\n"})
 	revoked := openSession(t, e)
-	if ids, err := e.RevokeSessions(state.RevokeFilter{SessionID: revoked}, "incident 42"); err != nil || len(ids) != 1 {
+	if ids, err := e.RevokeSessions(context.Background(), state.RevokeFilter{SessionID: revoked}, "incident 42", "ops"); err != nil || len(ids) != 1 {
 		t.Fatalf("revoke: %v %v", ids, err)
 	}
 	closed := openSession(t, e)
-	if _, err := e.CloseSession(closed, "task done"); err != nil {
+	if _, err := e.CloseSession(context.Background(), closed, "task done", "gw"); err != nil {
 		t.Fatal(err)
 	}
 	bound := openSession(t, e, "github")
@@ -229,10 +229,10 @@ func TestSessionRulesDenyBeforePolicy(t *testing.T) {
 	clock.advance(15*time.Minute + time.Second)
 	wantOutcome(t, mustDecide(t, e, call(active, "read")), engine.Deny, engine.ReasonSessionExpired)
 
-	if _, err := e.CloseSession(revoked, "again"); !errors.Is(err, engine.ErrSessionEnded) {
+	if _, err := e.CloseSession(context.Background(), revoked, "again", "gw"); !errors.Is(err, engine.ErrSessionEnded) {
 		t.Errorf("closing a revoked session: %v, want ErrSessionEnded", err)
 	}
-	if _, err := e.RevokeSessions(state.RevokeFilter{}, "all"); err == nil {
+	if _, err := e.RevokeSessions(context.Background(), state.RevokeFilter{}, "all", "ops"); err == nil {
 		t.Error("a revoke without selector must be refused")
 	}
 }

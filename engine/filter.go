@@ -28,9 +28,40 @@ func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (F
 			return Filtered{}, invalid(fmt.Sprintf("tools[%d].name", i), "is required")
 		}
 	}
+	start := time.Now()
 	now := e.cfg.Clock()
 	pq := e.policy.Load()
 	out := Filtered{ID: newID("dec_", now), PolicyRevision: pq.revision, Tools: make([]ToolVerdict, len(tools))}
+	slot, err := e.cfg.Recorder.Reserve(ctx)
+	if err != nil {
+		reason := logUnavailable(Decision{}).Reasons
+		for i, t := range tools {
+			out.Tools[i] = ToolVerdict{Name: t.Name, Outcome: Deny, Reasons: reason}
+		}
+		return out, nil
+	}
+	out, err = e.filterTools(ctx, req, tools, pq, now, out)
+	if err != nil {
+		slot.Commit(nil)
+		return Filtered{}, err
+	}
+	d := Decision{ID: out.ID, At: now, PolicyRevision: out.PolicyRevision, Outcome: Deny}
+	rec := recordFor(req, &d, ActionToolsFilter, start)
+	for _, v := range out.Tools {
+		if v.Outcome == Deny {
+			rec.Hidden++
+		} else {
+			rec.Visible++
+		}
+	}
+	if rec.Visible > 0 {
+		rec.Outcome = Allow
+	}
+	slot.Commit(rec)
+	return out, nil
+}
+
+func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq *prepared, now time.Time, out Filtered) (Filtered, error) {
 
 	sessTerm := ast.NullTerm()
 	if req.SessionID != "" {

@@ -42,9 +42,29 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 		serverTerms[i] = ast.StringTerm(req.Servers[i].ID)
 	}
 
+	start := time.Now()
 	now := e.cfg.Clock()
 	pq := e.policy.Load()
 	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+	slot, err := e.cfg.Recorder.Reserve(ctx)
+	if err != nil {
+		return logUnavailable(d), nil, nil
+	}
+	d, info, err := e.openSession(ctx, req, pq, d, serverIDs, serverTerms)
+	if err != nil {
+		slot.Commit(nil)
+		return Decision{}, nil, err
+	}
+	rec := recordFor(&Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Gateway: req.Gateway}, &d, ActionSessionOpen, start)
+	if info != nil {
+		rec.SessionID, rec.SessionStatus = info.Session.ID, string(info.Status)
+	}
+	slot.Commit(rec)
+	return d, info, nil
+}
+
+func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared, d Decision, serverIDs []string, serverTerms []*ast.Term) (Decision, *SessionInfo, error) {
+	now := d.At
 	ttl := req.TTL
 	if ttl == 0 {
 		ttl = e.cfg.DefaultSessionTTL
@@ -107,10 +127,29 @@ func (e *Engine) RenewSession(ctx context.Context, req *RenewRequest) (Decision,
 	if err := validateTTL(req.TTL); err != nil {
 		return Decision{}, nil, err
 	}
+	start := time.Now()
 	now := e.cfg.Clock()
 	pq := e.policy.Load()
 	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
+	slot, err := e.cfg.Recorder.Reserve(ctx)
+	if err != nil {
+		return logUnavailable(d), nil, nil
+	}
+	d, info, err := e.renewSession(ctx, req, pq, d)
+	if err != nil {
+		slot.Commit(nil)
+		return Decision{}, nil, err
+	}
+	rec := recordFor(&Request{SessionID: req.SessionID, Client: req.Client, Subject: req.Subject, Gateway: req.Gateway}, &d, ActionSessionRenew, start)
+	if info != nil {
+		rec.SessionStatus = string(info.Status)
+	}
+	slot.Commit(rec)
+	return d, info, nil
+}
 
+func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepared, d Decision) (Decision, *SessionInfo, error) {
+	now := d.At
 	sess, usage, err := e.store.Get(req.SessionID)
 	if err != nil {
 		return Decision{}, nil, err
@@ -242,7 +281,7 @@ func (e *Engine) ListSessions(f state.ListFilter) ([]*SessionInfo, bool, error) 
 }
 
 // CloseSession ends a session whose task is finished. Closing an ended session is an error.
-func (e *Engine) CloseSession(id, reason string) (*SessionInfo, error) {
+func (e *Engine) CloseSession(ctx context.Context, id, reason, actor string) (*SessionInfo, error) {
 	now := e.cfg.Clock()
 	sess, err := e.store.Close(id, reason, now)
 	if errors.Is(err, state.ErrNotActive) {
@@ -251,6 +290,8 @@ func (e *Engine) CloseSession(id, reason string) (*SessionInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.recordAdmin(ctx, &Record{Action: ActionSessionClose, SessionID: id, SessionStatus: string(state.StatusClosed),
+		Client: Client{ID: sess.ClientID}, SubjectID: sess.SubjectID, Actor: actor, Note: reason, Affected: []string{id}}, now)
 	_, u, err := e.store.Get(id)
 	if err != nil {
 		return nil, err
@@ -260,14 +301,36 @@ func (e *Engine) CloseSession(id, reason string) (*SessionInfo, error) {
 
 // RevokeSessions revokes every active or pending session matching f and returns their ids.
 // The next decision on any of them is denied.
-func (e *Engine) RevokeSessions(f state.RevokeFilter, reason string) ([]string, error) {
+func (e *Engine) RevokeSessions(ctx context.Context, f state.RevokeFilter, reason, actor string) ([]string, error) {
 	if f.Empty() {
 		return nil, invalid("selector", "name at least one of session_id, client_id, subject_id or server_id")
 	}
 	if reason == "" {
 		return nil, invalid("reason", "is required")
 	}
-	return e.store.Revoke(f, reason, e.cfg.Clock())
+	now := e.cfg.Clock()
+	ids, err := e.store.Revoke(f, reason, now)
+	if err != nil {
+		return nil, err
+	}
+	e.recordAdmin(ctx, &Record{Action: ActionSessionsRevoke, SessionID: f.SessionID, Client: Client{ID: f.ClientID},
+		SubjectID: f.SubjectID, Server: Server{ID: f.ServerID}, Actor: actor, Note: reason, Affected: ids}, now)
+	return ids, nil
+}
+
+// recordAdmin records an action that takes power away (close, revoke). It is never refused
+// for want of room in the decision log: the record then goes to the service log instead.
+func (e *Engine) recordAdmin(ctx context.Context, rec *Record, now time.Time) {
+	rec.DecisionID, rec.At, rec.Outcome = newID("dec_", now), now, Allow
+	rec.PolicyRevision = e.Revision()
+	slot, err := e.cfg.Recorder.Reserve(ctx)
+	if err != nil {
+		e.cfg.Logger.Error("decision log full: recording an admin action in the service log instead",
+			slog.String("decision_id", rec.DecisionID), slog.String("action", rec.Action), slog.String("actor", rec.Actor),
+			slog.Any("sessions", rec.Affected), slog.String("reason", rec.Note))
+		return
+	}
+	slot.Commit(rec)
 }
 
 // RunReaper removes sessions that expired more than retention ago, every interval, until ctx

@@ -136,6 +136,8 @@ type Decision struct {
 	ApprovalExpiresAt time.Time
 	// maxTTL is the session lifetime ceiling the policy set for session/open and renew.
 	maxTTL time.Duration
+	// sessionStatus is the status of the named session when the decision was made.
+	sessionStatus string
 	// At is the decision time (input.now).
 	At time.Time
 	// Eval is how long policy evaluation took (zero when no policy ran).

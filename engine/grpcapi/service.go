@@ -26,8 +26,8 @@ type Decider interface {
 	OpenSession(ctx context.Context, req *engine.OpenRequest) (engine.Decision, *engine.SessionInfo, error)
 	GetSession(id string) (*engine.SessionInfo, error)
 	ListSessions(f state.ListFilter) ([]*engine.SessionInfo, bool, error)
-	CloseSession(id, reason string) (*engine.SessionInfo, error)
-	RevokeSessions(f state.RevokeFilter, reason string) ([]string, error)
+	CloseSession(ctx context.Context, id, reason, actor string) (*engine.SessionInfo, error)
+	RevokeSessions(ctx context.Context, f state.RevokeFilter, reason, actor string) ([]string, error)
 	RenewSession(ctx context.Context, req *engine.RenewRequest) (engine.Decision, *engine.SessionInfo, error)
 	GetApproval(id string) (*engine.ApprovalInfo, error)
 	ListApprovals(f state.ApprovalFilter) ([]*engine.ApprovalInfo, bool, error)
@@ -280,7 +280,7 @@ func (s *Service) CloseSession(ctx context.Context, in *arbiterv1.CloseSessionRe
 	if in.GetSessionId() == "" {
 		return nil, invalidArgument("session_id", "is required")
 	}
-	sess, err := s.engine.CloseSession(in.GetSessionId(), in.GetReason())
+	sess, err := s.engine.CloseSession(ctx, in.GetSessionId(), in.GetReason(), PrincipalFrom(ctx).Name)
 	if err != nil {
 		return nil, s.errorTo(ctx, "close session", err)
 	}
@@ -289,12 +289,12 @@ func (s *Service) CloseSession(ctx context.Context, in *arbiterv1.CloseSessionRe
 
 // RevokeSessions implements SessionService.RevokeSessions.
 func (s *Service) RevokeSessions(ctx context.Context, in *arbiterv1.RevokeSessionsRequest) (*arbiterv1.RevokeSessionsResponse, error) {
-	ids, err := s.engine.RevokeSessions(state.RevokeFilter{
+	ids, err := s.engine.RevokeSessions(ctx, state.RevokeFilter{
 		SessionID: in.GetSessionId(),
 		ClientID:  in.GetClientId(),
 		SubjectID: in.GetSubjectId(),
 		ServerID:  in.GetServerId(),
-	}, in.GetReason())
+	}, in.GetReason(), PrincipalFrom(ctx).Name)
 	if err != nil {
 		return nil, s.errorTo(ctx, "revoke sessions", err)
 	}
@@ -335,6 +335,8 @@ func (s *Service) errorTo(ctx context.Context, op string, err error) error {
 		return status.Error(codes.NotFound, "session not found")
 	case errors.Is(err, engine.ErrSessionEnded):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, engine.ErrDecisionLogUnavailable):
+		return status.Error(codes.Unavailable, "the decision log cannot record this action; nothing was changed")
 	case errors.Is(err, engine.ErrApprovalNotFound):
 		return status.Error(codes.NotFound, "approval not found")
 	case errors.Is(err, engine.ErrApprovalResolved), errors.Is(err, engine.ErrApprovalExpired):

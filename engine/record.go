@@ -1,0 +1,95 @@
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// Actions recorded besides MCP methods and session/open and session/renew.
+const (
+	ActionToolsFilter     = "tools/filter"
+	ActionSessionClose    = "session/close"
+	ActionSessionsRevoke  = "sessions/revoke"
+	ActionApprovalResolve = "approval/resolve"
+)
+
+// Reason code of the decision log's fail-closed rule.
+const ReasonDecisionLogUnavailable = "decision_log_unavailable"
+
+// Record is one decision as the decision log keeps it. The engine hands it over and never
+// touches it again; slices and maps in it may be shared with the request.
+type Record struct {
+	DecisionID     string
+	At             time.Time
+	Action         string
+	Client         Client
+	SubjectID      string
+	Server         Server
+	SessionID      string
+	SessionStatus  string
+	Credential     Credential
+	Tool           string
+	Arguments      map[string]any
+	Outcome        Outcome
+	Reasons        []Reason
+	ApprovalID     string
+	PolicyRevision string
+	Gateway        string
+	// Eval is the policy evaluation time; Duration the whole decision's.
+	Eval     time.Duration
+	Duration time.Duration
+	// Visible and Hidden count the tools of a tools/filter decision.
+	Visible, Hidden int
+	// Actor, Note and Affected describe admin actions: who resolved or revoked, their note,
+	// and the sessions a revocation ended.
+	Actor    string
+	Note     string
+	Affected []string
+	// ApprovalAge is how long an approval waited for its resolution.
+	ApprovalAge time.Duration
+}
+
+// Recorder takes decision records. A decision first reserves room for its record, so that it
+// is never answered without being recorded: when Reserve fails, the decision is denied with
+// reason decision_log_unavailable and nothing changes.
+type Recorder interface {
+	Reserve(ctx context.Context) (Slot, error)
+}
+
+// Slot is room for one record. Commit fills it; Commit(nil) gives it back unused.
+type Slot interface {
+	Commit(*Record)
+}
+
+type discard struct{}
+
+func (discard) Reserve(context.Context) (Slot, error) { return discard{}, nil }
+func (discard) Commit(*Record)                        {}
+
+// recordFor is the record of a decision about req.
+func recordFor(req *Request, d *Decision, action string, start time.Time) *Record {
+	return &Record{
+		DecisionID:     d.ID,
+		At:             d.At,
+		Action:         action,
+		Client:         req.Client,
+		SubjectID:      req.Subject.ID,
+		Server:         req.Server,
+		SessionID:      req.SessionID,
+		Credential:     req.Credential,
+		Tool:           req.Operation.Tool,
+		Arguments:      req.Operation.Arguments,
+		Outcome:        d.Outcome,
+		Reasons:        d.Reasons,
+		ApprovalID:     d.ApprovalID,
+		PolicyRevision: d.PolicyRevision,
+		Gateway:        req.Gateway,
+		Eval:           d.Eval,
+		Duration:       time.Since(start),
+	}
+}
+
+// logUnavailable is the decision when no record can be kept: fail closed.
+func logUnavailable(d Decision) Decision {
+	return d.deny(Reason{Code: ReasonDecisionLogUnavailable, Message: "the decision log cannot take the record of this decision, so it is denied"})
+}
