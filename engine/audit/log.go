@@ -1,0 +1,336 @@
+// Package audit is Arbiter's decision log: one JSON line per decision, written off the hot
+// path through a bounded queue. A decision reserves its place in the queue before it is
+// answered, so no decision is answered unrecorded and no record is dropped silently.
+package audit
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+)
+
+// WhenFull says what a decision does when the queue is full.
+type WhenFull string
+
+// Queue policies.
+const (
+	// Block waits up to BlockTimeout for room, then fails closed.
+	Block WhenFull = "block"
+	// Deny fails closed at once.
+	Deny WhenFull = "deny"
+)
+
+// ErrFull is returned by Reserve when the queue has no room in time.
+var ErrFull = errors.New("decision log queue is full")
+
+// Config tunes a Log.
+type Config struct {
+	// Sink receives the JSON lines; nil records nothing but still observes.
+	Sink io.Writer
+	// Queue is how many records may wait to be written (default 4096).
+	Queue int
+	// WhenFull is Block (default) or Deny.
+	WhenFull WhenFull
+	// BlockTimeout bounds the wait under Block (default 100ms).
+	BlockTimeout time.Duration
+	// Arguments logs the raw tool arguments, masked by Mask; off by default, when only their
+	// digest is logged.
+	Arguments bool
+	// Mask lists JSON pointers into the arguments to replace with "**masked**", such as
+	// "/password" or "/headers/authorization".
+	Mask []string
+	// Observe sees every record as it is committed, on the caller's goroutine (metrics).
+	Observe func(*engine.Record)
+	// OnWriteError is told of each failed write.
+	OnWriteError func(error)
+}
+
+// Log is the decision log. It implements engine.Recorder.
+type Log struct {
+	cfg     Config
+	slots   chan struct{}
+	records chan *engine.Record
+	done    chan struct{}
+	closing sync.Once
+	mask    [][]string
+
+	full   atomic.Uint64
+	failed atomic.Uint64
+}
+
+var _ engine.Recorder = (*Log)(nil)
+
+// New starts a log writing to cfg.Sink. Close flushes it.
+func New(cfg Config) (*Log, error) {
+	if cfg.Queue <= 0 {
+		cfg.Queue = 4096
+	}
+	if cfg.WhenFull == "" {
+		cfg.WhenFull = Block
+	}
+	if cfg.WhenFull != Block && cfg.WhenFull != Deny {
+		return nil, fmt.Errorf("when full: %q is neither block nor deny", cfg.WhenFull)
+	}
+	if cfg.BlockTimeout <= 0 {
+		cfg.BlockTimeout = 100 * time.Millisecond
+	}
+	l := &Log{
+		cfg:     cfg,
+		slots:   make(chan struct{}, cfg.Queue),
+		records: make(chan *engine.Record, cfg.Queue),
+		done:    make(chan struct{}),
+	}
+	for _, p := range cfg.Mask {
+		segs, err := parsePointer(p)
+		if err != nil {
+			return nil, err
+		}
+		l.mask = append(l.mask, segs)
+	}
+	go l.run()
+	return l, nil
+}
+
+// Reserve takes room for one record, per the WhenFull policy.
+func (l *Log) Reserve(ctx context.Context) (engine.Slot, error) {
+	select {
+	case l.slots <- struct{}{}:
+		return slot{l}, nil
+	default:
+	}
+	if l.cfg.WhenFull == Deny {
+		l.full.Add(1)
+		return nil, ErrFull
+	}
+	t := time.NewTimer(l.cfg.BlockTimeout)
+	defer t.Stop()
+	select {
+	case l.slots <- struct{}{}:
+		return slot{l}, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	l.full.Add(1)
+	return nil, ErrFull
+}
+
+type slot struct{ l *Log }
+
+// Commit queues rec in the room reserved for it; it never blocks.
+func (s slot) Commit(rec *engine.Record) {
+	if rec == nil {
+		<-s.l.slots
+		return
+	}
+	if s.l.cfg.Observe != nil {
+		s.l.cfg.Observe(rec)
+	}
+	s.l.records <- rec
+}
+
+// Depth is how many records wait to be written.
+func (l *Log) Depth() int { return len(l.records) }
+
+// Full is how many decisions found the queue full (and were denied).
+func (l *Log) Full() uint64 { return l.full.Load() }
+
+// WriteFailures is how many records could not be written.
+func (l *Log) WriteFailures() uint64 { return l.failed.Load() }
+
+// Close stops taking records, writes every queued one and returns when done or when ctx
+// ends. Callers must not Reserve after Close.
+func (l *Log) Close(ctx context.Context) error {
+	l.closing.Do(func() { close(l.records) })
+	select {
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("decision log: %d records not flushed: %w", len(l.records), ctx.Err())
+	}
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	var w *bufio.Writer
+	if l.cfg.Sink != nil {
+		w = bufio.NewWriterSize(l.cfg.Sink, 64<<10)
+	}
+	var line []byte
+	for rec := range l.records {
+		if w != nil {
+			line = l.encode(line[:0], rec)
+			if _, err := w.Write(line); err != nil {
+				l.writeFailed(err)
+			}
+			// Flush when nothing else waits: lines reach the sink promptly, and in batches
+			// under load.
+			if len(l.records) == 0 {
+				if err := w.Flush(); err != nil {
+					l.writeFailed(err)
+				}
+			}
+		}
+		<-l.slots
+	}
+	if w != nil {
+		if err := w.Flush(); err != nil {
+			l.writeFailed(err)
+		}
+	}
+	if s, ok := l.cfg.Sink.(interface{ Sync() error }); ok {
+		s.Sync()
+	}
+}
+
+func (l *Log) writeFailed(err error) {
+	l.failed.Add(1)
+	if l.cfg.OnWriteError != nil {
+		l.cfg.OnWriteError(err)
+	}
+}
+
+// Line is one decision log record as written. Its fields are documented in the README.
+type Line struct {
+	DecisionID      string            `json:"decision_id"`
+	Time            string            `json:"time"`
+	Action          string            `json:"action"`
+	Result          string            `json:"result"`
+	Reasons         []string          `json:"reasons"`
+	Client          LineClient        `json:"client"`
+	SubjectID       string            `json:"subject_id,omitempty"`
+	Server          *LineServer       `json:"server,omitempty"`
+	Session         *LineSession      `json:"session,omitempty"`
+	Credential      *LineCredential   `json:"credential,omitempty"`
+	Tool            string            `json:"tool,omitempty"`
+	ArgumentsDigest string            `json:"arguments_digest,omitempty"`
+	Arguments       map[string]any    `json:"arguments,omitempty"`
+	ApprovalID      string            `json:"approval_id,omitempty"`
+	PolicyRevision  map[string]string `json:"policy_revision"`
+	Gateway         string            `json:"gateway,omitempty"`
+	EvalNanos       int64             `json:"eval_ns"`
+	DurationNanos   int64             `json:"duration_ns"`
+	Visible         int               `json:"tools_visible,omitempty"`
+	Hidden          int               `json:"tools_hidden,omitempty"`
+	Actor           string            `json:"actor,omitempty"`
+	Note            string            `json:"note,omitempty"`
+	Affected        []string          `json:"sessions_affected,omitempty"`
+	ApprovalWaitMs  int64             `json:"approval_wait_ms,omitempty"`
+}
+
+// LineClient is the client of a record.
+type LineClient struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// LineServer is the server of a record.
+type LineServer struct {
+	ID       string `json:"id"`
+	Resource string `json:"resource,omitempty"`
+}
+
+// LineSession is the session of a record.
+type LineSession struct {
+	ID     string `json:"id"`
+	Status string `json:"status,omitempty"`
+}
+
+// LineCredential holds the credential claims of a record.
+type LineCredential struct {
+	Scopes   []string `json:"scopes"`
+	Audience []string `json:"audience"`
+	ClientID string   `json:"client_id,omitempty"`
+}
+
+// Revisions splits a combined policy revision ("catalog@42,policy@7") per bundle.
+func Revisions(rev string) map[string]string {
+	out := map[string]string{}
+	for _, part := range strings.Split(rev, ",") {
+		name, r, ok := strings.Cut(part, "@")
+		if !ok {
+			name, r = "policy", part
+		}
+		if name != "" || r != "" {
+			out[name] = r
+		}
+	}
+	return out
+}
+
+// encode appends rec as one JSON line. Arguments are digested (and, if configured, masked
+// and logged) here, on the writer's goroutine, not on the decision's.
+func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
+	line := Line{
+		DecisionID:     rec.DecisionID,
+		Time:           rec.At.UTC().Format(time.RFC3339Nano),
+		Action:         rec.Action,
+		Result:         string(rec.Outcome),
+		Reasons:        make([]string, len(rec.Reasons)),
+		Client:         LineClient{ID: rec.Client.ID, Name: rec.Client.Name},
+		SubjectID:      rec.SubjectID,
+		Tool:           rec.Tool,
+		ApprovalID:     rec.ApprovalID,
+		PolicyRevision: Revisions(rec.PolicyRevision),
+		Gateway:        rec.Gateway,
+		EvalNanos:      rec.Eval.Nanoseconds(),
+		DurationNanos:  rec.Duration.Nanoseconds(),
+		Visible:        rec.Visible,
+		Hidden:         rec.Hidden,
+		Actor:          rec.Actor,
+		Note:           rec.Note,
+		Affected:       rec.Affected,
+		ApprovalWaitMs: rec.ApprovalAge.Milliseconds(),
+	}
+	for i, r := range rec.Reasons {
+		line.Reasons[i] = r.Code
+	}
+	if rec.Server.ID != "" {
+		line.Server = &LineServer{ID: rec.Server.ID, Resource: rec.Server.Resource}
+	}
+	if rec.SessionID != "" {
+		line.Session = &LineSession{ID: rec.SessionID, Status: rec.SessionStatus}
+	}
+	if c := rec.Credential; len(c.Scopes)+len(c.Audience) > 0 || c.ClientID != "" {
+		line.Credential = &LineCredential{Scopes: nonNil(c.Scopes), Audience: nonNil(c.Audience), ClientID: c.ClientID}
+	}
+	if rec.Action == "tools/call" || rec.Arguments != nil {
+		raw, _ := json.Marshal(orEmpty(rec.Arguments))
+		sum := sha256.Sum256(raw)
+		line.ArgumentsDigest = "sha256:" + hex.EncodeToString(sum[:])
+		if l.cfg.Arguments {
+			line.Arguments = l.masked(rec.Arguments)
+		}
+	}
+	out, err := json.Marshal(line)
+	if err != nil {
+		out = []byte(`{"decision_id":` + strconv.Quote(rec.DecisionID) + `,"error":"record could not be encoded"}`)
+	}
+	buf = append(buf, out...)
+	return append(buf, '\n')
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func orEmpty(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}

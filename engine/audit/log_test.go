@@ -1,0 +1,235 @@
+package audit_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+	"github.com/arbiter-mcp/arbiter/engine/audit"
+	"github.com/arbiter-mcp/arbiter/engine/state"
+)
+
+func stateFilter(id string) state.RevokeFilter { return state.RevokeFilter{SessionID: id} }
+
+// syncBuffer is a sink safe to read while the writer goroutine writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+const allowAll = "package mcp\n\ndecision := {\"result\": \"allow\"}\n"
+
+func engineWith(t *testing.T, rec engine.Recorder) *engine.Engine {
+	t.Helper()
+	p, err := engine.LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte(allowAll)}}, ".", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), engine.Config{Recorder: rec}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func call(session string) *engine.Request {
+	return &engine.Request{
+		SessionID:  session,
+		Client:     engine.Client{ID: "ide-agent", Name: "IDE"},
+		Subject:    engine.Subject{ID: "alice"},
+		Server:     engine.Server{ID: "github", Resource: "https://mcp.github.example.com"},
+		Credential: engine.Credential{Scopes: []string{"repo"}, Audience: []string{"https://mcp.github.example.com"}, ClientID: "ide"},
+		Operation: engine.Operation{Method: "tools/call", Tool: "create_issue",
+			Arguments: map[string]any{"title": "x", "token": "s3cret", "auth": map[string]any{"password": "hunter2"}}},
+	}
+}
+
+func TestRecordsAreWrittenWithoutRawArguments(t *testing.T) {
+	sink := &syncBuffer{}
+	log, err := audit.New(audit.Config{Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engineWith(t, log)
+	_, info, err := e.OpenSession(context.Background(), &engine.OpenRequest{Client: engine.Client{ID: "ide-agent"}, Subject: engine.Subject{ID: "alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Decide(context.Background(), call(info.Session.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RevokeSessions(context.Background(), stateFilter(info.Session.ID), "done", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := sink.lines(t)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want open, decide and revoke", len(lines))
+	}
+	l := lines[1]
+	for key, want := range map[string]any{
+		"decision_id": d.ID, "action": "tools/call", "result": "allow", "tool": "create_issue", "subject_id": "alice",
+	} {
+		if l[key] != want {
+			t.Errorf("%s = %v, want %v", key, l[key], want)
+		}
+	}
+	if l["client"].(map[string]any)["name"] != "IDE" || l["server"].(map[string]any)["resource"] != "https://mcp.github.example.com" ||
+		l["session"].(map[string]any)["status"] != "active" || l["credential"].(map[string]any)["client_id"] != "ide" ||
+		l["policy_revision"].(map[string]any)["test"] == nil || !strings.HasPrefix(l["arguments_digest"].(string), "sha256:") {
+		t.Errorf("record %v", l)
+	}
+	raw, _ := json.Marshal(lines)
+	if strings.Contains(string(raw), "s3cret") || strings.Contains(string(raw), "hunter2") {
+		t.Fatal("raw arguments reached the log without being configured")
+	}
+	if lines[2]["action"] != "sessions/revoke" || lines[2]["actor"] != "ops" || lines[2]["sessions_affected"].([]any)[0] != info.Session.ID {
+		t.Errorf("revocation record %v", lines[2])
+	}
+}
+
+func TestArgumentsAreMasked(t *testing.T) {
+	sink := &syncBuffer{}
+	log, err := audit.New(audit.Config{Sink: sink, Arguments: true, Mask: []string{"/token", "/auth/password", "/missing/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := call("")
+	if _, err := engineWith(t, log).Decide(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	log.Close(context.Background())
+	args := sink.lines(t)[0]["arguments"].(map[string]any)
+	if args["title"] != "x" || args["token"] != audit.Masked || args["auth"].(map[string]any)["password"] != audit.Masked {
+		t.Fatalf("masked arguments %v", args)
+	}
+	if req.Operation.Arguments["token"] != "s3cret" {
+		t.Fatal("masking changed the request's own arguments")
+	}
+	if _, err := audit.New(audit.Config{Mask: []string{"token"}}); err == nil {
+		t.Fatal("a mask that is not a JSON pointer must be refused")
+	}
+}
+
+// blockingSink holds every write until released.
+type blockingSink struct{ release chan struct{} }
+
+func (b blockingSink) Write(p []byte) (int, error) { <-b.release; return len(p), nil }
+
+func TestFullQueueFailsClosed(t *testing.T) {
+	for _, mode := range []audit.WhenFull{audit.Deny, audit.Block} {
+		t.Run(string(mode), func(t *testing.T) {
+			sink := blockingSink{release: make(chan struct{})}
+			log, err := audit.New(audit.Config{Sink: sink, Queue: 2, WhenFull: mode, BlockTimeout: 20 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := engineWith(t, log)
+			_, info, err := e.OpenSession(context.Background(), &engine.OpenRequest{Client: engine.Client{ID: "ide-agent"}, Subject: engine.Subject{ID: "alice"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The open's record is stuck in the sink; fill the queue behind it.
+			var last engine.Decision
+			for range 4 {
+				last, err = e.Decide(context.Background(), call(info.Session.ID))
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if last.Outcome != engine.Deny || last.Reasons[0].Code != engine.ReasonDecisionLogUnavailable {
+				t.Fatalf("decision with the log full: %+v", last)
+			}
+			if log.Full() == 0 {
+				t.Fatal("decisions refused for a full log must be counted")
+			}
+			got, _ := e.GetSession(info.Session.ID)
+			if got.Usage.Total > 2 {
+				t.Fatalf("a refused decision moved the session: %d calls recorded", got.Usage.Total)
+			}
+			close(sink.release)
+			log.Close(context.Background())
+		})
+	}
+	if _, err := audit.New(audit.Config{WhenFull: "drop"}); err == nil {
+		t.Fatal("an unknown queue policy must be refused")
+	}
+}
+
+// TestNoRecordLostOnCleanStop: everything reserved before Close reaches the sink.
+func TestNoRecordLostOnCleanStop(t *testing.T) {
+	sink := &syncBuffer{}
+	log, err := audit.New(audit.Config{Sink: sink, Queue: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engineWith(t, log)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 250 {
+				if _, err := e.Decide(context.Background(), call("")); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := log.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.lines(t)); n != 2000 {
+		t.Fatalf("%d records written, want all 2000", n)
+	}
+}
+
+type failingSink struct{}
+
+func (failingSink) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestWriteFailuresAreCounted(t *testing.T) {
+	var seen []error
+	var mu sync.Mutex
+	log, _ := audit.New(audit.Config{Sink: failingSink{}, OnWriteError: func(err error) { mu.Lock(); seen = append(seen, err); mu.Unlock() }})
+	if _, err := engineWith(t, log).Decide(context.Background(), call("")); err != nil {
+		t.Fatal(err)
+	}
+	log.Close(context.Background())
+	if log.WriteFailures() == 0 || len(seen) == 0 {
+		t.Fatal("a failed write must be counted and reported")
+	}
+}
