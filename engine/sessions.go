@@ -341,6 +341,11 @@ func (e *Engine) RunReaper(ctx context.Context, interval, retention time.Duratio
 	})
 }
 
+// Counts returns how many sessions are in each status now and how many approvals are pending.
+func (e *Engine) Counts() (map[state.Status]int, int) {
+	return e.store.Counts(e.cfg.Clock())
+}
+
 func (e *Engine) info(s *state.Session, u *state.Usage, now time.Time) *SessionInfo {
 	return &SessionInfo{Session: s, Usage: u, Status: s.StatusAt(now)}
 }

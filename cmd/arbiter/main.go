@@ -19,6 +19,7 @@ Usage:
   arbiter eval --input FILE [--policy DIR]
                                         print the decision for one policy input document
   arbiter bundle build|inspect|push     package, check and push OPA bundles
+  arbiter audit query --file FILE       search the decision log
   arbiter sessions list|show|revoke     inspect and revoke sessions of a running service
   arbiter approvals list|show|approve|deny|watch
                                         answer and follow approvals of a running service
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = evalCmd(ctx, args[1:], stdout, stderr)
 	case "bundle":
 		err = bundleCmd(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(ctx, args[1:], stdout, stderr)
 	case "sessions":
 		err = sessionsCmd(ctx, args[1:], stdout, stderr)
 	case "approvals":

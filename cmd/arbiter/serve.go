@@ -11,17 +11,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/arbiter-mcp/arbiter/bundles"
 	"github.com/arbiter-mcp/arbiter/engine"
+	"github.com/arbiter-mcp/arbiter/engine/audit"
 	"github.com/arbiter-mcp/arbiter/engine/grpcapi"
+	"github.com/arbiter-mcp/arbiter/engine/telemetry"
 	"github.com/arbiter-mcp/arbiter/policy"
 )
 
@@ -29,6 +34,14 @@ import (
 var errUsage = errors.New("usage")
 
 type serveFlags struct {
+	decisionLog      string
+	logMaxSizeMB     int
+	logMaxBackups    int
+	logQueue         int
+	logWhenFull      string
+	logBlockTimeout  time.Duration
+	logArguments     bool
+	logMask          string
 	dataDir          string
 	bundleKey        string
 	bundleKeyAlg     string
@@ -66,6 +79,14 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.bundleKeyID, "bundle-verification-key-id", "default", "key id of --bundle-verification-key (the signature's kid)")
 	fs.StringVar(&f.adminTLSCert, "admin-tls-cert", "", "certificate (PEM) for the admin listener; with --admin-tls-key it serves HTTPS")
 	fs.StringVar(&f.adminTLSKey, "admin-tls-key", "", "private key (PEM) of --admin-tls-cert")
+	fs.StringVar(&f.decisionLog, "decision-log", "stdout", "where decision records go: stdout, off, or a file path (rotated by size)")
+	fs.IntVar(&f.logMaxSizeMB, "decision-log-max-size", 100, "rotate the decision log file at this many MiB")
+	fs.IntVar(&f.logMaxBackups, "decision-log-max-backups", 10, "rotated decision log files to keep")
+	fs.IntVar(&f.logQueue, "decision-log-queue", 4096, "decision records that may wait to be written")
+	fs.StringVar(&f.logWhenFull, "decision-log-when-full", "block", "when the queue is full: block (up to --decision-log-block-timeout, then deny) or deny")
+	fs.DurationVar(&f.logBlockTimeout, "decision-log-block-timeout", 100*time.Millisecond, "longest a decision waits for room in a full decision log before it is denied")
+	fs.BoolVar(&f.logArguments, "decision-log-arguments", false, "log raw tool arguments (masked by --decision-log-mask); by default only their digest")
+	fs.StringVar(&f.logMask, "decision-log-mask", "", "comma-separated JSON pointers into the arguments to mask, e.g. /password,/headers/authorization")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take; longer is denied")
@@ -184,7 +205,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	metrics := telemetry.New()
+	decisionLog, closeSink, err := newDecisionLog(f, metrics, log)
+	if err != nil {
+		return err
+	}
+	defer closeSink()
 	eng, err := engine.New(ctx, engine.Config{
+		Recorder:           decisionLog,
 		EvalTimeout:        f.evalTimeout,
 		DefaultSessionTTL:  f.sessionTTL,
 		MaxSessionTTL:      f.sessionMaxTTL,
@@ -195,10 +223,28 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("activate policy: %w", err)
 	}
 
-	bundleMgr, err := newBundleManager(ctx, f, eng, pol, log)
+	bundleMgr, err := newBundleManager(ctx, f, eng, pol, log, metrics)
 	if err != nil {
 		return err
 	}
+	metrics.Sessions(func() (map[string]int, int) {
+		counts, pending := eng.Counts()
+		out := make(map[string]int, len(counts))
+		for st, n := range counts {
+			out[string(st)] = n
+		}
+		return out, pending
+	})
+	metrics.BundleRevisions(func() map[string]string {
+		out := map[string]string{}
+		for _, b := range bundleMgr.List() {
+			out[b.Name] = b.Revision.Revision
+		}
+		if len(out) == 0 {
+			out["default"] = eng.Revision()
+		}
+		return out
+	})
 
 	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled())
 	if err != nil {
@@ -214,13 +260,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, name := range append([]string{""}, grpcapi.ServiceNames...) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{Logger: log}), hs, auth)
+	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{Logger: log}), hs, auth,
+		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor), grpc.ChainStreamInterceptor(metrics.StreamInterceptor))
 	if !auth.Enabled() {
 		log.Warn("no token files given: every caller may act as admin, so Arbiter listens on loopback only; use --admin-token-file and --gateway-token-file in production")
 	}
 
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth})), ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth}), metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
 
 	reapCtx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
@@ -265,6 +312,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
+	// No call is in flight any more: write out every queued decision record.
+	if err := decisionLog.Close(shutCtx); err != nil {
+		log.Error("decision log not fully flushed", slog.Any("error", err))
+	}
 	if err := admin.Shutdown(shutCtx); err != nil {
 		log.Warn("admin listener did not stop cleanly", slog.Any("error", err))
 	}
@@ -272,9 +323,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return serveErr
 }
 
-// adminMux serves the admin listener: the open health endpoints and the bundle API.
-func adminMux(ready *atomic.Bool, bundleAPI http.Handler) *http.ServeMux {
+// adminMux serves the admin listener: the open health and metrics endpoints and the bundle API.
+func adminMux(ready *atomic.Bool, bundleAPI, metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/v1/bundles", bundleAPI)
 	mux.Handle("/v1/bundles/", bundleAPI)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -314,8 +366,8 @@ func (b bundleAuth) Authorize(header string) (string, bool, bool) {
 
 // newBundleManager builds the bundle manager and, with --data-dir, restores the bundles that
 // were active before the restart.
-func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fallback engine.Policy, log *slog.Logger) (*bundles.Manager, error) {
-	cfg := bundles.Config{Fallback: bundles.Policy(fallback), Logger: log}
+func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fallback engine.Policy, log *slog.Logger, metrics *telemetry.Metrics) (*bundles.Manager, error) {
+	cfg := bundles.Config{Fallback: bundles.Policy(fallback), Logger: log, OnActivation: metrics.BundleActivation}
 	if f.bundleKey != "" {
 		key, err := keys.NewKeyConfig(f.bundleKey, f.bundleKeyAlg, "")
 		if err != nil {
@@ -335,4 +387,39 @@ func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fal
 		return nil, fmt.Errorf("restore bundles from --data-dir: %w", err)
 	}
 	return m, nil
+}
+
+// newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
+// records are still counted in the metrics but written nowhere.
+func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger) (*audit.Log, func(), error) {
+	var sink io.Writer
+	closeSink := func() {}
+	switch f.decisionLog {
+	case "off":
+	case "stdout", "-":
+		sink = os.Stdout
+	default:
+		rot := &lumberjack.Logger{Filename: f.decisionLog, MaxSize: f.logMaxSizeMB, MaxBackups: f.logMaxBackups}
+		sink, closeSink = rot, func() { rot.Close() }
+	}
+	var mask []string
+	if f.logMask != "" {
+		mask = strings.Split(f.logMask, ",")
+	}
+	dl, err := audit.New(audit.Config{
+		Sink:         sink,
+		Queue:        f.logQueue,
+		WhenFull:     audit.WhenFull(f.logWhenFull),
+		BlockTimeout: f.logBlockTimeout,
+		Arguments:    f.logArguments,
+		Mask:         mask,
+		Observe:      metrics.Observe,
+		OnWriteError: func(err error) { log.Error("decision log write failed", slog.Any("error", err)) },
+	})
+	if err != nil {
+		closeSink()
+		return nil, nil, fmt.Errorf("--decision-log: %w", err)
+	}
+	metrics.DecisionLog(dl.Depth, dl.Full, dl.WriteFailures)
+	return dl, closeSink, nil
 }

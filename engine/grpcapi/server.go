@@ -14,13 +14,14 @@ import (
 const MaxMessageBytes = 4 << 20
 
 // NewServer returns a gRPC server carrying svc behind auth, the standard health service
-// (reporting hs) and server reflection, so grpcurl works against it.
+// (reporting hs) and server reflection, so grpcurl works against it. Interceptors in opts run
+// before authentication, so they see refused calls too.
 func NewServer(svc *Service, hs *health.Server, auth *Authenticator, opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{
+	opts = append(opts,
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor),
-	}, opts...)
+	)
 	g := grpc.NewServer(opts...)
 	svc.Register(g)
 	healthpb.RegisterHealthServer(g, hs)

@@ -348,20 +348,6 @@ func (s *Store) RunReaper(ctx context.Context, interval, retention time.Duration
 	}
 }
 
-// Count returns the number of sessions in the store.
-func (s *Store) Count() int {
-	txn := s.db.Txn(false)
-	it, err := txn.Get(tableSessions, indexID)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		n++
-	}
-	return n
-}
-
 func sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
 	obj, err := txn.First(tableSessions, indexID, id)
 	if err != nil {
@@ -403,4 +389,35 @@ func collect(txn *memdb.Txn, index string, args ...any) []*Session {
 		out = append(out, obj.(*Session))
 	}
 	return out
+}
+
+// Counts returns how many sessions are in each status at now, and how many approvals wait
+// for a human. It walks the tables (a snapshot; writers are not blocked), so call it at
+// scrape pace, not per decision.
+func (s *Store) Counts(now time.Time) (sessions map[Status]int, pendingApprovals int) {
+	txn := s.db.Txn(false)
+	sessions = map[Status]int{}
+	if it, err := txn.Get(tableSessions, indexID); err == nil {
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			sessions[obj.(*Session).StatusAt(now)]++
+		}
+	}
+	if it, err := txn.Get(tableApprovals, indexID); err == nil {
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			if obj.(*Approval).StatusAt(now) == ApprovalPending {
+				pendingApprovals++
+			}
+		}
+	}
+	return sessions, pendingApprovals
+}
+
+// Count returns the number of sessions in the store, whatever their status.
+func (s *Store) Count() int {
+	n := 0
+	counts, _ := s.Counts(time.Time{})
+	for _, c := range counts {
+		n += c
+	}
+	return n
 }

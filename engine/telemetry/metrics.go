@@ -1,0 +1,172 @@
+// Package telemetry is Arbiter's Prometheus metrics: decisions, their latency, sessions,
+// approvals, bundles, the decision log, the gRPC server and the Go runtime. Every name is
+// prefixed arbiter_ (runtime and process metrics keep their standard go_ and process_ names).
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/arbiter-mcp/arbiter/engine"
+)
+
+// Metrics holds Arbiter's collectors, registered on their own registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	decisions       *prometheus.CounterVec
+	decisionSeconds *prometheus.HistogramVec
+	evalSeconds     prometheus.Histogram
+	approvalWait    prometheus.Histogram
+	activations     *prometheus.CounterVec
+	grpcRequests    *prometheus.CounterVec
+	grpcSeconds     *prometheus.HistogramVec
+}
+
+// Decision latencies sit in the microseconds to milliseconds.
+var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 6.4e-3, 12.8e-3, 25.6e-3, 51.2e-3, 0.1, 0.25, 1}
+
+// New returns the metrics with the Go runtime and process collectors registered.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbiter_decisions_total", Help: "Decisions by action and result.",
+		}, []string{"action", "result"}),
+		decisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "arbiter_decision_duration_seconds", Help: "Time to decide, session handling and recording included, by action.",
+			Buckets: latencyBuckets,
+		}, []string{"action"}),
+		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "arbiter_policy_evaluation_duration_seconds", Help: "Time spent evaluating the Rego policy per decision.",
+			Buckets: latencyBuckets,
+		}),
+		approvalWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "arbiter_approval_resolution_seconds", Help: "Time from an approval being asked for to a human resolving it.",
+			Buckets: []float64{5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600},
+		}),
+		activations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbiter_bundle_activations_total", Help: "Bundle pushes, rollbacks and deletions by bundle and outcome (activated, rejected).",
+		}, []string{"bundle", "outcome"}),
+		grpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arbiter_grpc_requests_total", Help: "gRPC requests by method and status code.",
+		}, []string{"method", "code"}),
+		grpcSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "arbiter_grpc_request_duration_seconds", Help: "gRPC request handling time by method (streams: until they end).",
+			Buckets: latencyBuckets,
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.decisions, m.decisionSeconds, m.evalSeconds, m.approvalWait, m.activations, m.grpcRequests, m.grpcSeconds,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Observe counts one decision record. It runs on the decision's goroutine: counters only.
+func (m *Metrics) Observe(rec *engine.Record) {
+	m.decisions.WithLabelValues(rec.Action, string(rec.Outcome)).Inc()
+	if rec.Duration > 0 {
+		m.decisionSeconds.WithLabelValues(rec.Action).Observe(rec.Duration.Seconds())
+	}
+	if rec.Eval > 0 {
+		m.evalSeconds.Observe(rec.Eval.Seconds())
+	}
+	if rec.Action == engine.ActionApprovalResolve {
+		m.approvalWait.Observe(rec.ApprovalAge.Seconds())
+	}
+}
+
+// BundleActivation counts a bundle change by outcome.
+func (m *Metrics) BundleActivation(bundle, outcome string) {
+	m.activations.WithLabelValues(bundle, outcome).Inc()
+}
+
+// Sessions reports sessions by status and pending approvals at scrape time.
+func (m *Metrics) Sessions(counts func() (map[string]int, int)) {
+	m.reg.MustRegister(&sessionCollector{counts: counts})
+}
+
+// BundleRevisions reports the active revision of each bundle at scrape time.
+func (m *Metrics) BundleRevisions(active func() map[string]string) {
+	m.reg.MustRegister(&bundleCollector{active: active})
+}
+
+// DecisionLog reports the decision log's queue depth, refusals for a full queue, and failed
+// writes.
+func (m *Metrics) DecisionLog(depth func() int, full, failures func() uint64) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arbiter_decision_log_queue_depth", Help: "Decision records waiting to be written."},
+			func() float64 { return float64(depth()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arbiter_decision_log_full_total", Help: "Decisions denied because the decision log queue was full."},
+			func() float64 { return float64(full()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arbiter_decision_log_write_failures_total", Help: "Decision records that could not be written."},
+			func() float64 { return float64(failures()) }),
+	)
+}
+
+// UnaryInterceptor counts and times unary calls, rejected ones included.
+func (m *Metrics) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.grpcDone(info.FullMethod, err, start)
+	return resp, err
+}
+
+// StreamInterceptor counts and times streaming calls.
+func (m *Metrics) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	m.grpcDone(info.FullMethod, err, start)
+	return err
+}
+
+func (m *Metrics) grpcDone(method string, err error, start time.Time) {
+	m.grpcRequests.WithLabelValues(method, status.Code(err).String()).Inc()
+	m.grpcSeconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+var (
+	sessionsDesc  = prometheus.NewDesc("arbiter_sessions", "Sessions in the store by status.", []string{"status"}, nil)
+	approvalsDesc = prometheus.NewDesc("arbiter_approvals_pending", "Approvals waiting for a human.", nil, nil)
+	bundleDesc    = prometheus.NewDesc("arbiter_bundle_active_revision", "1 for the active revision of each bundle.", []string{"bundle", "revision"}, nil)
+)
+
+type sessionCollector struct {
+	counts func() (map[string]int, int)
+}
+
+func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sessionsDesc
+	ch <- approvalsDesc
+}
+
+func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	sessions, pending := c.counts()
+	for _, st := range []string{"active", "pending_approval", "closed", "revoked", "expired"} {
+		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions[st]), st)
+	}
+	ch <- prometheus.MustNewConstMetric(approvalsDesc, prometheus.GaugeValue, float64(pending))
+}
+
+type bundleCollector struct {
+	active func() map[string]string
+}
+
+func (c *bundleCollector) Describe(ch chan<- *prometheus.Desc) { ch <- bundleDesc }
+
+func (c *bundleCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, rev := range c.active() {
+		ch <- prometheus.MustNewConstMetric(bundleDesc, prometheus.GaugeValue, 1, name, rev)
+	}
+}
