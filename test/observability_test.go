@@ -21,11 +21,13 @@ import (
 // observedPolicy allows read_file, asks approval for delete_file, and denies anything else.
 const observedPolicy = `package mcp
 
-decision := {"result": "allow"} if input.operation.tool == "read_file"
-
-decision := {"result": "require_approval", "reasons": [{"code": "destructive_tool", "message": "m"}]} if input.operation.tool == "delete_file"
-
-decision := {"result": "deny", "reasons": [{"code": "tool_unknown", "message": "m"}]} if not input.operation.tool in {"read_file", "delete_file"}
+decision := {"result": "allow"} if {
+	input.action == "session/open"
+} else := {"result": "allow"} if {
+	input.operation.tool == "read_file"
+} else := {"result": "require_approval", "reasons": [{"code": "destructive_tool", "message": "m"}]} if {
+	input.operation.tool == "delete_file"
+} else := {"result": "deny", "reasons": [{"code": "tool_unknown", "message": "m"}]}
 `
 
 func metricValue(t *testing.T, body, series string) float64 {
