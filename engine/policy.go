@@ -16,6 +16,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
+// logMaskRef is the rule a policy masks decision log arguments with, as OPA's own
+// system.log.mask.
+var logMaskRef = ast.MustParseRef("data.system.log.mask")
+
 // DefaultEntrypoint is the rule a policy answers decisions with unless it names another.
 const DefaultEntrypoint = "data.mcp.decision"
 
@@ -70,6 +74,8 @@ func LoadPolicyFS(fsys fs.FS, root, name string) (Policy, error) {
 type prepared struct {
 	revision string
 	query    rego.PreparedEvalQuery
+	// mask is data.system.log.mask, when the policy defines it (see LogMask).
+	mask *rego.PreparedEvalQuery
 }
 
 // compile compiles p into a prepared query, checking that the entry point is a rule.
@@ -103,5 +109,17 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare policy: %w", err)
 	}
-	return &prepared{revision: p.Revision, query: q}, nil
+	pq := &prepared{revision: p.Revision, query: q}
+	if len(compiler.GetRulesWithPrefix(logMaskRef)) > 0 {
+		mq, err := rego.New(
+			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(logMaskRef)))),
+			rego.Compiler(compiler),
+			rego.Store(store),
+		).PrepareForEval(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("prepare data.system.log.mask: %w", err)
+		}
+		pq.mask = &mq
+	}
+	return pq, nil
 }

@@ -206,12 +206,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	metrics := telemetry.New()
-	decisionLog, closeSink, err := newDecisionLog(f, metrics, log)
+	var eng *engine.Engine // the policy's log mask is read through it, once it exists
+	decisionLog, closeSink, err := newDecisionLog(f, metrics, log, func(ctx context.Context, rec *engine.Record) ([]string, error) {
+		return eng.LogMask(ctx, rec)
+	})
 	if err != nil {
 		return err
 	}
 	defer closeSink()
-	eng, err := engine.New(ctx, engine.Config{
+	eng, err = engine.New(ctx, engine.Config{
 		Recorder:           decisionLog,
 		EvalTimeout:        f.evalTimeout,
 		DefaultSessionTTL:  f.sessionTTL,
@@ -391,7 +394,7 @@ func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fal
 
 // newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
 // records are still counted in the metrics but written nowhere.
-func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger) (*audit.Log, func(), error) {
+func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, policyMask func(context.Context, *engine.Record) ([]string, error)) (*audit.Log, func(), error) {
 	var sink io.Writer
 	closeSink := func() {}
 	switch f.decisionLog {
@@ -413,6 +416,7 @@ func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger) 
 		BlockTimeout: f.logBlockTimeout,
 		Arguments:    f.logArguments,
 		Mask:         mask,
+		PolicyMask:   policyMask,
 		Observe:      metrics.Observe,
 		OnWriteError: func(err error) { log.Error("decision log write failed", slog.Any("error", err)) },
 	})

@@ -51,6 +51,9 @@ type Config struct {
 	// Mask lists JSON pointers into the arguments to replace with "**masked**", such as
 	// "/password" or "/headers/authorization".
 	Mask []string
+	// PolicyMask, when set, adds the policy's masks (engine.LogMask) to Mask for each record;
+	// it runs on the writer's goroutine. If it fails, the arguments are not logged at all.
+	PolicyMask func(context.Context, *engine.Record) ([]string, error)
 	// Observe sees every record as it is committed, on the caller's goroutine (metrics).
 	Observe func(*engine.Record)
 	// OnWriteError is told of each failed write.
@@ -310,7 +313,7 @@ func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
 		sum := sha256.Sum256(raw)
 		line.ArgumentsDigest = "sha256:" + hex.EncodeToString(sum[:])
 		if l.cfg.Arguments {
-			line.Arguments = l.masked(rec.Arguments)
+			line.Arguments = l.masked(rec)
 		}
 	}
 	out, err := json.Marshal(line)

@@ -238,3 +238,42 @@ func TestWriteFailuresAreCounted(t *testing.T) {
 		t.Fatal("a failed write must be counted and reported")
 	}
 }
+
+// maskPolicy masks the argument "token" through the policy, as OPA's system.log.mask does.
+const maskPolicy = `package mcp
+
+decision := {"result": "allow"}
+`
+
+const systemLogMask = `package system.log
+
+mask contains "/input/operation/arguments/token" if input.input.operation.tool == "create_issue"
+
+mask contains "/input/client/id"
+`
+
+func TestPolicyDrivenMask(t *testing.T) {
+	sink := &syncBuffer{}
+	var e *engine.Engine
+	log, err := audit.New(audit.Config{Sink: sink, Arguments: true, Mask: []string{"/auth/password"},
+		PolicyMask: func(ctx context.Context, rec *engine.Record) ([]string, error) { return e.LogMask(ctx, rec) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte(maskPolicy)}, "mask.rego": {Data: []byte(systemLogMask)}}, ".", "masked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err = engine.New(context.Background(), engine.Config{Recorder: log}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Decide(context.Background(), call("")); err != nil {
+		t.Fatal(err)
+	}
+	log.Close(context.Background())
+	args := sink.lines(t)[0]["arguments"].(map[string]any)
+	if args["token"] != audit.Masked || args["auth"].(map[string]any)["password"] != audit.Masked || args["title"] != "x" {
+		t.Fatalf("arguments after the policy's mask and the configured one: %v", args)
+	}
+}

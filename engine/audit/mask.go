@@ -1,8 +1,11 @@
 package audit
 
 import (
+	"context"
 	"fmt"
 	"strings"
+
+	"github.com/arbiter-mcp/arbiter/engine"
 )
 
 // Masked replaces a masked value.
@@ -20,14 +23,27 @@ func parsePointer(p string) ([]string, error) {
 	return segs, nil
 }
 
-// masked returns a copy of args with every masked pointer replaced. The original, shared
-// with the request, is never changed.
-func (l *Log) masked(args map[string]any) map[string]any {
-	if args == nil {
+// masked returns a copy of the record's arguments with every masked pointer replaced: the
+// configured ones and the policy's. The original, shared with the request, is never changed.
+// When the policy's masks cannot be had, nothing of the arguments is logged.
+func (l *Log) masked(rec *engine.Record) map[string]any {
+	if rec.Arguments == nil {
 		return map[string]any{}
 	}
-	out := deepCopy(args).(map[string]any)
-	for _, segs := range l.mask {
+	masks := l.mask
+	if l.cfg.PolicyMask != nil {
+		extra, err := l.cfg.PolicyMask(context.Background(), rec)
+		if err != nil {
+			return map[string]any{"error": "arguments withheld: the policy's log mask failed"}
+		}
+		for _, p := range extra {
+			if segs, err := parsePointer(p); err == nil {
+				masks = append(masks[:len(masks):len(masks)], segs)
+			}
+		}
+	}
+	out := deepCopy(rec.Arguments).(map[string]any)
+	for _, segs := range masks {
 		maskAt(out, segs)
 	}
 	return out
