@@ -138,7 +138,7 @@ func (e *Engine) Swap(p *Prepared) {
 var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T00:00:00Z",
 	"client": {"id": "probe", "name": "", "version": "", "transport": ""},
 	"subject": {"id": "probe", "groups": [], "attributes": {}},
-	"server": {"id": "probe", "resource": "", "transport": ""},
+	"server": {"id": "probe", "resource": "", "transport": "", "command_digest": ""},
 	"credential": {"scopes": [], "audience": [], "issuer": "", "client_id": "", "expires_at": ""},
 	"operation": {"method": "tools/call", "tool": "probe", "arguments": {}, "annotations": {},
 		"definition_hash": "", "resource_uri": "", "prompt_name": ""},

@@ -25,6 +25,7 @@ var (
 	keyName           = ast.StringTerm("name")
 	keyVersion        = ast.StringTerm("version")
 	keyTransport      = ast.StringTerm("transport")
+	keyCommandDigest  = ast.StringTerm("command_digest")
 	keyGroups         = ast.StringTerm("groups")
 	keyAttributes     = ast.StringTerm("attributes")
 	keyResource       = ast.StringTerm("resource")
@@ -144,6 +145,7 @@ func serverTerm(s Server) *ast.Term {
 		ast.Item(keyID, ast.StringTerm(s.ID)),
 		ast.Item(keyResource, ast.StringTerm(s.Resource)),
 		ast.Item(keyTransport, ast.StringTerm(s.Transport)),
+		ast.Item(keyCommandDigest, ast.StringTerm(s.CommandDigest)),
 	)
 }
 

@@ -74,6 +74,8 @@ type Server struct {
 	ID        string
 	Resource  string
 	Transport string
+	// CommandDigest identifies what a stdio server was launched from.
+	CommandDigest string
 }
 
 // Credential holds claims of a token the gateway has validated.

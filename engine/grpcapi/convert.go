@@ -31,7 +31,7 @@ func clientFrom(c *arbiterv1.Client) engine.Client {
 }
 
 func serverFrom(s *arbiterv1.Server) engine.Server {
-	return engine.Server{ID: s.GetId(), Resource: s.GetResource(), Transport: transportName(s.GetTransport())}
+	return engine.Server{ID: s.GetId(), Resource: s.GetResource(), Transport: transportName(s.GetTransport()), CommandDigest: s.GetCommandDigest()}
 }
 
 func credentialFrom(c *arbiterv1.Credential) engine.Credential {

@@ -269,8 +269,12 @@ type Server struct {
 	// Identifier of the server in the policy's catalog. Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// RFC 8707 resource URI of a remote server.
-	Resource      string    `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Transport     Transport `protobuf:"varint,3,opt,name=transport,proto3,enum=arbiter.v1.Transport" json:"transport,omitempty"`
+	Resource  string    `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Transport Transport `protobuf:"varint,3,opt,name=transport,proto3,enum=arbiter.v1.Transport" json:"transport,omitempty"`
+	// For a local (stdio) server: digest of the command or package the gateway launched it
+	// from (for example "sha256:..." of the executable, or an npm/OCI package digest), which a
+	// policy can pin.
+	CommandDigest string `protobuf:"bytes,4,opt,name=command_digest,json=commandDigest,proto3" json:"command_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +328,13 @@ func (x *Server) GetTransport() Transport {
 		return x.Transport
 	}
 	return Transport_TRANSPORT_UNSPECIFIED
+}
+
+func (x *Server) GetCommandDigest() string {
+	if x != nil {
+		return x.CommandDigest
+	}
+	return ""
 }
 
 // Credential holds the claims of a token the gateway has already validated. Never the raw token.
@@ -732,11 +743,12 @@ const file_arbiter_v1_types_proto_rawDesc = "" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x127\n" +
 	"\n" +
 	"attributes\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
-	"attributes\"i\n" +
+	"attributes\"\x90\x01\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x123\n" +
-	"\ttransport\x18\x03 \x01(\x0e2\x15.arbiter.v1.TransportR\ttransport\"\xb0\x01\n" +
+	"\ttransport\x18\x03 \x01(\x0e2\x15.arbiter.v1.TransportR\ttransport\x12%\n" +
+	"\x0ecommand_digest\x18\x04 \x01(\tR\rcommandDigest\"\xb0\x01\n" +
 	"\n" +
 	"Credential\x12\x16\n" +
 	"\x06scopes\x18\x01 \x03(\tR\x06scopes\x12\x1a\n" +
