@@ -56,16 +56,11 @@ func (rf *remoteFlags) dial(out io.Writer) (*remote, error) {
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if rf.tokenFile != "" {
-		f, err := os.Open(rf.tokenFile)
+		token, err := readToken(rf.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+			return nil, err
 		}
-		tokens, err := grpcapi.ParseTokens(f, grpcapi.RoleAdmin)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("--token-file %s: %w", rf.tokenFile, err)
-		}
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(tokens[0].Secret)))
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
 	}
 	conn, err := grpc.NewClient(rf.addr, opts...)
 	if err != nil {
@@ -78,6 +73,20 @@ func (rf *remoteFlags) dial(out io.Writer) (*remote, error) {
 		json:      rf.output == "json",
 		close:     conn.Close,
 	}, nil
+}
+
+// readToken reads the first token of a token file (the format of --admin-token-file).
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	defer f.Close()
+	tokens, err := grpcapi.ParseTokens(f, grpcapi.RoleAdmin)
+	if err != nil {
+		return "", fmt.Errorf("--token-file %s: %w", path, err)
+	}
+	return tokens[0].Secret, nil
 }
 
 // bearerToken sends the token with every call. Tokens travel in clear text over a plaintext

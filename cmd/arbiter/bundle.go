@@ -16,7 +16,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/keys"
 
 	"github.com/arbiter-mcp/arbiter/bundles"
-	"github.com/arbiter-mcp/arbiter/engine/grpcapi"
 )
 
 const bundleUsage = `usage: arbiter bundle COMMAND
@@ -109,16 +108,11 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		req.Header.Set("Content-Type", "application/gzip")
 		if *tokenFile != "" {
-			f, err := os.Open(*tokenFile)
+			token, err := readToken(*tokenFile)
 			if err != nil {
-				return fmt.Errorf("--token-file: %w", err)
+				return err
 			}
-			tokens, err := grpcapi.ParseTokens(f, grpcapi.RoleAdmin)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("--token-file %s: %w", *tokenFile, err)
-			}
-			req.Header.Set("Authorization", "Bearer "+tokens[0].Secret)
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
 		if err != nil {
