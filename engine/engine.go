@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,6 +211,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 			return d.deny(reason), nil
 		}
 		sessTerm = sessionTerm(sess, usage)
+		if len(sess.Scopes) > 0 {
+			req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
+		}
 	}
 	base, err := newInputBase(req, sessTerm, now)
 	if err != nil {
@@ -343,4 +347,16 @@ func statusDenial(st state.Status, sess *state.Session) (Reason, bool) {
 	default:
 		return Reason{Code: ReasonSessionUnknown, Message: fmt.Sprintf("the session's status %q is not one Arbiter knows", st)}, false
 	}
+}
+
+// intersect keeps the scopes of have that are also in allowed: a session bound to scopes
+// narrows what its calls' credentials can exercise.
+func intersect(have, allowed []string) []string {
+	out := make([]string, 0, len(have))
+	for _, s := range have {
+		if slices.Contains(allowed, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -202,6 +202,7 @@ func sessionItems(sess *state.Session) [][2]*ast.Term {
 		ast.Item(keyClientID, ast.StringTerm(sess.ClientID)),
 		ast.Item(keySubjectID, ast.StringTerm(sess.SubjectID)),
 		ast.Item(keyServers, stringsTerm(sess.Servers)),
+		ast.Item(keyScopes, stringsTerm(sess.Scopes)),
 	}
 }
 

@@ -29,6 +29,9 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 	if err := validateTTL(req.TTL); err != nil {
 		return Decision{}, nil, err
 	}
+	if len(req.Scopes) > maxListEntries {
+		return Decision{}, nil, invalid("scopes", "has %d entries, more than %d", len(req.Scopes), maxListEntries)
+	}
 	if len(req.Servers) > maxListEntries {
 		return Decision{}, nil, invalid("servers", "has %d entries, more than %d", len(req.Servers), maxListEntries)
 	}
@@ -95,6 +98,7 @@ func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared
 		ClientID:       req.Client.ID,
 		SubjectID:      req.Subject.ID,
 		Servers:        serverIDs,
+		Scopes:         req.Scopes,
 		CreatedAt:      now,
 		ExpiresAt:      minTime(now.Add(ttl), lifetimeCap),
 		PolicyRevision: pq.revision,

@@ -83,3 +83,25 @@ func TestWatchApprovalEndsWithCaller(t *testing.T) {
 		t.Fatalf("watch after the caller left: %v, want context.Canceled", err)
 	}
 }
+
+// TestSessionScopesNarrowTheCredential: in a session bound to scopes, the policy sees only
+// those of the credential's scopes.
+func TestSessionScopesNarrowTheCredential(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": echoPolicy})
+	ctx := context.Background()
+	_, info, err := e.OpenSession(ctx, &engine.OpenRequest{Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, Scopes: []string{"repo:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := call(info.Session.ID, "read")
+	req.Credential.Scopes = []string{"repo:read", "repo:write", "admin"}
+	d := mustDecide(t, e, req)
+	in := d.Obligations["input"].(map[string]any)
+	scopes := in["credential"].(map[string]any)["scopes"].([]any)
+	if len(scopes) != 1 || scopes[0] != "repo:read" {
+		t.Fatalf("credential scopes seen by the policy: %v, want [repo:read]", scopes)
+	}
+	if s := in["session"].(map[string]any)["scopes"].([]any); len(s) != 1 || s[0] != "repo:read" {
+		t.Fatalf("input.session.scopes = %v", s)
+	}
+}

@@ -169,9 +169,11 @@ type Filtered struct {
 
 // OpenRequest asks for a new session.
 type OpenRequest struct {
-	Client     Client
-	Subject    Subject
-	Servers    []Server
+	Client  Client
+	Subject Subject
+	Servers []Server
+	// Scopes binds the session to these scopes (see state.Session.Scopes).
+	Scopes     []string
 	Credential Credential
 	TTL        time.Duration
 	Context    map[string]any

@@ -189,6 +189,7 @@ func sessionTo(si *engine.SessionInfo) *arbiterv1.Session {
 		ClientId:       s.ClientID,
 		SubjectId:      s.SubjectID,
 		Servers:        s.Servers,
+		Scopes:         s.Scopes,
 		CreatedAt:      timeTo(s.CreatedAt),
 		ExpiresAt:      timeTo(s.ExpiresAt),
 		Renewals:       uint32(s.Renewals),

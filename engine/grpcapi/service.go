@@ -151,7 +151,8 @@ func (s *Service) OpenSession(ctx context.Context, in *arbiterv1.OpenSessionRequ
 	if err != nil {
 		return nil, err
 	}
-	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context, Gateway: PrincipalFrom(ctx).Name}
+	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context,
+		Gateway: PrincipalFrom(ctx).Name, Scopes: in.GetScopes()}
 	for _, srv := range in.GetServers() {
 		open.Servers = append(open.Servers, serverFrom(srv))
 	}

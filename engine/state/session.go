@@ -37,7 +37,9 @@ type Session struct {
 	ClientID  string
 	SubjectID string
 	// Servers the session is bound to; empty means any server.
-	Servers        []string
+	Servers []string
+	// Scopes the session is bound to; empty means the credential's scopes apply as they are.
+	Scopes         []string
 	CreatedAt      time.Time
 	ExpiresAt      time.Time
 	Renewals       int
@@ -66,6 +68,7 @@ func (s *Session) BoundTo(server string) bool {
 func (s *Session) copy() *Session {
 	c := *s
 	c.Servers = slices.Clone(s.Servers)
+	c.Scopes = slices.Clone(s.Scopes)
 	return &c
 }
 

@@ -219,8 +219,10 @@ type Session struct {
 	EndedAt   *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
 	// Policy revision that allowed the session to open.
 	PolicyRevision string `protobuf:"bytes,16,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Scopes the session is bound to; empty means the credential's scopes apply as they are.
+	Scopes        []string `protobuf:"bytes,17,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -365,6 +367,13 @@ func (x *Session) GetPolicyRevision() string {
 	return ""
 }
 
+func (x *Session) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 // OpenSessionRequest asks for a new session.
 type OpenSessionRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -374,8 +383,11 @@ type OpenSessionRequest struct {
 	Servers    []*Server   `protobuf:"bytes,3,rep,name=servers,proto3" json:"servers,omitempty"`
 	Credential *Credential `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
 	// Requested lifetime; clamped to the service's maximum. Zero means the default.
-	Ttl           *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	Context       *structpb.Struct     `protobuf:"bytes,6,opt,name=context,proto3" json:"context,omitempty"`
+	Ttl     *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Context *structpb.Struct     `protobuf:"bytes,6,opt,name=context,proto3" json:"context,omitempty"`
+	// Scopes the task needs. When given, calls in the session see only these of their
+	// credential's scopes (the intersection), whatever else the token carries.
+	Scopes        []string `protobuf:"bytes,7,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +460,13 @@ func (x *OpenSessionRequest) GetTtl() *durationpb.Duration {
 func (x *OpenSessionRequest) GetContext() *structpb.Struct {
 	if x != nil {
 		return x.Context
+	}
+	return nil
+}
+
+func (x *OpenSessionRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
 	}
 	return nil
 }
@@ -1162,7 +1181,7 @@ const file_arbiter_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"ToolsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd3\x06\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xeb\x06\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x19.arbiter.v1.SessionStatusR\x06status\x12\x1b\n" +
@@ -1185,13 +1204,14 @@ const file_arbiter_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"end_reason\x18\x0e \x01(\tR\tendReason\x125\n" +
 	"\bended_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12'\n" +
-	"\x0fpolicy_revision\x18\x10 \x01(\tR\x0epolicyRevision\x1a@\n" +
+	"\x0fpolicy_revision\x18\x10 \x01(\tR\x0epolicyRevision\x12\x16\n" +
+	"\x06scopes\x18\x11 \x03(\tR\x06scopes\x1a@\n" +
 	"\x12CallsByServerEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aU\n" +
 	"\x10CallsByToolEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.arbiter.v1.ToolCallsR\x05value:\x028\x01\"\xb5\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.arbiter.v1.ToolCallsR\x05value:\x028\x01\"\xcd\x02\n" +
 	"\x12OpenSessionRequest\x12*\n" +
 	"\x06client\x18\x01 \x01(\v2\x12.arbiter.v1.ClientR\x06client\x12-\n" +
 	"\asubject\x18\x02 \x01(\v2\x13.arbiter.v1.SubjectR\asubject\x12,\n" +
@@ -1200,7 +1220,8 @@ const file_arbiter_v1_session_proto_rawDesc = "" +
 	"credential\x18\x04 \x01(\v2\x16.arbiter.v1.CredentialR\n" +
 	"credential\x12+\n" +
 	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x121\n" +
-	"\acontext\x18\x06 \x01(\v2\x17.google.protobuf.StructR\acontext\"\xa6\x02\n" +
+	"\acontext\x18\x06 \x01(\v2\x17.google.protobuf.StructR\acontext\x12\x16\n" +
+	"\x06scopes\x18\a \x03(\tR\x06scopes\"\xa6\x02\n" +
 	"\x13OpenSessionResponse\x120\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x14.arbiter.v1.DecisionR\bdecision\x12,\n" +
 	"\areasons\x18\x02 \x03(\v2\x12.arbiter.v1.ReasonR\areasons\x12\x1f\n" +
