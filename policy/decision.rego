@@ -1,11 +1,24 @@
-# Package mcp is Arbiter's default MCP governance policy.
+# Package mcp is Arbiter's default MCP governance policy: the entry point, and how the reasons
+# of the rule packages combine into one decision.
 #
 # The engine queries data.mcp.decision for every operation. The rule is defined for any
 # input, even {} or a malformed one, so the engine never has to guess: an undefined result
 # would be a policy_error on its side, which hides the real reason from the caller.
 #
-# Reason rules live in rules.rego, input and catalog look-ups in catalog.rego.
+# Each rule package under rules/ contributes two sets of reasons, deny and approve, each
+# reason {"code", "message"}. Helpers live in lib/: request.rego (the input, normalised),
+# catalog.rego (look-ups in data.catalog) and settings.rego (data.limits with defaults).
 package mcp
+
+import data.mcp.budgets
+import data.mcp.credentials
+import data.mcp.flows
+import data.mcp.request
+import data.mcp.server_requests
+import data.mcp.servers
+import data.mcp.sessions
+import data.mcp.settings
+import data.mcp.tools
 
 # METADATA
 # title: MCP decision
@@ -15,18 +28,17 @@ package mcp
 #   must approve, how far the approval reaches and, for session/open and session/renew, the
 #   longest lifetime the session may be granted.
 # entrypoint: true
-decision := object.union(verdict, {"session": session_ceiling}) if {
+decision := object.union(verdict, {"session": sessions.ceiling}) if {
 	# On every result kind: a request that needs approval is granted later, and the engine
-	# clamps that session too. session_actions spelled out: a literal costs every decision
-	# less than a rule look-up; a test keeps the two in step.
-	action in {"session/open", "session/renew"}
+	# clamps that session too.
+	input.action in {"session/open", "session/renew"}
 } else := verdict
 
 # verdict is the decision without the session key.
 verdict := {
 	"result": "deny",
 	"reasons": ordered(deny_reasons),
-	"labels": labels,
+	"labels": tools.labels,
 	"obligations": obligations,
 } if {
 	# Deny wins: an approval reason never softens a deny, and is not reported beside it.
@@ -34,16 +46,88 @@ verdict := {
 } else := {
 	"result": "require_approval",
 	"reasons": ordered(approval_reasons),
-	"labels": labels,
+	"labels": tools.labels,
 	"obligations": obligations,
-	"approval": approval,
+	"approval": {"scope": settings.approval_scope, "ttl_seconds": settings.approval_ttl},
 } if {
 	count(approval_reasons) > 0
 } else := {
 	"result": "allow",
 	"reasons": [],
-	"labels": labels,
+	"labels": tools.labels,
 	"obligations": obligations,
+}
+
+# deny_reasons gathers the deny reasons of every rule package; one that fires denies. Each
+# package is asked only about the actions it has rules for: OPA's rule index then skips the
+# others without evaluating them.
+deny_reasons contains r if {
+	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create", "session/open"}
+	some r in servers.deny
+}
+
+deny_reasons contains r if {
+	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
+	some r in credentials.deny
+}
+
+deny_reasons contains r if {
+	input.action in {"tools/call", "tools/list"}
+	some r in tools.deny
+}
+
+deny_reasons contains r if {
+	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
+	some r in budgets.deny
+}
+
+deny_reasons contains r if {
+	input.action == "tools/call"
+	some r in flows.deny
+}
+
+deny_reasons contains r if {
+	input.action in {"session/open", "session/renew"}
+	some r in sessions.deny
+}
+
+deny_reasons contains r if {
+	input.action in {"sampling/createMessage", "elicitation/create"}
+	some r in server_requests.deny
+}
+
+# action_unsupported: the action is missing, or is not one this policy knows: the MCP
+# operations of data.mcp.request.mcp_actions and Arbiter's session requests, spelled out here
+# because a literal costs every decision less than a rule look-up (a test keeps them in step).
+deny_reasons contains action_unsupported if not input.action
+
+deny_reasons contains action_unsupported if {
+	not input.action in {
+		"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get",
+		"prompts/list", "sampling/createMessage", "elicitation/create",
+		"session/open", "session/renew",
+	}
+}
+
+action_unsupported := {
+	"code": "action_unsupported",
+	"message": sprintf("action %q is not supported", [request.action]),
+}
+
+# approval_reasons gathers the reasons a human must approve the request for.
+approval_reasons contains r if {
+	input.action in {"tools/call", "tools/list"}
+	some r in tools.approve
+}
+
+approval_reasons contains r if {
+	input.action == "tools/call"
+	some r in flows.approve
+}
+
+approval_reasons contains r if {
+	input.action in {"session/open", "session/renew"}
+	some r in sessions.approve
 }
 
 # ordered turns a set of reasons into an array sorted by code, then message, so the same
@@ -52,45 +136,6 @@ ordered(reasons) := [{"code": code, "message": message} |
 	some [code, message] in sort([[r.code, r.message] | some r in reasons])
 ]
 
-# labels are the called tool's catalog labels. The engine records them in the session when
-# the call is allowed, so later rules can see, say, that private data was read.
-default labels := []
-
-labels := sort({label | some label in catalog_tool.labels; is_string(label)}) if {
-	action == "tools/call"
-	is_array(catalog_tool.labels)
-}
-
 # The default policy hands the gateway no obligations; the key is always present so the
 # engine can pass it on without checking.
 obligations := {}
-
-# approval says how far a human's approval reaches: "once" (one call) or "session" (the
-# rest of the session), and how long the request waits for an answer.
-approval := {"scope": approval_scope, "ttl_seconds": approval_ttl}
-
-default approval_scope := "once"
-
-approval_scope := data.limits.approval.scope if data.limits.approval.scope in {"once", "session"}
-
-default approval_ttl := 900
-
-approval_ttl := ttl if {
-	ttl := data.limits.approval.ttl_seconds
-	is_number(ttl)
-	ttl > 0
-}
-
-# session_ceiling bounds the session being opened or renewed: the engine clamps the
-# lifetime it grants to max_ttl_seconds.
-session_ceiling := {"max_ttl_seconds": session_max_ttl}
-
-# A positive whole number of seconds; anything else reads as absent, so the default holds.
-default session_max_ttl := 3600
-
-session_max_ttl := ttl if {
-	ttl := data.limits.session.max_ttl_seconds
-	is_number(ttl)
-	ttl > 0
-	ttl == floor(ttl)
-}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -20,9 +22,14 @@ import (
 	"github.com/arbiter-mcp/arbiter/policy"
 )
 
+// minCoverage is the share of the policy's Rego lines (tests excluded) its unit tests must
+// evaluate. CI runs go test ./..., so TestRego enforces it there.
+const minCoverage = 90.0
+
 // TestRego runs every Rego unit test of the embedded policy, as `opa test policy/` does,
 // with one subtest per Rego test so a failure names the test, its file and line, and the
-// expression that failed.
+// expression that failed. It also measures the tests' coverage of the library and fails
+// below minCoverage.
 func TestRego(t *testing.T) {
 	ctx := context.Background()
 
@@ -46,6 +53,7 @@ func TestRego(t *testing.T) {
 		WithEnablePrintStatements(true).
 		WithDefaultRegoVersion(ast.RegoV1)
 
+	cov := cover.New()
 	var results []*tester.Result
 	err = storage.Txn(ctx, store, storage.TransactionParams{}, func(txn storage.Transaction) error {
 		ch, err := tester.NewRunner().
@@ -55,6 +63,8 @@ func TestRego(t *testing.T) {
 			EnableTracing(true).
 			RaiseBuiltinErrors(true).
 			CapturePrintOutput(true).
+			SetCoverageQueryTracer(cov).
+			SetCoverageRuns(nil).
 			RunTests(ctx, txn)
 		if err != nil {
 			return err
@@ -91,6 +101,42 @@ func TestRego(t *testing.T) {
 			}
 		})
 	}
+
+	covered, total, missed := libraryCoverage(cov, loaded.ParsedModules())
+	if total == 0 {
+		t.Fatal("coverage: the policy has no lines to cover")
+	}
+	pct := 100 * float64(covered) / float64(total)
+	t.Logf("coverage of the policy library: %.1f%% of %d lines", pct, total)
+	if pct < minCoverage {
+		t.Errorf("the Rego tests cover %.1f%% of the policy library's %d lines, less than %.0f%%; not covered:\n%s",
+			pct, total, minCoverage, strings.Join(missed, "\n"))
+	}
+}
+
+// libraryCoverage counts the lines of the policy's modules, test modules left out, that the
+// tests evaluated. (OPA's own figure counts the lines of *_test.rego files too.)
+func libraryCoverage(cov *cover.Cover, modules map[string]*ast.Module) (covered, total int, missed []string) {
+	library := map[string]*ast.Module{}
+	for name, m := range modules {
+		if !strings.HasSuffix(name, "_test.rego") {
+			library[name] = m
+		}
+	}
+	report := cov.Report(library)
+	for name := range library {
+		fr := report.Files[name]
+		if fr == nil {
+			continue
+		}
+		covered += fr.CoveredLines
+		total += fr.CoveredLines + fr.NotCoveredLines
+		for _, r := range fr.NotCovered {
+			missed = append(missed, fmt.Sprintf("  %s:%d-%d", name, r.Start.Row, r.End.Row))
+		}
+	}
+	slices.Sort(missed)
+	return covered, total, missed
 }
 
 // failedAt names the expression that made a test fail: the last failed expression of the
@@ -133,23 +179,46 @@ func printed(r *tester.Result) string {
 	return ""
 }
 
-// catalogFile mirrors the parts of data.json that the README and the service's tests rely on.
+// catalogFile mirrors the parts of data.json that the README, the examples and the service's
+// tests rely on.
 type catalogFile struct {
 	Catalog struct {
+		Clients map[string]struct {
+			Owner string `json:"owner"`
+		} `json:"clients"`
 		Servers map[string]struct {
-			Owner     string                     `json:"owner"`
-			Transport string                     `json:"transport"`
-			Resource  string                     `json:"resource"`
-			Tools     map[string]json.RawMessage `json:"tools"`
+			Owner          string                     `json:"owner"`
+			Transport      string                     `json:"transport"`
+			Resource       string                     `json:"resource"`
+			CommandDigests []string                   `json:"command_digests"`
+			Tools          map[string]json.RawMessage `json:"tools"`
 		} `json:"servers"`
 	} `json:"catalog"`
+	Flows struct {
+		Toxic []struct {
+			Name    string   `json:"name"`
+			Sources []string `json:"sources"`
+			Sink    string   `json:"sink"`
+			OnMatch string   `json:"on_match"`
+		} `json:"toxic"`
+	} `json:"flows"`
 	Limits struct {
 		Session struct {
 			MaxCalls      *int    `json:"max_calls"`
+			MaxServers    *int    `json:"max_servers"`
 			MaxTTLSeconds *int    `json:"max_ttl_seconds"`
 			MaxRenewals   *int    `json:"max_renewals"`
 			Renewal       *string `json:"renewal"`
+			UnknownClient *string `json:"unknown_client"`
 		} `json:"session"`
+		TrustClasses map[string]struct {
+			MaxTTLSeconds *int    `json:"max_ttl_seconds"`
+			SessionOpen   *string `json:"session_open"`
+		} `json:"trust_classes"`
+		Pinning struct {
+			DefinitionChanged string `json:"definition_changed"`
+			DefinitionMissing string `json:"definition_missing"`
+		} `json:"pinning"`
 		Approval struct {
 			Scope      string `json:"scope"`
 			TTLSeconds int    `json:"ttl_seconds"`
@@ -248,6 +317,52 @@ func TestDataCatalog(t *testing.T) {
 	if data.Limits.Approval.TTLSeconds <= 0 {
 		t.Errorf("limits.approval.ttl_seconds = %d, want > 0", data.Limits.Approval.TTLSeconds)
 	}
+
+	// The clients the README and the service's tests open sessions with are known, so their
+	// sessions open without approval.
+	for _, id := range []string{"ide-agent", "https://ide.example.com/client.json"} {
+		if _, ok := data.Catalog.Clients[id]; !ok {
+			t.Errorf("catalog.clients lacks %q", id)
+		}
+	}
+	for id, s := range servers {
+		if s.Owner == "" {
+			t.Errorf("server %q has no owner: the policy denies every call to it", id)
+		}
+		if s.Transport != "stdio" && s.Transport != "remote" {
+			t.Errorf("server %q: transport %q, want stdio or remote", id, s.Transport)
+		}
+		if s.Transport == "remote" && s.Resource == "" {
+			t.Errorf("remote server %q has no resource: no token can match it", id)
+		}
+	}
+	// Opening a session on a remote server needs no approval under the shipped data: the
+	// service's tests open sessions on github.
+	for class, tc := range data.Limits.TrustClasses {
+		if class != "stdio" && class != "remote" {
+			t.Errorf("limits.trust_classes has class %q; the classes are stdio and remote", class)
+		}
+		if tc.SessionOpen != nil && *tc.SessionOpen != "allow" && *tc.SessionOpen != "approval" && *tc.SessionOpen != "deny" {
+			t.Errorf("limits.trust_classes.%s.session_open = %q, want allow, approval or deny", class, *tc.SessionOpen)
+		}
+	}
+	if tc, ok := data.Limits.TrustClasses["remote"]; ok && tc.SessionOpen != nil && *tc.SessionOpen != "allow" {
+		t.Errorf("limits.trust_classes.remote.session_open = %q: the service's tests open sessions on github without approval", *tc.SessionOpen)
+	}
+	if u := data.Limits.Session.UnknownClient; u != nil && *u != "allow" && *u != "approval" && *u != "deny" {
+		t.Errorf("limits.session.unknown_client = %q, want allow, approval or deny", *u)
+	}
+	if p := data.Limits.Pinning.DefinitionChanged; p != "deny" && p != "approval" {
+		t.Errorf("limits.pinning.definition_changed = %q, want deny or approval", p)
+	}
+	if p := data.Limits.Pinning.DefinitionMissing; p != "allow" && p != "deny" && p != "approval" {
+		t.Errorf("limits.pinning.definition_missing = %q, want allow, deny or approval", p)
+	}
+	for i, f := range data.Flows.Toxic {
+		if f.Name == "" || f.Sink == "" || len(f.Sources) == 0 || (f.OnMatch != "approval" && f.OnMatch != "deny") {
+			t.Errorf("flows.toxic[%d] = %+v: want a name, sources, a sink and on_match approval or deny", i, f)
+		}
+	}
 }
 
 func deref[T any](p *T) any {
@@ -257,19 +372,50 @@ func deref[T any](p *T) any {
 	return *p
 }
 
-// TestFSLayout checks that the files a loader expects sit at the top of the embedded tree.
+// TestFSLayout checks that the files a loader expects sit where it expects them: the entry
+// point and the one data.json at the top, the library's packages in lib/ and rules/, and
+// nothing that is not policy (examples, the author's guide, Go files).
 func TestFSLayout(t *testing.T) {
-	for _, name := range []string{"decision.rego", "data.json"} {
+	for _, name := range []string{"decision.rego", "data.json", "lib/request.rego", "lib/catalog.rego", "rules/servers.rego"} {
 		if _, err := fs.Stat(policy.FS(), name); err != nil {
 			t.Errorf("embedded policy: %v", err)
 		}
 	}
-	rego, err := fs.Glob(policy.FS(), "*.rego")
+	var files []string
+	err := fs.WalkDir(policy.FS(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(rego, "decision_test.rego") {
-		t.Errorf("embedded Rego files %v lack the unit tests", rego)
+	var tests int
+	for _, f := range files {
+		switch {
+		case strings.HasSuffix(f, "_test.rego"):
+			tests++
+		case strings.HasSuffix(f, ".rego"), f == "data.json":
+		default:
+			t.Errorf("embedded policy holds %s, which is not policy", f)
+		}
+	}
+	if tests == 0 {
+		t.Errorf("embedded files %v lack the unit tests", files)
+	}
+	// Every Rego file on disk is embedded: a new directory must be named in policy.go.
+	err = filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".rego") {
+			return err
+		}
+		if !slices.Contains(files, filepath.ToSlash(path)) {
+			t.Errorf("%s is not embedded; add its directory to the go:embed line in policy.go", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -16,8 +16,10 @@ const usage = `arbiter: a policy decision point for the Model Context Protocol
 
 Usage:
   arbiter serve [flags]                 run the gRPC decision service and the admin listener
-  arbiter eval --input FILE [--policy DIR]
-                                        print the decision for one policy input document
+  arbiter test [PATH...] [--coverage] [--threshold PCT] [--run REGEX] [-v]
+                                        run the Rego unit tests of a policy (default PATH: .)
+  arbiter eval --input FILE [--policy DIR | --bundle FILE] [--session FILE] [--now TIME] [--explain]
+                                        print the decision for one policy input document, and why
   arbiter bundle build|inspect|push     package, check and push OPA bundles
   arbiter audit query --file FILE       search the decision log
   arbiter sessions list|show|revoke     inspect and revoke sessions of a running service
@@ -44,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stderr)
+	case "test":
+		err = testCmd(ctx, args[1:], stdout, stderr)
 	case "eval":
 		err = evalCmd(ctx, args[1:], stdout, stderr)
 	case "bundle":
