@@ -1,0 +1,667 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Scenario names, in the order a run performs them.
+const (
+	ScenarioCompare   = "compare"   // closed loop: no-op gRPC vs Arbiter vs OPA REST, interleaved rounds
+	ScenarioOpen      = "open"      // open loop at one rate: the three again, for p99 at equal load
+	ScenarioDiscovery = "discovery" // FilterTools over 500 tools vs Decide
+	ScenarioSwap      = "swap"      // a new policy revision every second under load
+	ScenarioScale     = "scale"     // the same load with 1,000 and 1,000,000 live sessions
+	ScenarioInProcess = "inprocess" // engine vs raw OPA in this process
+)
+
+// AllScenarios is every scenario, in run order.
+var AllScenarios = []string{ScenarioCompare, ScenarioOpen, ScenarioDiscovery, ScenarioSwap, ScenarioScale, ScenarioInProcess}
+
+// Config is one harness run. Zero values take the defaults noted.
+type Config struct {
+	// Duration of each measurement (10s) and the warm-up before it (2s).
+	Duration, Warmup time.Duration
+	// Rounds of the closed-loop comparison, interleaved no-op, Arbiter, OPA (3).
+	Rounds int
+	// Concurrency is the number of closed-loop callers (32).
+	Concurrency int
+	// Conns is the number of gRPC connections the generator spreads its callers over (4).
+	Conns int
+	// Rate is the open-loop rate of the comparison, requests/s (0: half the lower of Arbiter's
+	// and OPA's closed-loop throughput). ArbiterRate is the rate of the swap and scale
+	// scenarios (0: half of Arbiter's closed-loop throughput).
+	Rate, ArbiterRate float64
+	// MaxInFlight bounds outstanding open-loop requests (512).
+	MaxInFlight int
+	// LoadSessions is how many sessions the load runs in, opened through the API (200).
+	LoadSessions int
+	// ScaleSessions are the store sizes of the scale scenario (1,000 and 1,000,000).
+	ScaleSessions []int
+	// SwapDuration and SwapInterval: activations during load (30s, every 1s).
+	SwapDuration, SwapInterval time.Duration
+	// Arbiter is the server the comparison, discovery and swap scenarios measure:
+	// ArbiterBinary (default) or ArbiterLib. ArbiterBin is a prebuilt `arbiter` (default:
+	// built from this module); ArbiterArgs are extra `arbiter serve` flags.
+	Arbiter     string
+	ArbiterBin  string
+	ArbiterArgs []string
+	// ServerEnv is added to the environment of the Arbiter servers (e.g. GOGC=400).
+	ServerEnv []string
+	// LibStreamWorkers serves the library server with grpc.NumStreamWorkers (an experiment).
+	LibStreamWorkers uint32
+	// SwapVia is how revisions are activated: SwapViaPush (the bundle API, default) or
+	// SwapViaEngine (the engine's Activate).
+	SwapVia string
+	// InProcessDuration of each in-process benchmark (2s), over InProcessSessions sessions (64).
+	InProcessDuration time.Duration
+	InProcessSessions int
+	// FilterTools is how many tools a FilterTools call lists (500).
+	FilterTools int
+	// Scenarios to run (all).
+	Scenarios []string
+	// OPA is the opa binary; empty builds it from the module version in go.mod (cached).
+	OPA string
+	// OPAAddr uses an already running OPA-compatible REST server instead of starting one.
+	OPAAddr string
+	// SkipOPA leaves out the OPA baseline.
+	SkipOPA bool
+	// ProfileDir, when set, receives CPU and allocation profiles of the library server: of
+	// Decide and of FilterTools under the closed loop (extra runs when the binary is measured).
+	ProfileDir string
+	// Executable is the harness binary that children run as (os.Executable()).
+	Executable string
+	// Log receives progress (os.Stderr).
+	Log io.Writer
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Duration, 10*time.Second)
+	def(&c.Warmup, 2*time.Second)
+	def(&c.SwapDuration, 30*time.Second)
+	def(&c.SwapInterval, time.Second)
+	def(&c.InProcessDuration, 2*time.Second)
+	if c.Rounds <= 0 {
+		c.Rounds = 3
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 32
+	}
+	if c.Conns <= 0 {
+		c.Conns = 4
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 512
+	}
+	if c.LoadSessions <= 0 {
+		c.LoadSessions = 200
+	}
+	if len(c.ScaleSessions) == 0 {
+		c.ScaleSessions = []int{1000, 1000000}
+	}
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = AllScenarios
+	}
+	if c.InProcessSessions <= 0 {
+		c.InProcessSessions = 64
+	}
+	if c.FilterTools <= 0 {
+		c.FilterTools = ToolboxTools
+	}
+	if c.Arbiter == "" {
+		c.Arbiter = ArbiterBinary
+	}
+	if c.SwapVia == "" {
+		c.SwapVia = SwapViaPush
+	}
+	if c.Log == nil {
+		c.Log = os.Stderr
+	}
+}
+
+func (c *Config) has(s string) bool { return slices.Contains(c.Scenarios, s) }
+
+// Report is everything a run measured.
+type Report struct {
+	Config     Config
+	Machine    Machine
+	OPAVersion string
+	OPASource  string
+	LoadBefore string
+	LoadAfter  string
+	Started    time.Time
+	Took       time.Duration
+	// Calibration is what the policy answers each request of the mix.
+	Calibration *Calibration
+	// Server is the kind of Arbiter server the main scenarios measured; ArbiterArgs its serve
+	// flags (binary only).
+	Server      string
+	ArbiterArgs []string
+	// DecisionLogRecords and DecisionLogBytes are what the binary wrote to its decision log;
+	// ServerRSS and ServerPeakRSS its resident set at the end and at its peak.
+	DecisionLogRecords, DecisionLogBytes int64
+	ServerRSS, ServerPeakRSS             uint64
+	// ProfileRuns are the closed-loop runs made on the library server while profiling it.
+	ProfileRuns map[string]*Stats
+
+	Compare   *CompareResult
+	Open      *OpenResult
+	Discovery *DiscoveryResult
+	Swap      *SwapResult
+	Scale     *ScaleResult
+	InProcess []InProcessResult
+	// Profiles lists the profile files written.
+	Profiles []string
+}
+
+// CompareResult is the closed-loop comparison, one entry per round.
+type CompareResult struct {
+	Noop, Arbiter, OPA []*Stats
+}
+
+// OpenResult is the open-loop comparison at one rate.
+type OpenResult struct {
+	Rate               float64
+	Noop, Arbiter, OPA *Stats
+}
+
+// DiscoveryResult compares FilterTools over 500 tools with Decide, same callers.
+type DiscoveryResult struct {
+	Decide, Filter *Stats
+}
+
+// SwapResult is the policy swap scenario.
+type SwapResult struct {
+	Via              string
+	Rate             float64
+	Steady, Swapping *Stats
+	Activations      int
+	ActivationErrors []string
+	// ActivationTook is each activation's time in the server (load, compile, prepare, swap).
+	ActivationTook []time.Duration
+}
+
+// ScalePoint is the load at one store size.
+type ScalePoint struct {
+	Sessions int
+	Rate     float64
+	Closed   *Stats
+	Open     *Stats
+	// Idle is the server's memory after a collection at this size; Loaded during the
+	// open-loop run's end, without forcing a collection.
+	Idle, Loaded MemStats
+	// Prefill is how the store grew to this size.
+	Prefill PrefillResult
+}
+
+// ScaleResult is the session scale scenario.
+type ScaleResult struct {
+	Points []ScalePoint
+}
+
+// Arbiter servers the harness can measure.
+const (
+	// ArbiterBinary is `arbiter serve` built from this module, as shipped (decision log,
+	// metrics and all), with the harness policy given by --policy.
+	ArbiterBinary = "binary"
+	// ArbiterLib is the engine and the gRPC service composed in a child process of the
+	// harness, without decision log and metrics, with a control API that can grow the session
+	// store directly, read the heap and profile. The scale scenario and profiles always use it.
+	ArbiterLib = "lib"
+)
+
+// arbiterServer is the Arbiter under test, of either kind.
+type arbiterServer struct {
+	kind    string
+	grpc    string
+	bundles string // address of the listener serving /v1/bundles
+	bin     *ArbiterProcess
+	child   *Child
+	client  *GRPCClient
+	load    *LoadSessions
+}
+
+func (s *arbiterServer) stop() {
+	if s == nil {
+		return
+	}
+	if s.client != nil {
+		s.client.Close()
+	}
+	if s.bin != nil {
+		s.bin.Stop()
+	}
+	if s.child != nil {
+		s.child.Stop()
+	}
+}
+
+// Run runs the harness.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.setDefaults()
+	rep := &Report{Config: cfg, Machine: DescribeMachine(), LoadBefore: LoadAverage(), Started: time.Now()}
+	defer func() { rep.LoadAfter, rep.Took = LoadAverage(), time.Since(rep.Started) }()
+	logf := func(format string, args ...any) { fmt.Fprintf(cfg.Log, "bench: "+format+"\n", args...) }
+	exe := cfg.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if v, err := OPAVersion(); err == nil {
+		rep.OPAVersion = v
+	}
+	if cfg.Arbiter != ArbiterBinary && cfg.Arbiter != ArbiterLib {
+		return nil, fmt.Errorf("arbiter server %q: want %s or %s", cfg.Arbiter, ArbiterBinary, ArbiterLib)
+	}
+	if cfg.SwapVia == SwapViaEngine && cfg.Arbiter == ArbiterBinary && cfg.has(ScenarioSwap) {
+		return nil, fmt.Errorf("swapping through the engine's API needs the %s server; the binary is reached through the bundle API", ArbiterLib)
+	}
+	needPrimary := cfg.has(ScenarioCompare) || cfg.has(ScenarioOpen) || cfg.has(ScenarioDiscovery) || cfg.has(ScenarioSwap)
+	useOPA := !cfg.SkipOPA && (cfg.has(ScenarioCompare) || cfg.has(ScenarioOpen))
+	useNoop := cfg.has(ScenarioCompare) || cfg.has(ScenarioOpen)
+	needLib := cfg.has(ScenarioScale) || (cfg.ProfileDir != "" && needPrimary)
+
+	var want []Outcome
+	if needPrimary || needLib || useOPA {
+		logf("calibrating: what the policy answers each request of the mix")
+		cal, err := Calibrate(ctx, cfg.FilterTools)
+		if err != nil {
+			return nil, fmt.Errorf("calibrate: %w", err)
+		}
+		rep.Calibration, want = cal, cal.Want
+	}
+	tmp, err := os.MkdirTemp("", "arbiter-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	policyDir := filepath.Join(tmp, "policy")
+	policyFiles, err := WritePolicyDir(policyDir, 0)
+	if err != nil {
+		return nil, err
+	}
+
+	var (
+		primary, lib        *arbiterServer
+		noop                *Child
+		noopC               *GRPCClient
+		noopLS              *LoadSessions
+		rest                *RESTClient
+		opaSrv              *OPAServer
+		arbiterClosedMedian float64
+	)
+	stopBaselines := func() {
+		if noopC != nil {
+			noopC.Close()
+		}
+		if noop != nil {
+			noop.Stop()
+		}
+		if rest != nil {
+			rest.Close()
+		}
+		if opaSrv != nil {
+			opaSrv.Stop()
+		}
+		noop, noopC, rest, opaSrv = nil, nil, nil, nil
+	}
+	defer func() {
+		stopBaselines()
+		if lib != primary {
+			lib.stop()
+		}
+		primary.stop()
+	}()
+
+	// startArbiter starts a server of kind and opens the load's sessions in it.
+	startArbiter := func(kind string) (*arbiterServer, error) {
+		s := &arbiterServer{kind: kind}
+		switch kind {
+		case ArbiterBinary:
+			bin := cfg.ArbiterBin
+			if bin == "" {
+				logf("building arbiter")
+				if bin, err = BuildArbiter(ctx, tmp, cfg.Log); err != nil {
+					return nil, err
+				}
+			}
+			logf("starting arbiter serve %s", strings.Join(cfg.ArbiterArgs, " "))
+			if s.bin, err = StartArbiterBinary(ctx, bin, policyDir, cfg.ArbiterArgs, cfg.ServerEnv, cfg.Log); err != nil {
+				return nil, err
+			}
+			s.grpc, s.bundles = s.bin.GRPC, s.bin.Admin
+			rep.ArbiterArgs = s.bin.Args
+		default:
+			logf("starting the Arbiter library server")
+			if s.child, err = StartChild(ctx, exe, childSpec{Role: RoleArbiter, StreamWorkers: cfg.LibStreamWorkers}, cfg.ServerEnv, cfg.Log); err != nil {
+				return nil, err
+			}
+			s.grpc, s.bundles = s.child.GRPC, s.child.Control
+		}
+		if s.client, err = DialGRPC(s.grpc, cfg.Conns); err != nil {
+			s.stop()
+			return nil, err
+		}
+		logf("opening %d load sessions in Arbiter (%s) and filling their history", cfg.LoadSessions, kind)
+		if s.load, err = s.client.OpenLoadSessions(ctx, cfg.LoadSessions, cfg.FilterTools); err != nil {
+			s.stop()
+			return nil, fmt.Errorf("arbiter (%s): %w", kind, err)
+		}
+		return s, nil
+	}
+
+	if needPrimary {
+		if primary, err = startArbiter(cfg.Arbiter); err != nil {
+			return nil, err
+		}
+		rep.Server = cfg.Arbiter
+	}
+	if useNoop {
+		logf("starting the no-op server")
+		if noop, err = StartChild(ctx, exe, childSpec{Role: RoleNoop}, nil, cfg.Log); err != nil {
+			return nil, err
+		}
+		if noopC, err = DialGRPC(noop.GRPC, cfg.Conns); err != nil {
+			return nil, err
+		}
+		if noopLS, err = noopC.OpenLoadSessions(ctx, cfg.LoadSessions, cfg.FilterTools); err != nil {
+			return nil, fmt.Errorf("noop: %w", err)
+		}
+	}
+	if useOPA {
+		addr := cfg.OPAAddr
+		switch {
+		case addr != "":
+			rep.OPASource = "an OPA-compatible server at " + addr
+		default:
+			bin := cfg.OPA
+			if bin == "" {
+				if bin, err = BuildOPA(ctx, rep.OPAVersion, cfg.Log); err != nil {
+					return nil, err
+				}
+				rep.OPASource = "opa " + rep.OPAVersion + " built by the harness (" + bin + ")"
+			} else {
+				rep.OPASource = bin
+			}
+			logf("starting opa run --server")
+			if opaSrv, err = StartOPA(ctx, bin, policyFiles, cfg.Log); err != nil {
+				return nil, err
+			}
+			addr = opaSrv.Addr
+		}
+		if rest, err = NewRESTClient(addr, rep.Calibration.Docs, cfg.MaxInFlight); err != nil {
+			return nil, err
+		}
+		// One call first: a server that cannot answer fails the run now, not in the middle.
+		if _, err := rest.DecideCall(want)(ctx, &Worker{Rand: NewRand(0)}); err != nil {
+			return nil, fmt.Errorf("opa: first decision: %w", err)
+		}
+	}
+
+	closed := func(call CallFunc) *Stats {
+		return RunClosed(ctx, call, cfg.Concurrency, cfg.Warmup, cfg.Duration)
+	}
+	// profile runs run while the library server records CPU and allocation profiles.
+	profile := func(s *arbiterServer, name string, run func()) {
+		if cfg.ProfileDir == "" || s.child == nil {
+			run()
+			return
+		}
+		cpu := filepath.Join(cfg.ProfileDir, name+".cpu.pprof")
+		allocs := filepath.Join(cfg.ProfileDir, name+".allocs.pprof")
+		if err := s.child.StartProfile(ctx, cpu); err != nil {
+			logf("profile %s: %v", name, err)
+			run()
+			return
+		}
+		run()
+		if err := s.child.StopProfile(ctx, allocs); err != nil {
+			logf("profile %s: %v", name, err)
+			return
+		}
+		rep.Profiles = append(rep.Profiles, cpu, allocs)
+	}
+
+	if cfg.has(ScenarioCompare) {
+		rep.Compare = &CompareResult{}
+		for r := range cfg.Rounds {
+			logf("compare round %d/%d: no-op gRPC, closed loop %d callers", r+1, cfg.Rounds, cfg.Concurrency)
+			rep.Compare.Noop = append(rep.Compare.Noop, closed(noopC.DecideCall(noopLS, nil)))
+			logf("compare round %d/%d: Arbiter gRPC", r+1, cfg.Rounds)
+			var st *Stats
+			run := func() { st = closed(primary.client.DecideCall(primary.load, want)) }
+			if r == 0 {
+				profile(primary, "arbiter-decide", run)
+			} else {
+				run()
+			}
+			rep.Compare.Arbiter = append(rep.Compare.Arbiter, st)
+			if rest != nil {
+				logf("compare round %d/%d: OPA REST", r+1, cfg.Rounds)
+				rep.Compare.OPA = append(rep.Compare.OPA, closed(rest.DecideCall(want)))
+			}
+		}
+		arbiterClosedMedian = MedianThroughput(rep.Compare.Arbiter)
+	}
+	if arbiterClosedMedian == 0 && (needPrimary || needLib) && (cfg.ArbiterRate == 0 || cfg.Rate == 0) {
+		s := primary
+		if s == nil {
+			if lib, err = startArbiter(ArbiterLib); err != nil {
+				return nil, err
+			}
+			s = lib
+		}
+		logf("calibrating the rate: Arbiter closed loop")
+		arbiterClosedMedian = closed(s.client.DecideCall(s.load, want)).Throughput()
+	}
+
+	if cfg.has(ScenarioOpen) {
+		rate := cfg.Rate
+		if rate == 0 {
+			rate = arbiterClosedMedian / 2
+			if rep.Compare != nil && len(rep.Compare.OPA) > 0 {
+				rate = min(arbiterClosedMedian, MedianThroughput(rep.Compare.OPA)) / 2
+			}
+		}
+		rate = max(rate, 10)
+		rep.Open = &OpenResult{Rate: rate}
+		open := func(call CallFunc) *Stats {
+			return RunOpen(ctx, call, rate, cfg.MaxInFlight, cfg.Warmup, cfg.Duration)
+		}
+		logf("open loop at %.0f/s: no-op, Arbiter, OPA", rate)
+		rep.Open.Noop = open(noopC.DecideCall(noopLS, nil))
+		rep.Open.Arbiter = open(primary.client.DecideCall(primary.load, want))
+		if rest != nil {
+			rep.Open.OPA = open(rest.DecideCall(want))
+		}
+	}
+	// The baselines are done: stop them so they take no memory or CPU from what follows.
+	stopBaselines()
+
+	arbiterRate := cfg.ArbiterRate
+	if arbiterRate == 0 {
+		arbiterRate = max(arbiterClosedMedian/2, 10)
+	}
+
+	if cfg.has(ScenarioDiscovery) {
+		logf("discovery: Decide vs FilterTools(%d tools), closed loop", cfg.FilterTools)
+		rep.Discovery = &DiscoveryResult{Decide: closed(primary.client.DecideCall(primary.load, want))}
+		profile(primary, "arbiter-filtertools", func() {
+			rep.Discovery.Filter = closed(primary.client.FilterCall(primary.load, rep.Calibration.FilterVisible))
+		})
+	}
+
+	if cfg.has(ScenarioSwap) {
+		var act Activator = primary.child
+		if cfg.SwapVia == SwapViaPush {
+			n := int(cfg.SwapDuration/cfg.SwapInterval) + 2
+			logf("policy swap: building %d bundles", n)
+			pusher, err := NewBundlePusher(primary.bundles, "bench", n)
+			if err != nil {
+				return nil, err
+			}
+			act = pusher
+		}
+		logf("policy swap (%s): steady at %.0f/s, then a new revision every %s for %s", cfg.SwapVia, arbiterRate, cfg.SwapInterval, cfg.SwapDuration)
+		rep.Swap = runSwap(ctx, cfg, act, primary.client.DecideCall(primary.load, want), arbiterRate)
+	}
+
+	if primary != nil && primary.bin != nil {
+		rep.DecisionLogRecords, rep.DecisionLogBytes = primary.bin.DecisionLog()
+		rep.ServerRSS, rep.ServerPeakRSS = primary.bin.RSS()
+	}
+	if primary != nil && primary.kind == ArbiterLib {
+		lib = primary
+	} else if needLib {
+		primary.stop()
+		primary = nil
+		if lib == nil {
+			if lib, err = startArbiter(ArbiterLib); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.ProfileDir != "" && needPrimary {
+			rep.ProfileRuns = map[string]*Stats{}
+			profile(lib, "arbiter-decide", func() { rep.ProfileRuns["Decide (mix)"] = closed(lib.client.DecideCall(lib.load, want)) })
+			profile(lib, "arbiter-filtertools", func() {
+				rep.ProfileRuns[fmt.Sprintf("FilterTools (%d tools)", cfg.FilterTools)] = closed(lib.client.FilterCall(lib.load, rep.Calibration.FilterVisible))
+			})
+		}
+	}
+
+	if cfg.has(ScenarioScale) {
+		rep.Scale = &ScaleResult{}
+		sizes := slices.Clone(cfg.ScaleSessions)
+		sort.Ints(sizes)
+		for _, n := range sizes {
+			logf("session scale: growing the store to %d sessions", n)
+			pre, err := lib.child.Prefill(ctx, n)
+			if err != nil {
+				return nil, fmt.Errorf("prefill %d: %w", n, err)
+			}
+			pt := ScalePoint{Sessions: pre.After.Sessions, Rate: arbiterRate, Prefill: pre, Idle: pre.After}
+			logf("session scale: %d sessions: closed loop, then open loop at %.0f/s", pt.Sessions, arbiterRate)
+			pt.Closed = closed(lib.client.DecideCall(lib.load, want))
+			profile(lib, fmt.Sprintf("scale-%d-open", pt.Sessions), func() {
+				pt.Open = RunOpen(ctx, lib.client.DecideCall(lib.load, want), arbiterRate, cfg.MaxInFlight, cfg.Warmup, cfg.Duration)
+			})
+			if pt.Loaded, err = lib.child.Stats(ctx, false); err != nil {
+				return nil, err
+			}
+			rep.Scale.Points = append(rep.Scale.Points, pt)
+		}
+	}
+	lib.stop()
+	if lib == primary {
+		primary = nil
+	}
+	lib = nil
+
+	if cfg.has(ScenarioInProcess) {
+		logf("in-process: engine vs raw OPA, %s each", cfg.InProcessDuration)
+		res, err := RunInProcess(ctx, cfg.InProcessDuration, cfg.InProcessSessions, cfg.FilterTools)
+		if err != nil {
+			return nil, fmt.Errorf("in-process: %w", err)
+		}
+		rep.InProcess = res
+	}
+	return rep, nil
+}
+
+// Activator makes a new policy revision active in the server under test. The harness
+// activates through the engine's own API (the child's control endpoint); once the bundle
+// push API exists (PUT /v1/bundles/{name} on the admin listener), an Activator that pushes a
+// bundle replaces it without touching the scenario.
+type Activator interface {
+	Activate(ctx context.Context, rev int) (ActivateResult, error)
+}
+
+// runSwap measures steady load, then the same load while act activates a new revision every
+// interval.
+func runSwap(ctx context.Context, cfg Config, act Activator, call CallFunc, rate float64) *SwapResult {
+	res := &SwapResult{Rate: rate, Via: cfg.SwapVia}
+	res.Steady = RunOpen(ctx, call, rate, cfg.MaxInFlight, cfg.Warmup, cfg.Duration)
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(cfg.SwapInterval)
+		defer t.Stop()
+		for rev := 1; ; rev++ {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ar, err := act.Activate(ctx, rev)
+			res.Activations++
+			if err != nil {
+				res.ActivationErrors = append(res.ActivationErrors, err.Error())
+				continue
+			}
+			res.ActivationTook = append(res.ActivationTook, ar.Took)
+		}
+	}()
+	res.Swapping = RunOpen(ctx, call, rate, cfg.MaxInFlight, 0, cfg.SwapDuration)
+	close(stop)
+	<-done
+	return res
+}
+
+// MedianThroughput is the median throughput of runs.
+func MedianThroughput(runs []*Stats) float64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = r.Throughput()
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Merged is one Stats over several runs: latencies merged, duration summed.
+func Merged(runs []*Stats) *Stats {
+	if len(runs) == 0 {
+		return nil
+	}
+	out := newStats(runs[0].Mode, 0)
+	for _, r := range runs {
+		out.Duration += r.Duration
+		out.Latency.Merge(&r.Latency)
+		for k, v := range r.Errors {
+			out.Errors[k] += v
+		}
+		out.Unexpected += r.Unexpected
+		for k, v := range r.UnexpectedKinds {
+			out.UnexpectedKinds[k] += v
+		}
+		for i, v := range r.Outcomes {
+			out.Outcomes[i] += v
+		}
+		for k, v := range r.Revisions {
+			out.Revisions[k] += v
+		}
+		out.Late += r.Late
+	}
+	return out
+}
