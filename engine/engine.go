@@ -269,7 +269,8 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 	// Cancellation through a flag set by a timer and by the caller's context, rather than the
 	// goroutine and timer-backed context OPA would otherwise start for every evaluation.
 	cancel := topdown.NewCancel()
-	timer := time.AfterFunc(e.cfg.EvalTimeout, cancel.Cancel)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(e.cfg.EvalTimeout, func() { timedOut.Store(true); cancel.Cancel() })
 	defer timer.Stop()
 	defer context.AfterFunc(ctx, cancel.Cancel)()
 
@@ -282,6 +283,13 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 	)
 	took := time.Since(start)
 	if err != nil {
+		// OPA reports both as a cancelled query; the log must tell them apart.
+		switch {
+		case timedOut.Load():
+			return policyResult{}, took, fmt.Errorf("evaluation timed out after %s: %w", e.cfg.EvalTimeout, err)
+		case ctx.Err() != nil:
+			return policyResult{}, took, fmt.Errorf("caller went away during evaluation: %w", err)
+		}
 		return policyResult{}, took, fmt.Errorf("evaluate: %w", err)
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {

@@ -1,9 +1,11 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,7 +268,9 @@ func TestFailClosed(t *testing.T) {
 			src = "package mcp\n\ndecision := {\"result\": \"allow\"} if input.operation.tool != \"probe\"\n\ndecision := {\"result\": \"deny\"} if input.operation.tool == \"read\"\n\ndecision := {\"result\": \"allow\"} if input.operation.tool == \"probe\"\n"
 		}
 		t.Run(name, func(t *testing.T) {
-			e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 50 * time.Millisecond}, policyFrom(t, "bad", map[string]string{"p.rego": src}))
+			var logged bytes.Buffer
+			logger := slog.New(slog.NewTextHandler(&logged, nil))
+			e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 50 * time.Millisecond, Logger: logger}, policyFrom(t, "bad", map[string]string{"p.rego": src}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -274,6 +278,12 @@ func TestFailClosed(t *testing.T) {
 			wantOutcome(t, d, engine.Deny, engine.ReasonPolicyError)
 			if len(d.Reasons) != 1 {
 				t.Errorf("policy error must be the only reason, got %+v", d.Reasons)
+			}
+			if !strings.Contains(logged.String(), "decision_id="+d.ID) {
+				t.Errorf("the service log must name the decision: %s", logged.String())
+			}
+			if name == "timeout" && !strings.Contains(logged.String(), "timed out after 50ms") {
+				t.Errorf("a timeout must be logged as one, not as a cancelled query: %s", logged.String())
 			}
 			wantOutcome(t, mustDecide(t, e, call("", "write")), engine.Allow, "")
 		})
