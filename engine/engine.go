@@ -114,9 +114,6 @@ type Prepared struct {
 	p *prepared
 }
 
-// Revision is the prepared policy's revision.
-func (p *Prepared) Revision() string { return p.p.revision }
-
 // Prepare compiles p and checks it as Activate would, without changing what serves: the
 // caller can persist the policy before it swaps it in.
 func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
@@ -197,7 +194,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if req.SessionID == "" {
 		sessTerm = ast.NullTerm()
 	} else {
-		mu := &e.locks[maphash.String(e.seed, req.SessionID)%sessionLockStripes]
+		mu := e.sessionLock(req.SessionID)
 		mu.Lock()
 		defer mu.Unlock()
 		sess, usage, err := e.store.Get(req.SessionID)
@@ -310,6 +307,12 @@ var noMetrics = metrics.NoOp()
 // of paying for a conversion to Go maps on every decision.
 func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) {
 	return t, nil
+}
+
+// sessionLock is the lock that decisions about one session serialise on, from reading the
+// session to recording what the decision changed.
+func (e *Engine) sessionLock(id string) *sync.Mutex {
+	return &e.locks[maphash.String(e.seed, id)%sessionLockStripes]
 }
 
 // deny returns d turned into a deny for reason. Deny wins: nothing the policy said survives.

@@ -154,6 +154,10 @@ func (e *Engine) RenewSession(ctx context.Context, req *RenewRequest) (Decision,
 
 func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepared, d Decision) (Decision, *SessionInfo, error) {
 	now := d.At
+	// Renewals are counted like calls: serialised per session, so a renewal limit holds.
+	mu := e.sessionLock(req.SessionID)
+	mu.Lock()
+	defer mu.Unlock()
 	sess, usage, err := e.store.Get(req.SessionID)
 	if err != nil {
 		return Decision{}, nil, err

@@ -3,6 +3,8 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,5 +105,40 @@ func TestSessionScopesNarrowTheCredential(t *testing.T) {
 	}
 	if s := in["session"].(map[string]any)["scopes"].([]any); len(s) != 1 || s[0] != "repo:read" {
 		t.Fatalf("input.session.scopes = %v", s)
+	}
+}
+
+// onceRenewable allows one renewal per session and denies the next.
+const onceRenewable = `package mcp
+
+decision := {"result": "deny", "reasons": [{"code": "renewal_limit"}]} if {
+	input.action == "session/renew"
+	input.session.renewals >= 1
+} else := {"result": "allow"}
+`
+
+// TestRenewalLimitHoldsUnderConcurrency: renewals read and move the renewal count in one
+// serialised step, as calls do with budgets.
+func TestRenewalLimitHoldsUnderConcurrency(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": onceRenewable})
+	id := openSession(t, e)
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			d, _, err := e.RenewSession(context.Background(), &engine.RenewRequest{SessionID: id, Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if d.Outcome == engine.Allow {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	info, _ := e.GetSession(id)
+	if allowed.Load() != 1 || info.Session.Renewals != 1 {
+		t.Fatalf("%d renewals allowed and %d recorded under a limit of 1", allowed.Load(), info.Session.Renewals)
 	}
 }
