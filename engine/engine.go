@@ -145,12 +145,36 @@ var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T
 // probe evaluates pq once: a policy whose entry point errors or answers in the wrong shape is
 // refused before it can serve. An undefined answer passes (it denies, as at run time).
 func (e *Engine) probe(ctx context.Context, pq *prepared) error {
-	_, _, err := e.evaluate(ctx, pq, probeInput, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, _, err := e.evaluate(ctx, pq, probeInput, at)
 	if err != nil && !errors.Is(err, errUndefined) {
 		return fmt.Errorf("entry point check on a sample tools/call: %w", err)
 	}
+	if pq.verdicts != nil {
+		t, _, err := e.evalQuery(ctx, pq.verdicts, probeListInput, at)
+		if err == nil {
+			err = readVerdicts(t, probeTools, make([]ToolVerdict, len(probeTools)))
+		}
+		if err != nil && !errors.Is(err, errUndefined) {
+			return fmt.Errorf("%s check on a sample tools/list of one tool: %w", ToolVerdictsRule, err)
+		}
+	}
 	return nil
 }
+
+// probeListInput is a tools/list of one tool, for the tool_verdicts rule.
+var (
+	probeTools     = []Tool{{Name: "probe"}}
+	probeListInput = ast.MustParseTerm(`{"action": "tools/list", "now": "2026-01-01T00:00:00Z",
+	"client": {"id": "probe", "name": "", "version": "", "transport": ""},
+	"subject": {"id": "probe", "groups": [], "attributes": {}},
+	"server": {"id": "probe", "resource": "", "transport": "", "command_digest": ""},
+	"credential": {"scopes": [], "audience": [], "issuer": "", "client_id": "", "expires_at": ""},
+	"operation": {"method": "tools/list", "tool": "", "arguments": {}, "annotations": {},
+		"definition_hash": "", "resource_uri": "", "prompt_name": ""},
+	"tools": [{"name": "probe", "annotations": {}, "definition_hash": ""}],
+	"context": {}, "session": null}`).Value
+)
 
 // Revision is the active policy's revision.
 func (e *Engine) Revision() string {
@@ -263,6 +287,17 @@ func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, 
 // evaluate runs the prepared query. Any error, an undefined result or a malformed one is an
 // error: the caller denies.
 func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, now time.Time) (policyResult, time.Duration, error) {
+	t, took, err := e.evalQuery(ctx, &pq.query, input, now)
+	if err != nil {
+		return policyResult{}, took, err
+	}
+	res, err := parseResult(t.Value)
+	return res, took, err
+}
+
+// evalQuery runs one prepared query under the evaluation timeout and returns its single result
+// as an AST term. Any error or an undefined result is an error.
+func (e *Engine) evalQuery(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, now time.Time) (*ast.Term, time.Duration, error) {
 	// Cancellation through a flag set by a timer and by the caller's context, rather than the
 	// goroutine and timer-backed context OPA would otherwise start for every evaluation.
 	cancel := topdown.NewCancel()
@@ -272,7 +307,7 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 	defer context.AfterFunc(ctx, cancel.Cancel)()
 
 	start := time.Now()
-	rs, err := pq.query.Eval(ctx,
+	rs, err := q.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalTime(now),
 		rego.EvalExternalCancel(cancel),
@@ -283,21 +318,20 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 		// OPA reports both as a cancelled query; the log must tell them apart.
 		switch {
 		case timedOut.Load():
-			return policyResult{}, took, fmt.Errorf("evaluation timed out after %s: %w", e.cfg.EvalTimeout, err)
+			return nil, took, fmt.Errorf("evaluation timed out after %s: %w", e.cfg.EvalTimeout, err)
 		case ctx.Err() != nil:
-			return policyResult{}, took, fmt.Errorf("caller went away during evaluation: %w", err)
+			return nil, took, fmt.Errorf("caller went away during evaluation: %w", err)
 		}
-		return policyResult{}, took, fmt.Errorf("evaluate: %w", err)
+		return nil, took, fmt.Errorf("evaluate: %w", err)
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return policyResult{}, took, errUndefined
+		return nil, took, errUndefined
 	}
 	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
 	if !ok {
-		return policyResult{}, took, fmt.Errorf("%w: unexpected result type %T", errMalformed, rs[0].Expressions[0].Value)
+		return nil, took, fmt.Errorf("%w: unexpected result type %T", errMalformed, rs[0].Expressions[0].Value)
 	}
-	res, err := parseResult(t.Value)
-	return res, took, err
+	return t, took, nil
 }
 
 // noMetrics spares every evaluation OPA's per-query metrics map; Arbiter measures itself.

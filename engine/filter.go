@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -82,6 +83,9 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 		return Filtered{}, err
 	}
 	noArgs := ast.NewTerm(emptyObject)
+	if pq.verdicts != nil {
+		return e.filterBatch(ctx, pq, base, tools, now, out), nil
+	}
 	for i := range tools {
 		op := Operation{Method: ActionToolsList, Tool: tools[i].Name, Annotations: tools[i].Annotations, DefinitionHash: tools[i].DefinitionHash}
 		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, noArgs)))
@@ -89,6 +93,57 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 		out.Tools[i] = ToolVerdict{Name: tools[i].Name, Outcome: d.Outcome, Reasons: d.Reasons}
 	}
 	return out, nil
+}
+
+// filterBatch decides every tool in one evaluation of the policy's tool_verdicts rule. If the
+// evaluation fails or its answer does not have one valid decision per tool, every tool is
+// hidden: a listing never shows more than the policy said.
+func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, tools []Tool, now time.Time, out Filtered) Filtered {
+	list := make([]*ast.Term, len(tools))
+	for i := range tools {
+		list[i] = ast.ObjectTerm(
+			ast.Item(keyName, ast.StringTerm(tools[i].Name)),
+			ast.Item(keyAnnotations, annotationsTerm(tools[i].Annotations)),
+			ast.Item(keyDefinitionHash, ast.StringTerm(tools[i].DefinitionHash)),
+		)
+	}
+	op := Operation{Method: ActionToolsList}
+	input := base.document(ActionToolsList,
+		ast.Item(keyOperation, operationTerm(&op, ast.NewTerm(emptyObject))),
+		ast.Item(keyTools, ast.ArrayTerm(list...)))
+	t, _, err := e.evalQuery(ctx, pq.verdicts, input, now)
+	if err == nil {
+		err = readVerdicts(t, tools, out.Tools)
+	}
+	if err != nil {
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelError, "policy evaluation failed; hiding every tool",
+			slog.String("decision_id", out.ID), slog.String("policy_revision", pq.revision), slog.Any("error", err))
+		reason := []Reason{{Code: ReasonPolicyError, Message: "the policy could not be evaluated; the operation is denied"}}
+		for i := range tools {
+			out.Tools[i] = ToolVerdict{Name: tools[i].Name, Outcome: Deny, Reasons: reason}
+		}
+	}
+	return out
+}
+
+// readVerdicts checks the tool_verdicts answer, one decision object per tool in order, into
+// into.
+func readVerdicts(t *ast.Term, tools []Tool, into []ToolVerdict) error {
+	arr, ok := t.Value.(*ast.Array)
+	if !ok {
+		return fmt.Errorf("%w: %s is %s, not an array", errMalformed, ToolVerdictsRule, ast.ValueName(t.Value))
+	}
+	if arr.Len() != len(tools) {
+		return fmt.Errorf("%w: %s has %d entries for %d tools", errMalformed, ToolVerdictsRule, arr.Len(), len(tools))
+	}
+	for i := range tools {
+		res, err := parseResult(arr.Elem(i).Value)
+		if err != nil {
+			return fmt.Errorf("%s[%d]: %w", ToolVerdictsRule, i, err)
+		}
+		into[i] = ToolVerdict{Name: tools[i].Name, Outcome: res.outcome, Reasons: res.reasons}
+	}
+	return nil
 }
 
 // EvaluateInput decides a complete input document, as a policy author writes one, with the

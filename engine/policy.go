@@ -76,7 +76,15 @@ type prepared struct {
 	query    rego.PreparedEvalQuery
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
+	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
+	// the policy defines it: FilterTools then evaluates once per call instead of once per tool.
+	verdicts *rego.PreparedEvalQuery
 }
+
+// ToolVerdictsRule is the rule, in the entry point's package, that FilterTools evaluates once
+// for all the tools of a call when a policy defines it: an array with one decision object per
+// element of input.tools, in order. Without it, FilterTools asks the entry point per tool.
+const ToolVerdictsRule = "tool_verdicts"
 
 // compile compiles p into a prepared query, checking that the entry point is a rule.
 func compile(ctx context.Context, p Policy) (*prepared, error) {
@@ -110,6 +118,19 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 		return nil, fmt.Errorf("prepare policy: %w", err)
 	}
 	pq := &prepared{revision: p.Revision, query: q}
+	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
+	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
+		vq, err := rego.New(
+			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(verdicts)))),
+			rego.Compiler(compiler),
+			rego.Store(store),
+			rego.GenerateJSON(keepTerm),
+		).PrepareForEval(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", verdicts, err)
+		}
+		pq.verdicts = &vq
+	}
 	if len(compiler.GetRulesWithPrefix(logMaskRef)) > 0 {
 		mq, err := rego.New(
 			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(logMaskRef)))),

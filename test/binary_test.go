@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -257,5 +258,42 @@ func TestEvalGolden(t *testing.T) {
 	out, err := exec.Command(arbiterBinary(t), "eval", "--input", "testdata/missing.json").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--input") {
 		t.Errorf("eval of a missing file: %v %s", err, out)
+	}
+}
+
+// TestServePprof: --pprof serves Go profiles on the admin listener to admin tokens only, and
+// nothing is served there without the flag.
+func TestServePprof(t *testing.T) {
+	dir := t.TempDir()
+	adminFile, gatewayFile := filepath.Join(dir, "admin"), filepath.Join(dir, "gateway")
+	os.WriteFile(adminFile, []byte("ops "+adminToken+"\n"), 0o600)
+	os.WriteFile(gatewayFile, []byte("edge "+gatewayToken+"\n"), 0o600)
+	get := func(srv *running, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+srv.adminAddr+"/debug/pprof/goroutine?debug=1", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && !strings.Contains(string(body), "goroutine profile") {
+			t.Errorf("200 without a goroutine profile: %.200s", body)
+		}
+		return resp.StatusCode
+	}
+	tokens := []string{"--admin-token-file", adminFile, "--gateway-token-file", gatewayFile}
+	on := serveBinary(t, append(tokens, "--pprof")...)
+	for token, want := range map[string]int{adminToken: 200, gatewayToken: 403, "": 401, "wrong-token-0123456789": 401} {
+		if got := get(on, token); got != want {
+			t.Errorf("with --pprof, token %q: HTTP %d, want %d", token, got, want)
+		}
+	}
+	off := serveBinary(t, tokens...)
+	if got := get(off, adminToken); got != http.StatusNotFound {
+		t.Errorf("without --pprof: HTTP %d, want 404", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -36,6 +37,7 @@ var errUsage = errors.New("usage")
 
 type serveFlags struct {
 	gcPercent        int
+	pprof            bool
 	decisionLog      string
 	logMaxSizeMB     int
 	logMaxBackups    int
@@ -98,6 +100,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Minute, "how often expired sessions are removed")
 	fs.DurationVar(&f.reapRetention, "reap-retention", time.Hour, "how long an ended session stays readable after it expires")
 	fs.IntVar(&f.gcPercent, "gogc", 400, "garbage collector target percentage, unless the GOGC environment variable is set; decisions allocate a lot on a small heap, and 400 measured +44% throughput on 2 cores. Set GOMEMLIMIT with millions of sessions")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, to admin tokens only")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	if err := fs.Parse(args); err != nil {
 		return f, errUsage
@@ -276,7 +279,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth}), metrics.Handler()), ReadHeaderTimeout: 5 * time.Second}
+	mux := adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth}), metrics.Handler())
+	if f.pprof {
+		mux.Handle("/debug/pprof/", adminOnly(auth, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", adminOnly(auth, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/trace", adminOnly(auth, http.HandlerFunc(pprof.Trace)))
+		mux.Handle("/debug/pprof/symbol", adminOnly(auth, http.HandlerFunc(pprof.Symbol)))
+	}
+	// Profiles can run for minutes; the admin server sets no write timeout.
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	reapCtx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
@@ -352,6 +363,22 @@ func adminMux(ready *atomic.Bool, bundleAPI, metrics http.Handler) *http.ServeMu
 		io.WriteString(w, "ready\n")
 	})
 	return mux
+}
+
+// adminOnly serves h to callers with an admin token (to everyone when no tokens are configured,
+// as the rest of the admin API, which then listens on loopback only).
+func adminOnly(auth *grpcapi.Authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := auth.Authenticate(r.Header.Get("Authorization"))
+		switch {
+		case !ok:
+			http.Error(w, "an admin bearer token is required", http.StatusUnauthorized)
+		case p.Role != grpcapi.RoleAdmin:
+			http.Error(w, "admin role required", http.StatusForbidden)
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // engineActivator lets the bundle manager prepare policies on the engine.

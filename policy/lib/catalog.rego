@@ -19,6 +19,13 @@ tool := t if {
 	is_object(t)
 }
 
+# tool_named is the catalog entry of tool name on that server, for a request about several
+# tools (data.mcp.tool_verdicts).
+tool_named(name) := t if {
+	t := server.tools[name]
+	is_object(t)
+}
+
 # server_by_id is the catalog entry of server id, for requests that name servers in a list.
 server_by_id(id) := s if {
 	s := data.catalog.servers[id]
@@ -42,9 +49,10 @@ trust_class(s) := "stdio" if s.transport == "stdio"
 
 else := "remote"
 
-# pinned_hash is the tool definition digest the catalog pins, when it pins one.
-pinned_hash := h if {
-	h := tool.definition_hash
+# pinned_hash_of is the definition digest the catalog pins for tool name of that server, when
+# it pins one.
+pinned_hash_of(name) := h if {
+	h := tool_named(name).definition_hash
 	is_string(h)
 	h != ""
 }

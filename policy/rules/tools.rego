@@ -10,82 +10,97 @@ package mcp.tools
 import data.mcp.catalog
 import data.mcp.request
 
-# tool_unknown: the tool called, or asked about in a filtered tools/list, is not in the
-# server's catalog, so it is neither callable nor shown.
-deny contains tool_unknown if {
-	input.action == "tools/call"
-	not catalog.tool
-	catalog.server
+# The three checks on one tool below are functions of the tool's name and of the definition
+# hash the request announces ("" for none): the rules ask them about the tool in the request,
+# and data.mcp.tool_verdicts asks them about every tool of a tools/list in one evaluation.
+
+# tool_deny(name, hash) is the set of deny reasons about tool name of the request's server.
+tool_deny(name, hash) := {r | r := unknown(name)} | {r |
+	not data.limits.pinning.definition_changed == "approval"
+	r := changed(name, hash)
+} | {r |
+	data.limits.pinning.definition_missing == "deny"
+	r := unverified(name, hash)
 }
 
-deny contains tool_unknown if {
+# tool_approve(name, hash) is the set of reasons a human must approve tool name for.
+tool_approve(name, hash) := {r |
+	data.limits.pinning.definition_changed == "approval"
+	r := changed(name, hash)
+} | {r |
+	data.limits.pinning.definition_missing == "approval"
+	r := unverified(name, hash)
+}
+
+# clear(name) holds when none of the three checks can hold for tool name, whatever hash the
+# request announces: the catalog lists the tool and pins no definition. It is what most tools
+# are, and one look-up, so a tools/list of many tools asks it first.
+clear(name) if {
+	t := catalog.server.tools[name]
+	is_object(t)
+	not pins(t)
+}
+
+pins(t) if {
+	is_string(t.definition_hash)
+	t.definition_hash != ""
+}
+
+deny contains r if {
+	input.action == "tools/call"
+	some r in tool_deny(request.tool, request.definition_hash)
+}
+
+# A tools/list names a tool when FilterTools asks about one tool, so a tool that would be
+# denied is hidden; the listing itself (no tool) is not checked here.
+deny contains r if {
 	input.action == "tools/list"
 	request.tool != ""
-	not catalog.tool
-	catalog.server
+	some r in tool_deny(request.tool, request.definition_hash)
 }
 
-tool_unknown := {
+approve contains r if {
+	input.action == "tools/call"
+	some r in tool_approve(request.tool, request.definition_hash)
+}
+
+approve contains r if {
+	input.action == "tools/list"
+	request.tool != ""
+	some r in tool_approve(request.tool, request.definition_hash)
+}
+
+# tool_unknown: the tool called, or asked about in a filtered tools/list, is not in the
+# server's catalog, so it is neither callable nor shown.
+unknown(name) := {
 	"code": "tool_unknown",
-	"message": sprintf("tool %q is not in the catalog of server %q", [request.tool, request.server_id]),
+	"message": sprintf("tool %q is not in the catalog of server %q", [name, request.server_id]),
+} if {
+	not catalog.tool_named(name)
+	catalog.server
 }
 
 # tool_definition_changed: the server now describes the tool differently from the definition
 # the catalog pinned (a "rug pull"): denied, or approved by a human when
-# limits.pinning.definition_changed is "approval". A tools/list that FilterTools asks about
-# one tool is checked too, so a changed tool is hidden when it would be denied.
-deny contains definition_changed if {
-	input.action in {"tools/call", "tools/list"}
-	pinned := catalog.tool.definition_hash
-	is_string(pinned)
-	pinned != ""
-	request.definition_hash != ""
-	request.definition_hash != pinned
-	not data.limits.pinning.definition_changed == "approval"
-}
-
-approve contains definition_changed if {
-	data.limits.pinning.definition_changed == "approval"
-	input.action in {"tools/call", "tools/list"}
-	pinned := catalog.tool.definition_hash
-	is_string(pinned)
-	pinned != ""
-	request.definition_hash != ""
-	request.definition_hash != pinned
-}
-
-definition_changed := {
+# limits.pinning.definition_changed is "approval".
+changed(name, hash) := {
 	"code": "tool_definition_changed",
-	"message": sprintf(
-		"tool %q of server %q has definition hash %q, not the pinned %q",
-		[request.tool, request.server_id, request.definition_hash, catalog.pinned_hash],
-	),
+	"message": sprintf("tool %q of server %q has definition hash %q, not the pinned %q", [name, request.server_id, hash, pinned]),
+} if {
+	pinned := catalog.pinned_hash_of(name)
+	hash != ""
+	hash != pinned
 }
 
 # tool_definition_unverified: the catalog pins the tool's definition and the gateway sent no
 # hash to check it against: denied or approved when limits.pinning.definition_missing says
 # "deny" or "approval", allowed otherwise.
-deny contains definition_unverified if {
-	data.limits.pinning.definition_missing == "deny"
-	input.action in {"tools/call", "tools/list"}
-	pinned := catalog.tool.definition_hash
-	is_string(pinned)
-	pinned != ""
-	request.definition_hash == ""
-}
-
-approve contains definition_unverified if {
-	data.limits.pinning.definition_missing == "approval"
-	input.action in {"tools/call", "tools/list"}
-	pinned := catalog.tool.definition_hash
-	is_string(pinned)
-	pinned != ""
-	request.definition_hash == ""
-}
-
-definition_unverified := {
+unverified(name, hash) := {
 	"code": "tool_definition_unverified",
-	"message": sprintf("tool %q of server %q is pinned and the request carries no definition hash", [request.tool, request.server_id]),
+	"message": sprintf("tool %q of server %q is pinned and the request carries no definition hash", [name, request.server_id]),
+} if {
+	catalog.pinned_hash_of(name)
+	hash == ""
 }
 
 # destructive_tool: a human approves each destructive call. The catalog is authoritative

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,4 +154,40 @@ func statusField(status, key string) uint64 {
 		}
 	}
 	return 0
+}
+
+// Profile runs run while the process (started with --pprof) records a CPU profile of seconds
+// seconds into cpuPath, then writes its allocation profile into allocsPath.
+func (p *ArbiterProcess) Profile(ctx context.Context, seconds int, cpuPath, allocsPath string, run func()) error {
+	fetch := func(path, file string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Admin+path, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			return fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(msg)))
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	cpu := make(chan error, 1)
+	go func() { cpu <- fetch("/debug/pprof/profile?seconds="+strconv.Itoa(seconds), cpuPath) }()
+	run()
+	if err := <-cpu; err != nil {
+		return err
+	}
+	return fetch("/debug/pprof/allocs", allocsPath)
 }

@@ -73,8 +73,9 @@ type Config struct {
 	OPAAddr string
 	// SkipOPA leaves out the OPA baseline.
 	SkipOPA bool
-	// ProfileDir, when set, receives CPU and allocation profiles of the library server: of
-	// Decide and of FilterTools under the closed loop (extra runs when the binary is measured).
+	// ProfileDir, when set, receives CPU and allocation profiles of the server under test in
+	// the first closed-loop Decide round (the binary serves them with --pprof), and of the
+	// library server under Decide and FilterTools.
 	ProfileDir string
 	// Executable is the harness binary that children run as (os.Executable()).
 	Executable string
@@ -340,7 +341,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 			}
 			logf("starting arbiter serve %s", strings.Join(cfg.ArbiterArgs, " "))
-			if s.bin, err = StartArbiterBinary(ctx, bin, policyDir, cfg.ArbiterArgs, cfg.ServerEnv, cfg.Log); err != nil {
+			args := cfg.ArbiterArgs
+			if cfg.ProfileDir != "" {
+				args = append(slices.Clip(args), "--pprof")
+			}
+			if s.bin, err = StartArbiterBinary(ctx, bin, policyDir, args, cfg.ServerEnv, cfg.Log); err != nil {
 				return nil, err
 			}
 			s.grpc, s.bundles = s.bin.GRPC, s.bin.Admin
@@ -417,12 +422,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// profile runs run while the library server records CPU and allocation profiles.
 	profile := func(s *arbiterServer, name string, run func()) {
-		if cfg.ProfileDir == "" || s.child == nil {
+		if cfg.ProfileDir == "" || (s.child == nil && s.bin == nil) {
 			run()
 			return
 		}
 		cpu := filepath.Join(cfg.ProfileDir, name+".cpu.pprof")
 		allocs := filepath.Join(cfg.ProfileDir, name+".allocs.pprof")
+		if s.bin != nil {
+			// The binary serves its own profiles (--pprof); the CPU profile spans the run.
+			secs := int((cfg.Warmup + cfg.Duration + time.Second - 1) / time.Second)
+			if err := s.bin.Profile(ctx, secs, cpu, allocs, run); err != nil {
+				logf("profile %s: %v", name, err)
+				return
+			}
+			rep.Profiles = append(rep.Profiles, cpu, allocs)
+			return
+		}
 		if err := s.child.StartProfile(ctx, cpu); err != nil {
 			logf("profile %s: %v", name, err)
 			run()
@@ -444,7 +459,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			logf("compare round %d/%d: Arbiter gRPC", r+1, cfg.Rounds)
 			var st *Stats
 			run := func() { st = closed(primary.client.DecideCall(primary.load, want)) }
-			if r == 0 {
+			if r == 0 && primary.bin != nil {
+				profile(primary, "arbiter-serve-decide", run)
+			} else if r == 0 {
 				profile(primary, "arbiter-decide", run)
 			} else {
 				run()
