@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -40,7 +39,7 @@ type ApprovalInfo struct {
 // consumed by exactly one call, recorded in the session in the same transaction), and
 // otherwise the request waits on a pending approval, reused by identical requests.
 func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
-	args, digest, err := argumentsDigest(req.Operation.Arguments)
+	args, digest, err := ArgumentsDigest(req.Operation.Arguments)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -199,20 +198,6 @@ func (e *Engine) WatchApproval(ctx context.Context, id string, send func(*Approv
 		}
 		expiry.Stop()
 	}
-}
-
-// argumentsDigest returns the canonical JSON of the arguments (object keys sorted) and its
-// SHA-256, which binds an approval to exactly these arguments.
-func argumentsDigest(args map[string]any) ([]byte, string, error) {
-	if args == nil {
-		args = map[string]any{}
-	}
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return nil, "", invalid("operation.arguments", "cannot be encoded as JSON: %v", err)
-	}
-	sum := sha256.Sum256(raw)
-	return raw, "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // requestKey identifies one exact request. Each part is length-prefixed, so no two different

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/arbiter-mcp/arbiter/engine"
 	"github.com/arbiter-mcp/arbiter/engine/grpcapi"
@@ -388,5 +389,32 @@ func TestRolesAndBadApprovalInput(t *testing.T) {
 	}
 	if a, _ := admin.approvals.GetApproval(ctx, &arbiterv1.GetApprovalRequest{ApprovalId: id}); a.GetApproval().GetStatus() != arbiterv1.ApprovalStatus_APPROVAL_STATUS_APPROVED {
 		t.Fatalf("a second resolution must not change the first: %v", a)
+	}
+}
+
+// TestGrantMatchesEitherArgumentForm: a gateway may send the same arguments as JSON text
+// (numbers as written) or as a Struct (numbers as doubles); an approval granted for one form
+// covers the other, because both digest to the same canonical JSON.
+func TestGrantMatchesEitherArgumentForm(t *testing.T) {
+	svc := startWithTokens(t, defaultPolicy(t, nil), testTokens)
+	gw, admin := svc.as(t, gatewayToken), svc.as(t, adminToken)
+	sess := openAs(t, gw)
+
+	asText := toolCall(sess, "delete_file")
+	asText.Operation.Args = &arbiterv1.Operation_ArgumentsJson{ArgumentsJson: []byte(`{"path": "/tmp/a", "depth": 2.0, "limit": 1e3}`)}
+	first := decideAs(t, gw, asText)
+	wantDecision(t, first, arbiterv1.Decision_DECISION_REQUIRE_APPROVAL, "destructive_tool")
+	approve(t, admin, first.GetApproval().GetId(), arbiterv1.ApprovalScope_APPROVAL_SCOPE_ONCE)
+
+	args, err := structpb.NewStruct(map[string]any{"path": "/tmp/a", "depth": 2, "limit": 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asStruct := toolCall(sess, "delete_file")
+	asStruct.Operation.Args = &arbiterv1.Operation_Arguments{Arguments: args}
+	retry := decideAs(t, gw, asStruct)
+	wantDecision(t, retry, arbiterv1.Decision_DECISION_ALLOW, engine.ReasonApprovalGranted)
+	if retry.GetApproval().GetId() != first.GetApproval().GetId() {
+		t.Errorf("the Struct form used approval %q, want %q", retry.GetApproval().GetId(), first.GetApproval().GetId())
 	}
 }

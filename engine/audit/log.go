@@ -6,8 +6,6 @@ package audit
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -309,9 +307,8 @@ func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
 		line.Credential = &LineCredential{Scopes: nonNil(c.Scopes), Audience: nonNil(c.Audience), ClientID: c.ClientID}
 	}
 	if rec.Action == "tools/call" || rec.Arguments != nil {
-		raw, _ := json.Marshal(orEmpty(rec.Arguments))
-		sum := sha256.Sum256(raw)
-		line.ArgumentsDigest = "sha256:" + hex.EncodeToString(sum[:])
+		// The digest approvals are bound to, so a record and its approval can be matched.
+		_, line.ArgumentsDigest, _ = engine.ArgumentsDigest(rec.Arguments)
 		if l.cfg.Arguments {
 			line.Arguments = l.masked(rec)
 		}
@@ -329,11 +326,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func orEmpty(m map[string]any) map[string]any {
-	if m == nil {
-		return map[string]any{}
-	}
-	return m
 }
