@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,14 @@ import (
 type Config struct {
 	// Clock returns the time of a decision (default time.Now). Tests inject their own.
 	Clock func() time.Time
-	// EvalTimeout bounds one policy evaluation (default 250ms); a timeout denies.
+	// EvalTimeout bounds one policy evaluation (default 250ms); a timeout denies. It counts
+	// from when the evaluation starts, after it has waited for a slot (EvalConcurrency).
 	EvalTimeout time.Duration
+	// EvalConcurrency is how many policy evaluations run at once (default GOMAXPROCS); the
+	// rest wait their turn, bounded by their caller's context. Evaluation is pure CPU work:
+	// more at once than there are CPUs only stretches each one's wall time, until the
+	// timeout denies decisions that had their answer a few milliseconds of CPU away.
+	EvalConcurrency int
 	// DefaultSessionTTL is a session's lifetime when the opener asks for none (default 15m).
 	DefaultSessionTTL time.Duration
 	// MaxSessionTTL caps any requested lifetime (default 8h).
@@ -46,6 +53,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EvalTimeout <= 0 {
 		c.EvalTimeout = 250 * time.Millisecond
+	}
+	if c.EvalConcurrency <= 0 {
+		c.EvalConcurrency = runtime.GOMAXPROCS(0)
 	}
 	if c.DefaultSessionTTL <= 0 {
 		c.DefaultSessionTTL = 15 * time.Minute
@@ -79,6 +89,8 @@ type Engine struct {
 	policy atomic.Pointer[prepared]
 	seed   maphash.Seed
 	locks  [sessionLockStripes]sync.Mutex
+	// slots holds one token per evaluation running (Config.EvalConcurrency).
+	slots chan struct{}
 }
 
 // New compiles p and returns an engine serving it.
@@ -91,7 +103,7 @@ func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, store: store, seed: maphash.MakeSeed()}
+	e := &Engine{cfg: cfg, store: store, seed: maphash.MakeSeed(), slots: make(chan struct{}, cfg.EvalConcurrency)}
 	if err := e.Activate(ctx, p); err != nil {
 		return nil, err
 	}
@@ -298,6 +310,19 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 // evalQuery runs one prepared query under the evaluation timeout and returns its single result
 // as an AST term. Any error or an undefined result is an error.
 func (e *Engine) evalQuery(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, now time.Time) (*ast.Term, time.Duration, error) {
+	// Wait for a slot first (waiters are served in order), so the timeout below measures the
+	// evaluation rather than the queue in front of it.
+	select {
+	case e.slots <- struct{}{}:
+	default:
+		select {
+		case e.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("caller went away while waiting to evaluate: %w", ctx.Err())
+		}
+	}
+	defer func() { <-e.slots }()
+
 	// Cancellation through a flag set by a timer and by the caller's context, rather than the
 	// goroutine and timer-backed context OPA would otherwise start for every evaluation.
 	cancel := topdown.NewCancel()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -507,4 +509,87 @@ func TestEvaluateInput(t *testing.T) {
 	wantOutcome(t, d, engine.RequireApproval, "destructive_tool")
 	d, _ = e.EvaluateInput(ctx, map[string]any{"action": "tools/call", "session": map[string]any{"status": "revoked"}})
 	wantOutcome(t, d, engine.Deny, engine.ReasonSessionRevoked)
+}
+
+// Evaluations beyond EvalConcurrency wait for a slot, and the evaluation timeout counts from
+// when an evaluation starts, not from when it began to wait: a decision queued behind a slow
+// one is not denied for the queue's sake. The policy blocks in http.send on a test server, so
+// the test controls how long each evaluation holds its slot.
+func TestEvaluationsWaitForASlot(t *testing.T) {
+	arrived, release := make(chan string, 4), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- r.URL.Query().Get("tool")
+		<-release
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	src := `package mcp
+
+decision := {"result": "allow", "reasons": []} if {
+	input.action != "tools/call"
+} else := {"result": "allow", "reasons": []} if {
+	http.send({"method": "get", "url": sprintf("%s?tool=%s", [input.context.url, input.operation.tool])}).status_code == 200
+}
+`
+	p := policyFrom(t, "slow", map[string]string{"p.rego": src})
+	e, err := engine.New(context.Background(), engine.Config{EvalConcurrency: 1, EvalTimeout: 2 * time.Second}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan engine.Decision, 2)
+	decide := func(tool string) {
+		req := call("", tool)
+		req.Context = map[string]any{"url": srv.URL}
+		d, err := e.Decide(context.Background(), req)
+		if err != nil {
+			t.Error(err)
+		}
+		results <- d
+	}
+	go decide("first")
+	if got := <-arrived; got != "first" {
+		t.Fatalf("first evaluation asked for %q", got)
+	}
+	go decide("second")
+	select {
+	case got := <-arrived:
+		t.Fatalf("%q evaluated while the only slot was taken", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// Hold the first for more than half the timeout, then the second as long: the second's
+	// wait plus its own evaluation exceed the timeout, its evaluation alone does not.
+	time.Sleep(900 * time.Millisecond)
+	release <- struct{}{}
+	if d := <-results; d.Outcome != engine.Allow {
+		t.Fatalf("first decision: %+v", d)
+	}
+	if got := <-arrived; got != "second" {
+		t.Fatalf("second evaluation asked for %q", got)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	release <- struct{}{}
+	if d := <-results; d.Outcome != engine.Allow {
+		t.Fatalf("second decision, queued %s and evaluated in less than the timeout: %+v", "1.2s", d)
+	}
+
+	// A caller that leaves while waiting for a slot gets a denial without an evaluation.
+	go decide("third")
+	if got := <-arrived; got != "third" {
+		t.Fatalf("third evaluation asked for %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req := call("", "fourth")
+	req.Context = map[string]any{"url": srv.URL}
+	d, err := e.Decide(ctx, req)
+	if err != nil || d.Outcome != engine.Deny || d.Reasons[0].Code != engine.ReasonPolicyError {
+		t.Fatalf("decision whose caller left while queued: %+v %v", d, err)
+	}
+	release <- struct{}{}
+	<-results
+	select {
+	case got := <-arrived:
+		t.Fatalf("%q was evaluated after its caller left", got)
+	default:
+	}
 }

@@ -61,6 +61,7 @@ type serveFlags struct {
 	logFormat        string
 	logLevel         string
 	evalTimeout      time.Duration
+	evalConcurrency  int
 	sessionTTL       time.Duration
 	sessionMaxTTL    time.Duration
 	reapInterval     time.Duration
@@ -93,7 +94,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.logMask, "decision-log-mask", "", "comma-separated JSON pointers into the arguments to mask, e.g. /password,/headers/authorization")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
-	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take; longer is denied")
+	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take, from when it starts; longer is denied")
+	fs.IntVar(&f.evalConcurrency, "eval-concurrency", 0, "policy evaluations running at once; the rest wait their turn (default: the number of CPUs Go uses)")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 15*time.Minute, "session lifetime when the opener asks for none")
 	fs.DurationVar(&f.sessionMaxTTL, "session-max-ttl", 8*time.Hour, "longest lifetime one open or renewal can give a session")
 	fs.DurationVar(&f.sessionLifetime, "session-max-lifetime", 24*time.Hour, "longest a session can live from its creation, whatever renewals are approved")
@@ -226,6 +228,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	eng, err = engine.New(ctx, engine.Config{
 		Recorder:           decisionLog,
 		EvalTimeout:        f.evalTimeout,
+		EvalConcurrency:    f.evalConcurrency,
 		DefaultSessionTTL:  f.sessionTTL,
 		MaxSessionTTL:      f.sessionMaxTTL,
 		MaxSessionLifetime: f.sessionLifetime,
