@@ -593,3 +593,28 @@ decision := {"result": "allow", "reasons": []} if {
 	default:
 	}
 }
+
+// A built-in function that fails (here to_number on a string that is not a number) fails the
+// whole evaluation, so the decision is denied with policy_error. OPA's default would make the
+// expression undefined instead: the deny rule below would then quietly not fire, and the call
+// would be allowed.
+func TestBuiltinErrorFailsClosed(t *testing.T) {
+	src := `package mcp
+
+default decision := {"result": "allow", "reasons": []}
+
+decision := {"result": "deny", "reasons": [{"code": "too_many"}]} if {
+	to_number(input.operation.arguments.count) > 10
+}
+`
+	e := newEngine(t, nil, map[string]string{"p.rego": src})
+	req := call("", "read")
+	req.Operation.Arguments = map[string]any{"count": "20"}
+	if d := mustDecide(t, e, req); d.Outcome != engine.Deny || d.Reasons[0].Code != "too_many" {
+		t.Fatalf("count \"20\": %+v, want deny too_many", d)
+	}
+	req.Operation.Arguments = map[string]any{"count": "lots"}
+	if d := mustDecide(t, e, req); d.Outcome != engine.Deny || d.Reasons[0].Code != engine.ReasonPolicyError {
+		t.Fatalf("count \"lots\": %+v, want deny policy_error", d)
+	}
+}

@@ -24,10 +24,15 @@ func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (F
 	if len(tools) > MaxTools {
 		return Filtered{}, invalid("tools", "has %d entries, more than %d", len(tools), MaxTools)
 	}
+	seen := make(map[string]int, len(tools))
 	for i := range tools {
 		if tools[i].Name == "" {
 			return Filtered{}, invalid(fmt.Sprintf("tools[%d].name", i), "is required")
 		}
+		if j, dup := seen[tools[i].Name]; dup {
+			return Filtered{}, invalid(fmt.Sprintf("tools[%d].name", i), "%q is also tools[%d].name; a server's tool names are unique", tools[i].Name, j)
+		}
+		seen[tools[i].Name] = i
 	}
 	start := time.Now()
 	now := e.cfg.Clock()
@@ -103,7 +108,7 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 	for i := range tools {
 		list[i] = ast.ObjectTerm(
 			ast.Item(keyName, ast.StringTerm(tools[i].Name)),
-			ast.Item(keyAnnotations, annotationsTerm(tools[i].Annotations)),
+			ast.Item(keyAnnotations, toolAnnotations(tools[i].Annotations)),
 			ast.Item(keyDefinitionHash, ast.StringTerm(tools[i].DefinitionHash)),
 		)
 	}
@@ -126,22 +131,75 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 	return out
 }
 
-// readVerdicts checks the tool_verdicts answer, one decision object per tool in order, into
-// into.
+// noHints is the annotations of a tool the server set no hint on, shared by all such tools:
+// evaluation never changes its input.
+var noHints = ast.NewTerm(ast.NewObject())
+
+func toolAnnotations(a Annotations) *ast.Term {
+	if a == (Annotations{}) {
+		return noHints
+	}
+	return annotationsTerm(a)
+}
+
+var (
+	keyListing = ast.StringTerm("listing")
+	keyTools   = ast.StringTerm("tools")
+)
+
+// readVerdicts reads the tool_verdicts answer, {"listing": D, "tools": {NAME: D}}, into into:
+// each tool named in "tools" gets its own decision, every other tool the listing's. Naming a
+// tool that was not asked about is malformed too: the policy answered another question.
 func readVerdicts(t *ast.Term, tools []Tool, into []ToolVerdict) error {
-	arr, ok := t.Value.(*ast.Array)
+	obj, ok := t.Value.(ast.Object)
 	if !ok {
-		return fmt.Errorf("%w: %s is %s, not an array", errMalformed, ToolVerdictsRule, ast.ValueName(t.Value))
+		return fmt.Errorf("%w: %s is %s, not an object", errMalformed, ToolVerdictsRule, ast.ValueName(t.Value))
 	}
-	if arr.Len() != len(tools) {
-		return fmt.Errorf("%w: %s has %d entries for %d tools", errMalformed, ToolVerdictsRule, arr.Len(), len(tools))
+	lt := obj.Get(keyListing)
+	if lt == nil {
+		return fmt.Errorf("%w: %s has no \"listing\" decision", errMalformed, ToolVerdictsRule)
 	}
-	for i := range tools {
-		res, err := parseResult(arr.Elem(i).Value)
+	listing, err := parseResult(lt.Value)
+	if err != nil {
+		return fmt.Errorf("%s.listing: %w", ToolVerdictsRule, err)
+	}
+	// The policy names few tools; read them once rather than look each listed tool up.
+	var own map[string]policyResult
+	if tt := obj.Get(keyTools); tt != nil {
+		o, ok := tt.Value.(ast.Object)
+		if !ok {
+			return fmt.Errorf("%w: %s.tools is %s, not an object", errMalformed, ToolVerdictsRule, ast.ValueName(tt.Value))
+		}
+		own = make(map[string]policyResult, o.Len())
+		err := o.Iter(func(k, v *ast.Term) error {
+			name, ok := k.Value.(ast.String)
+			if !ok {
+				return fmt.Errorf("%w: %s.tools has key %v, not a tool name", errMalformed, ToolVerdictsRule, k)
+			}
+			res, err := parseResult(v.Value)
+			if err != nil {
+				return fmt.Errorf("%s.tools[%q]: %w", ToolVerdictsRule, string(name), err)
+			}
+			own[string(name)] = res
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("%s[%d]: %w", ToolVerdictsRule, i, err)
+			return err
+		}
+	}
+	named := 0
+	for i := range tools {
+		res, ok := own[tools[i].Name]
+		if ok {
+			named++
+		} else {
+			res = listing
 		}
 		into[i] = ToolVerdict{Name: tools[i].Name, Outcome: res.outcome, Reasons: res.reasons}
+	}
+	// Names are unique (FilterTools checks), so every entry matched at most one tool.
+	if named != len(own) {
+		return fmt.Errorf("%w: %s.tools names %d tools that were not listed", errMalformed, ToolVerdictsRule, len(own)-named)
 	}
 	return nil
 }

@@ -44,13 +44,17 @@ func TestFilterToolsBatchMatchesPerTool(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tools := []engine.Tool{
-		{Name: "read_file"}, {Name: "delete_file"}, {Name: "no_such_tool"},
-		{Name: "search_issues"}, {Name: "delete_repository"},
-		{Name: "git_status"},
-		{Name: "git_status", DefinitionHash: "sha256:be261472ae776a08f7f47cf125196057463e7913cadaee2fcdf3653d815aea0d"},
-		{Name: "git_log", DefinitionHash: "sha256:changed"},
-		{Name: "git_commit", DefinitionHash: "sha256:anything"},
+	// A server lists each name once: the pinned tools come in three listings, so each is
+	// announced with the pinned hash, another hash and none.
+	listings := [][]engine.Tool{
+		{
+			{Name: "read_file"}, {Name: "delete_file"}, {Name: "no_such_tool"},
+			{Name: "search_issues"}, {Name: "delete_repository"},
+			{Name: "git_status"}, {Name: "git_log", DefinitionHash: "sha256:changed"},
+			{Name: "git_commit", DefinitionHash: "sha256:anything"},
+		},
+		{{Name: "git_status", DefinitionHash: "sha256:be261472ae776a08f7f47cf125196057463e7913cadaee2fcdf3653d815aea0d"}, {Name: "git_log"}},
+		{},
 	}
 	servers := []engine.Server{
 		{ID: "filesystem", Transport: "stdio"},
@@ -87,23 +91,25 @@ func TestFilterToolsBatchMatchesPerTool(t *testing.T) {
 						Credential: cred,
 					}
 				}
-				got, err := batch.FilterTools(ctx, req(ids[0]), tools)
-				if err != nil {
-					t.Fatalf("%s: batch: %v", name, err)
-				}
-				want, err := single.FilterTools(ctx, req(ids[1]), tools)
-				if err != nil {
-					t.Fatalf("%s: per tool: %v", name, err)
-				}
-				for i := range tools {
-					g, w := got.Tools[i], want.Tools[i]
-					if g.Name != w.Name || g.Outcome != w.Outcome || !reflect.DeepEqual(g.Reasons, w.Reasons) {
-						t.Errorf("%s: tool %d (%s %q): batch %+v, per tool %+v", name, i, tools[i].Name, tools[i].DefinitionHash, g, w)
+				for _, tools := range listings {
+					got, err := batch.FilterTools(ctx, req(ids[0]), tools)
+					if err != nil {
+						t.Fatalf("%s: batch: %v", name, err)
 					}
-					if w.Outcome == engine.Deny {
-						hidden++
+					want, err := single.FilterTools(ctx, req(ids[1]), tools)
+					if err != nil {
+						t.Fatalf("%s: per tool: %v", name, err)
 					}
-					compared++
+					for i := range tools {
+						g, w := got.Tools[i], want.Tools[i]
+						if g.Name != w.Name || g.Outcome != w.Outcome || !reflect.DeepEqual(g.Reasons, w.Reasons) {
+							t.Errorf("%s: tool %d (%s %q): batch %+v, per tool %+v", name, i, tools[i].Name, tools[i].DefinitionHash, g, w)
+						}
+						if w.Outcome == engine.Deny {
+							hidden++
+						}
+						compared++
+					}
 				}
 			}
 		}
@@ -130,12 +136,16 @@ func TestFilterToolsBatchFailsClosed(t *testing.T) {
 decision := {"result": "allow", "reasons": []}
 `
 	cases := map[string]string{
-		"too few entries": `tool_verdicts := [] if count(input.tools) > 1
-else := [{"result": "allow"} | some _ in input.tools]`,
-		"bad result": `tool_verdicts := [{"result": "maybe"} | some _ in input.tools] if count(input.tools) > 1
-else := [{"result": "allow"} | some _ in input.tools]`,
-		"runtime error": `tool_verdicts := [{"result": "allow", "n": to_number(t.name)} | some t in input.tools] if count(input.tools) > 1
-else := [{"result": "allow"} | some _ in input.tools]`,
+		"listing missing": `tool_verdicts := {"tools": {}} if count(input.tools) > 1
+else := {"listing": {"result": "allow"}}`,
+		"bad result": `tool_verdicts := {"listing": {"result": "allow"}, "tools": {"write": {"result": "maybe"}}} if count(input.tools) > 1
+else := {"listing": {"result": "allow"}}`,
+		"tool not asked about": `tool_verdicts := {"listing": {"result": "deny"}, "tools": {"read": {"result": "allow"}, "admin": {"result": "allow"}}} if count(input.tools) > 1
+else := {"listing": {"result": "allow"}}`,
+		"not an object": `tool_verdicts := [{"result": "allow"}, {"result": "allow"}] if count(input.tools) > 1
+else := {"listing": {"result": "allow"}}`,
+		"runtime error": `tool_verdicts := {"listing": {"result": "allow"}, "tools": {t.name: {"result": "allow", "n": to_number(t.name)} | some t in input.tools}} if count(input.tools) > 1
+else := {"listing": {"result": "allow"}}`,
 	}
 	for name, rule := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -152,7 +162,7 @@ else := [{"result": "allow"} | some _ in input.tools]`,
 		})
 	}
 
-	bad := decision + `tool_verdicts := "all of them"`
+	bad := decision + `tool_verdicts := {"listing": "all of them"}`
 	_, err := engine.New(context.Background(), engine.Config{}, policyFrom(t, "bad", map[string]string{"p.rego": bad}))
 	if err == nil || !strings.Contains(err.Error(), "tool_verdicts") {
 		t.Fatalf("activation of a malformed tool_verdicts: %v, want an error naming the rule", err)
@@ -165,14 +175,13 @@ func TestFilterToolsUsesToolVerdicts(t *testing.T) {
 
 decision := {"result": "deny", "reasons": [{"code": "asked_per_tool"}]}
 
-tool_verdicts := [v |
-	some t in input.tools
-	v := verdict(t)
-]
+tool_verdicts := {
+	"listing": {"result": "deny", "reasons": [{"code": "not_read_only"}]},
+	"tools": {t.name: v | some t in input.tools; v := verdict(t)},
+}
 
 verdict(t) := {"result": "allow"} if t.annotations.readOnlyHint == true
 else := {"result": "require_approval", "reasons": [{"code": "changed", "message": t.definition_hash}]} if t.definition_hash != ""
-else := {"result": "deny", "reasons": [{"code": "not_read_only"}]}
 `
 	e := newEngine(t, nil, map[string]string{"p.rego": src})
 	yes := true
@@ -183,6 +192,10 @@ else := {"result": "deny", "reasons": [{"code": "not_read_only"}]}
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := e.FilterTools(context.Background(), call("", ""), []engine.Tool{{Name: "a"}, {Name: "b"}, {Name: "a"}}); err == nil ||
+		!strings.Contains(err.Error(), "tools[2].name") {
+		t.Errorf("a listing that names a tool twice: %v, want an error naming tools[2].name", err)
 	}
 	want := []engine.ToolVerdict{
 		{Name: "a", Outcome: engine.Allow, Reasons: []engine.Reason{}},

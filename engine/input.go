@@ -23,7 +23,6 @@ var (
 	keySessionRequest = ast.StringTerm("session_request")
 	keyID             = ast.StringTerm("id")
 	keyName           = ast.StringTerm("name")
-	keyTools          = ast.StringTerm("tools")
 	keyVersion        = ast.StringTerm("version")
 	keyTransport      = ast.StringTerm("transport")
 	keyCommandDigest  = ast.StringTerm("command_digest")

@@ -113,6 +113,7 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.GenerateJSON(keepTerm),
+		rego.StrictBuiltinErrors(true),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare policy: %w", err)
@@ -125,6 +126,7 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 			rego.Compiler(compiler),
 			rego.Store(store),
 			rego.GenerateJSON(keepTerm),
+			rego.StrictBuiltinErrors(true),
 		).PrepareForEval(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("prepare %s: %w", verdicts, err)

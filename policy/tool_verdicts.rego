@@ -11,20 +11,29 @@ import data.mcp.tools
 # METADATA
 # title: tools/list verdicts
 # description: >-
-#   For input.tools (each {"name", "annotations", "definition_hash"}), in the same order, the
-#   result and reasons data.mcp.decision gives action "tools/list" with operation.tool (and
-#   operation.definition_hash) set to that tool: the reasons of the listing itself, evaluated
-#   once, joined with the tool's own reasons. A tool whose result is "deny" is hidden.
+#   For the tools of input.tools (each {"name", "annotations", "definition_hash"}; names are
+#   unique), the result and reasons data.mcp.decision gives action "tools/list" with
+#   operation.tool (and operation.definition_hash) set to that tool, as
+#   {"listing": D, "tools": {NAME: D}}: "tools" holds the tools whose decision differs from
+#   the listing's own, "listing" is the decision for every other tool. A tool whose result
+#   is "deny" is hidden.
 # entrypoint: true
-tool_verdicts := [tool_verdict(t) | some t in input.tools]
+tool_verdicts := {"listing": listing_verdict, "tools": checked_verdicts}
 
-# tool_verdict is one tool's entry. A tool with no reasons of its own shares the listing's
-# verdict, which OPA evaluates once per query.
-tool_verdict(t) := listing_verdict if {
-	tools.clear(t.name)
-} else := v if {
-	hash := tool_hash(t)
-	v := combined(tools.tool_deny(t.name, hash), tools.tool_approve(t.name, hash))
+# checked_verdicts holds the verdicts of the listed tools one of the tool checks may hold for.
+# An unknown tool's checks do not depend on the definition hash; a pinned tool's do.
+checked_verdicts[name] := combined(tools.tool_deny(name, ""), tools.tool_approve(name, "")) if {
+	some name in tools.unknown_listed
+}
+
+checked_verdicts[name] := combined(tools.tool_deny(name, hash), tools.tool_approve(name, hash)) if {
+	some name in tools.pinned_listed
+	hash := announced_hash[name]
+}
+
+# announced_hash is the definition hash each listed tool was announced with, "" for none.
+announced_hash[t.name] := tool_hash(object.get(t, "definition_hash", "")) if {
+	some t in input.tools
 }
 
 combined(d, a) := listing_verdict if {
@@ -41,7 +50,7 @@ listing_verdict := {"result": "deny", "reasons": ordered(deny_reasons)} if {
 	count(approval_reasons) > 0
 } else := {"result": "allow", "reasons": []}
 
-# tool_hash is the definition hash the gateway announced for t, "" for none.
+# tool_hash is the definition hash as the checks take it: "" for none or one not a string.
 default tool_hash(_) := ""
 
-tool_hash(t) := t.definition_hash if is_string(t.definition_hash)
+tool_hash(h) := h if is_string(h)

@@ -6,17 +6,25 @@ package mcp_tool_verdicts_test
 import data.mcp
 import data.mcp_test.fixtures
 
-# Tools of the fixture catalog's remote server and one it does not list, with the hashes a
-# gateway could announce.
-listed_tools := [
-	{"name": "lookup", "annotations": {"readOnlyHint": true}, "definition_hash": ""},
-	{"name": "nope", "annotations": {}, "definition_hash": ""},
-	{"name": "pinned", "annotations": {}, "definition_hash": "sha256:good"},
-	{"name": "pinned", "annotations": {}, "definition_hash": "sha256:evil"},
-	{"name": "pinned", "annotations": {}, "definition_hash": ""},
-	{"name": "wipe", "annotations": {"destructiveHint": true}, "definition_hash": ""},
-	{"name": "read", "annotations": {}, "definition_hash": ""},
+# Tools of the fixture catalog's remote server and one it does not list, in three listings
+# (a server lists each name once), so the pinned tool is announced with every kind of hash.
+listings := [
+	[
+		{"name": "lookup", "annotations": {"readOnlyHint": true}, "definition_hash": ""},
+		{"name": "nope", "annotations": {}, "definition_hash": ""},
+		{"name": "pinned", "annotations": {}, "definition_hash": "sha256:good"},
+		{"name": "wipe", "annotations": {"destructiveHint": true}, "definition_hash": ""},
+		{"name": "read", "annotations": {}, "definition_hash": ""},
+	],
+	[
+		{"name": "pinned", "annotations": {}, "definition_hash": "sha256:evil"},
+		{"name": "nope", "annotations": {}, "definition_hash": "sha256:any"},
+	],
+	[{"name": "pinned", "annotations": {}, "definition_hash": ""}],
 ]
+
+# verdict_of is the decision tool_verdicts v gives tool t.
+verdict_of(v, t) := object.get(v.tools, t.name, v.listing)
 
 # Every way data.limits.pinning can treat a changed or missing definition hash.
 limit_variants := [
@@ -48,11 +56,12 @@ verdicts(req, l) := v if {
 # with the decision about each tool.
 same_as_each_decision(l) if {
 	every server in ["remote", "local", "nope", "ownerless"] {
-		v := verdicts(listing(server, listed_tools), l)
-		count(v) == count(listed_tools)
-		every i, t in listed_tools {
-			d := fixtures.decide_limits(about(server, t), l)
-			v[i] == {"result": d.result, "reasons": d.reasons}
+		every tools in listings {
+			v := verdicts(listing(server, tools), l)
+			every t in tools {
+				d := fixtures.decide_limits(about(server, t), l)
+				verdict_of(v, t) == {"result": d.result, "reasons": d.reasons}
+			}
 		}
 	}
 }
@@ -68,42 +77,47 @@ test_tool_verdicts_are_each_decision_when_both_need_approval if same_as_each_dec
 test_tool_verdicts_are_each_decision_with_no_server_budget if same_as_each_decision(limit_variants[4])
 
 test_tool_verdicts_in_session_with_server_budget_spent if {
-	req := object.union(listing("local", listed_tools), {"session": {
+	req := object.union(listing("local", listings[0]), {"session": {
 		"id": "s-1", "status": "active", "servers": [], "labels": [], "history": [],
 		"calls": {"total": 1, "by_server": {"remote": 1}, "by_tool": {"remote": {"lookup": 1}}},
 	}})
 	l := object.union(fixtures.limits, {"session": {"max_servers": 1}})
 	v := verdicts(req, l)
-	every i, t in listed_tools {
+	every t in listings[0] {
 		d := fixtures.decide_limits(object.union(req, {"operation": {"tool": t.name, "definition_hash": t.definition_hash}}), l)
-		v[i] == {"result": d.result, "reasons": d.reasons}
+		verdict_of(v, t) == {"result": d.result, "reasons": d.reasons}
 		d.result == "deny"
 	}
 }
 
-test_tool_verdicts_keep_order_and_duplicates if {
-	v := verdicts(listing("remote", [listed_tools[1], listed_tools[0], listed_tools[1]]), fixtures.limits)
-	[x.result | some x in v] == ["deny", "allow", "deny"]
+# Only the tools whose verdict can differ from the listing's are named.
+test_tool_verdicts_name_only_tools_with_checks if {
+	v := verdicts(listing("remote", listings[0]), fixtures.limits)
+	object.keys(v.tools) == {"nope", "pinned", "read"}
+	v.listing == {"result": "allow", "reasons": []}
+	v.tools.pinned == v.listing
 }
 
-test_tool_verdicts_empty_for_no_tools if {
-	verdicts(listing("remote", []), fixtures.limits) == []
+test_tool_verdicts_for_no_tools if {
+	verdicts(listing("remote", []), fixtures.limits) == {"listing": {"result": "allow", "reasons": []}, "tools": {}}
 }
 
 test_tool_without_definition_hash_counts_as_none if {
 	l := object.union(fixtures.limits, {"pinning": {"definition_missing": "deny"}})
-	v := verdicts(listing("remote", [{"name": "pinned"}, {"name": "pinned", "definition_hash": 7}]), l)
-	[x.reasons[0].code | some x in v] == ["tool_definition_unverified", "tool_definition_unverified"]
+	every tools in [[{"name": "pinned"}], [{"name": "pinned", "definition_hash": 7}]] {
+		v := verdicts(listing("remote", tools), l)
+		v.tools.pinned.reasons[0].code == "tool_definition_unverified"
+	}
 }
 
 # The default policy never asks approval for a listing itself; a policy that does gets it on
 # every tool without reasons of its own.
 test_listing_approval_reaches_tools_without_reasons if {
 	reason := {"code": "listing_review", "message": "listings are reviewed"}
-	v := mcp.tool_verdicts with input as listing("remote", [listed_tools[0], listed_tools[1]])
+	v := mcp.tool_verdicts with input as listing("remote", [listings[0][0], listings[0][1]])
 		with data.catalog as fixtures.catalog
 		with data.limits as fixtures.limits
 		with mcp.approval_reasons as {reason}
-	v[0] == {"result": "require_approval", "reasons": [reason]}
-	v[1].result == "deny"
+	v.listing == {"result": "require_approval", "reasons": [reason]}
+	v.tools.nope.result == "deny"
 }

@@ -32,18 +32,27 @@ tool_approve(name, hash) := {r |
 	r := unverified(name, hash)
 }
 
-# clear(name) holds when none of the three checks can hold for tool name, whatever hash the
-# request announces: the catalog lists the tool and pins no definition. It is what most tools
-# are, and one look-up, so a tools/list of many tools asks it first.
-clear(name) if {
-	t := catalog.server.tools[name]
-	is_object(t)
-	not pins(t)
+# For a tools/list about many tools at once (input.tools, see data.mcp.tool_verdicts): the
+# listed tools the three checks may hold for. unknown_listed are those the catalog does not
+# list (the server being in the catalog); pinned_listed those it pins a definition for. For
+# any other listed tool none of the checks can hold, whatever hash is announced. Computed
+# with look-ups and set operations, a few per tool.
+listed_names := {t.name | some t in input.tools}
+
+known_listed := {name |
+	some name in listed_names
+	is_object(catalog.server.tools[name])
 }
 
-pins(t) if {
-	is_string(t.definition_hash)
-	t.definition_hash != ""
+default unknown_listed := set()
+
+unknown_listed := listed_names - known_listed if catalog.server
+
+pinned_listed := {name |
+	some name in known_listed
+	hash := catalog.server.tools[name].definition_hash
+	is_string(hash)
+	hash != ""
 }
 
 deny contains r if {
