@@ -134,8 +134,7 @@ approval_reasons contains r if {
 }
 
 # ordered turns a set of reasons into an array sorted by code, then message, so the same
-# input always yields the same decision document.
-ordered(reasons) := [{"code": code, "message": message} |
-	some [code, message] in sort([[r.code, r.message] | some r in reasons])
-]
-
+# input always yields the same decision document. Every reason is an object with exactly the
+# keys "code" and "message", and Rego orders such objects by code, then message: sort does it
+# in one built-in call, without building a comprehension per decision that has reasons.
+ordered(reasons) := sort(reasons)
