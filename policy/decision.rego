@@ -35,11 +35,14 @@ decision := object.union(verdict, {"session": sessions.ceiling}) if {
 } else := verdict
 
 # verdict is the decision without the session key.
+# The default policy hands the gateway no obligations; the key is always present so the
+# engine can pass it on without checking. (A literal rather than a rule of its own: every rule
+# a decision reads is an evaluation, with its own cost, on every MCP call.)
 verdict := {
 	"result": "deny",
 	"reasons": ordered(deny_reasons),
 	"labels": tools.labels,
-	"obligations": obligations,
+	"obligations": {},
 } if {
 	# Deny wins: an approval reason never softens a deny, and is not reported beside it.
 	count(deny_reasons) > 0
@@ -47,7 +50,7 @@ verdict := {
 	"result": "require_approval",
 	"reasons": ordered(approval_reasons),
 	"labels": tools.labels,
-	"obligations": obligations,
+	"obligations": {},
 	"approval": {"scope": settings.approval_scope, "ttl_seconds": settings.approval_ttl},
 } if {
 	count(approval_reasons) > 0
@@ -55,7 +58,7 @@ verdict := {
 	"result": "allow",
 	"reasons": [],
 	"labels": tools.labels,
-	"obligations": obligations,
+	"obligations": {},
 }
 
 # deny_reasons gathers the deny reasons of every rule package; one that fires denies. Each
@@ -131,11 +134,7 @@ approval_reasons contains r if {
 }
 
 # ordered turns a set of reasons into an array sorted by code, then message, so the same
-# input always yields the same decision document.
-ordered(reasons) := [{"code": code, "message": message} |
-	some [code, message] in sort([[r.code, r.message] | some r in reasons])
-]
-
-# The default policy hands the gateway no obligations; the key is always present so the
-# engine can pass it on without checking.
-obligations := {}
+# input always yields the same decision document. Every reason is an object with exactly the
+# keys "code" and "message", and Rego orders such objects by code, then message: sort does it
+# in one built-in call, without building a comprehension per decision that has reasons.
+ordered(reasons) := sort(reasons)

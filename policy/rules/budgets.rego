@@ -18,7 +18,8 @@ deny contains {
 	"message": sprintf("session has used %v of its %v tool calls", [total, max_calls]),
 } if {
 	input.action == "tools/call"
-	max_calls := data.limits.session.max_calls
+	limits := data.limits.session
+	max_calls := limits.max_calls
 	is_number(max_calls)
 	total := input.session.calls.total
 	is_number(total)
@@ -37,7 +38,8 @@ deny contains tool_budget_exhausted(limit) if {
 # tool_budget_exhausted: ... or as often as the default for every tool allows.
 deny contains tool_budget_exhausted(limit) if {
 	input.action == "tools/call"
-	limit := data.limits.session.max_calls_per_tool
+	limits := data.limits.session
+	limit := limits.max_calls_per_tool
 	is_number(limit)
 	limit >= 0
 	not is_number(object.get(catalog.tool, "max_calls_per_session", null))
@@ -65,7 +67,8 @@ deny contains {
 	),
 } if {
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	max_servers := data.limits.session.max_servers
+	limits := data.limits.session
+	max_servers := limits.max_servers
 	is_number(max_servers)
 	max_servers >= 0
 	by_server := input.session.calls.by_server

@@ -18,9 +18,9 @@ deny contains {
 	"message": sprintf("server %q is remote and the credential names no audience", [request.server_id]),
 } if {
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	not catalog.server.transport == "stdio"
+	s := catalog.server
+	not s.transport == "stdio"
 	not audience_matches
-	catalog.server
 	count(request.audience) == 0
 }
 
@@ -33,9 +33,9 @@ deny contains {
 	),
 } if {
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	not catalog.server.transport == "stdio"
+	s := catalog.server
+	not s.transport == "stdio"
 	not audience_matches
-	catalog.server
 	count(request.audience) > 0
 }
 

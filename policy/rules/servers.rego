@@ -69,8 +69,8 @@ deny contains {
 deny contains transport_mismatch if {
 	input.server.transport == "stdio"
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	not catalog.server.transport == "stdio"
-	catalog.server
+	s := catalog.server
+	not s.transport == "stdio"
 }
 
 deny contains transport_mismatch if {
@@ -94,8 +94,9 @@ deny contains {
 	"message": sprintf("server %q is pinned to approved launch digests and the request gives none", [request.server_id]),
 } if {
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	catalog.server.transport == "stdio"
-	digests := catalog.server.command_digests
+	s := catalog.server
+	digests := s.command_digests
+	s.transport == "stdio"
 	count(digests) > 0
 	request.command_digest == ""
 }
@@ -107,8 +108,9 @@ deny contains {
 	"message": sprintf("server %q was launched from %q, which is not an approved launch digest", [request.server_id, request.command_digest]),
 } if {
 	input.action in {"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list", "sampling/createMessage", "elicitation/create"}
-	catalog.server.transport == "stdio"
-	digests := catalog.server.command_digests
+	s := catalog.server
+	digests := s.command_digests
+	s.transport == "stdio"
 	count(digests) > 0
 	request.command_digest != ""
 	not request.command_digest in digests

@@ -125,12 +125,12 @@ approve contains destructive_tool if {
 # server's own hints: they can clear only a tool the catalog leaves unrated.
 approve contains destructive_tool if {
 	input.action == "tools/call"
-	not catalog.tool.destructive == false
-	not catalog.tool.read_only == true
-	not catalog.tool.destructive == true
+	tool := catalog.tool
+	not tool.destructive == false
+	not tool.read_only == true
+	not tool.destructive == true
 	not input.operation.annotations.destructiveHint == false
 	not hinted_read_only
-	catalog.tool
 }
 
 destructive_tool := {
