@@ -150,7 +150,8 @@ func serverTerm(s Server) *ast.Term {
 }
 
 // sessionTerm is input.session: the session as the policy sees it. Only active sessions are
-// evaluated, so the lifecycle part is the one cached in sess.Input when it was stored.
+// evaluated, so the lifecycle part is the one the store cached in sess.Input when the session
+// recorded a call, or built here when it has not yet.
 func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 	lifecycle, ok := sess.Input.([][2]*ast.Term)
 	if !ok {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"time"
+	"unique"
 )
 
 // Status is where a session is in its life. Expiry is not stored: a session whose ExpiresAt has
@@ -29,8 +30,8 @@ var (
 	ErrExists = errors.New("session already exists")
 )
 
-// Session is a task-scoped grant: its lifecycle and binding. Treat values returned by the store
-// as read-only.
+// Session is a task-scoped grant: its lifecycle, its binding and what it has done. Treat values
+// returned by the store as read-only.
 type Session struct {
 	ID        string
 	Status    Status
@@ -46,9 +47,12 @@ type Session struct {
 	EndReason      string
 	EndedAt        time.Time
 	PolicyRevision string
-	// Input caches the engine's input form of the fields above, built once when the session is
-	// stored (nil if not built). Only active sessions reach a policy, and changing an active
-	// session means storing a new Session with a new Input.
+	// Usage is kept inside the session, not in an object of its own: one heap object and one
+	// index entry per session, which is what a store of a million sessions is made of.
+	Usage Usage
+	// Input caches the engine's input form of the lifecycle fields above (nil if not built).
+	// It is built when the session records its first call, not when it opens, so sessions
+	// that never decide do not carry it; a change of lifecycle drops it (see Config).
 	Input any
 }
 
@@ -65,21 +69,55 @@ func (s *Session) BoundTo(server string) bool {
 	return len(s.Servers) == 0 || slices.Contains(s.Servers, server)
 }
 
-func (s *Session) copy() *Session {
+// revised returns a copy of a stored session for a change of its lifecycle. Slices are shared:
+// no version is ever written in place. The cached input described the old lifecycle.
+func (s *Session) revised() *Session {
 	c := *s
-	c.Servers = slices.Clone(s.Servers)
-	c.Scopes = slices.Clone(s.Scopes)
+	c.Input = nil
 	return &c
 }
 
+// opened returns the copy of a caller's new session the store keeps: slices of its own, no
+// usage, and the ids that repeat across sessions (client, servers, scopes) as one shared copy
+// each instead of one per session.
+func (s *Session) opened() *Session {
+	c := *s
+	c.ClientID = intern(s.ClientID)
+	c.Servers = internAll(s.Servers)
+	c.Scopes = internAll(s.Scopes)
+	c.Usage, c.Input = Usage{}, nil
+	return &c
+}
+
+// intern returns the canonical copy of v. The canonical copy lives as long as any session
+// uses it, but stays canonical only until a collection finds no handle to it, so sharing is
+// per GC cycle: enough for ids that thousands of sessions repeat, with nothing to evict.
+func intern(v string) string {
+	if v == "" {
+		return ""
+	}
+	return unique.Make(v).Value()
+}
+
+func internAll(vs []string) []string {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = intern(v)
+	}
+	return out
+}
+
 // Usage is what a session has done: allowed calls, their history and the labels the policy
-// attached. Treat values returned by the store as read-only; inner maps are shared between
-// versions and replaced, never written, when they change.
+// attached. A session that has made no call holds none of its maps or slices. Treat values
+// returned by the store as read-only; inner maps are shared between versions and replaced,
+// never written, when they change.
 type Usage struct {
-	SessionID string
-	Total     uint64
-	ByServer  map[string]uint64
-	ByTool    map[string]map[string]uint64
+	Total    uint64
+	ByServer map[string]uint64
+	ByTool   map[string]map[string]uint64
 	// Labels is sorted and free of duplicates.
 	Labels []string
 	// History holds the most recent allowed calls, oldest first.
@@ -110,8 +148,8 @@ type Call struct {
 }
 
 // with returns a new Usage with call recorded, keeping at most historyLimit history entries.
-func (u *Usage) with(call Call, historyLimit int) *Usage {
-	n := &Usage{SessionID: u.SessionID, Total: u.Total + 1}
+func (u *Usage) with(call Call, historyLimit int) Usage {
+	n := Usage{Total: u.Total + 1}
 
 	n.ByServer = make(map[string]uint64, len(u.ByServer)+1)
 	for k, v := range u.ByServer {
