@@ -181,13 +181,10 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		}
 		p("\n")
 	case ArbiterLib:
-		p("- Arbiter: the engine and gRPC service composed as `arbiter serve` does, without decision log and metrics, in a child process of the harness\n")
+		p("- Arbiter: the engine and gRPC service composed as `arbiter serve` does (pooled stream workers, GC target 400 unless GOGC is set), without decision log and metrics, in a child process of the harness\n")
 	}
 	if len(c.ServerEnv) > 0 {
 		p("- Arbiter servers' environment: %s\n", strings.Join(c.ServerEnv, " "))
-	}
-	if c.LibStreamWorkers > 0 {
-		p("- experiment: the library server serves with grpc.NumStreamWorkers(%d)\n", c.LibStreamWorkers)
 	}
 	p("- the no-op server and the session scale scenario run in child processes of the harness (its binary re-executed); the scale scenario uses the library composition, which can grow the store directly and read its heap\n")
 	p("- settings: %s per measurement after %s warm-up, %d closed-loop callers over %d gRPC connections (OPA: up to %d keep-alive HTTP/1.1 connections), %d load sessions opened through the API, open loop with up to %d requests in flight\n\n",

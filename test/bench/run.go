@@ -55,8 +55,6 @@ type Config struct {
 	ArbiterArgs []string
 	// ServerEnv is added to the environment of the Arbiter servers (e.g. GOGC=400).
 	ServerEnv []string
-	// LibStreamWorkers serves the library server with grpc.NumStreamWorkers (an experiment).
-	LibStreamWorkers uint32
 	// SwapVia is how revisions are activated: SwapViaPush (the bundle API, default) or
 	// SwapViaEngine (the engine's Activate).
 	SwapVia string
@@ -347,7 +345,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.ArbiterArgs = s.bin.Args
 		default:
 			logf("starting the Arbiter library server")
-			if s.child, err = StartChild(ctx, exe, childSpec{Role: RoleArbiter, StreamWorkers: cfg.LibStreamWorkers}, cfg.ServerEnv, cfg.Log); err != nil {
+			if s.child, err = StartChild(ctx, exe, childSpec{Role: RoleArbiter}, cfg.ServerEnv, cfg.Log); err != nil {
 				return nil, err
 			}
 			s.grpc, s.bundles = s.child.GRPC, s.child.Control

@@ -63,11 +63,6 @@ func run() error {
 		cfg.ServerEnv = append(cfg.ServerEnv, v)
 		return nil
 	})
-	fs.Func("lib-stream-workers", "experiment: serve the library server with grpc.NumStreamWorkers(N)", func(v string) error {
-		n, err := strconv.ParseUint(v, 10, 32)
-		cfg.LibStreamWorkers = uint32(n)
-		return err
-	})
 	fs.IntVar(&cfg.FilterTools, "filter-tools", 0, "tools one FilterTools call lists (default 500)")
 	fs.StringVar(&cfg.OPA, "opa", "", "opa binary to use (default: build the go.mod version once into the user cache)")
 	fs.StringVar(&cfg.OPAAddr, "opa-addr", "", "use an OPA REST server already running at this address")
