@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 	"unique"
 )
@@ -111,17 +112,67 @@ func internAll(vs []string) []string {
 }
 
 // Usage is what a session has done: allowed calls, their history and the labels the policy
-// attached. A session that has made no call holds none of its maps or slices. Treat values
-// returned by the store as read-only; inner maps are shared between versions and replaced,
-// never written, when they change.
+// attached. A session that has made no call holds no slice. Treat values returned by the store
+// as read-only: every slice is shared between versions and replaced, never written.
 type Usage struct {
-	Total    uint64
-	ByServer map[string]uint64
-	ByTool   map[string]map[string]uint64
+	Total uint64
+	// Calls counts allowed calls by server and tool, sorted by server, then tool: one slice
+	// rather than maps of maps, whose every level is a heap object in every session.
+	Calls []CallCount
 	// Labels is sorted and free of duplicates.
 	Labels []string
 	// History holds the most recent allowed calls, oldest first.
 	History []HistoryEntry
+}
+
+// CallCount is how many allowed calls a session made to one tool of a server. Tool is empty
+// for calls that name no tool (resource reads, prompts, listings).
+type CallCount struct {
+	Server string
+	Tool   string
+	N      uint64
+}
+
+// ServerCalls is the number of allowed calls to server, with or without a tool.
+func (u *Usage) ServerCalls(server string) uint64 {
+	var n uint64
+	for _, c := range u.Calls {
+		if c.Server == server {
+			n += c.N
+		}
+	}
+	return n
+}
+
+// ByServer returns the allowed calls per server, as a fresh map.
+func (u *Usage) ByServer() map[string]uint64 {
+	if len(u.Calls) == 0 {
+		return nil
+	}
+	out := make(map[string]uint64)
+	for _, c := range u.Calls {
+		out[c.Server] += c.N
+	}
+	return out
+}
+
+// ByTool returns the allowed calls per server and tool, as fresh maps; calls that name no tool
+// are left out.
+func (u *Usage) ByTool() map[string]map[string]uint64 {
+	var out map[string]map[string]uint64
+	for _, c := range u.Calls {
+		if c.Tool == "" {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]map[string]uint64)
+		}
+		if out[c.Server] == nil {
+			out[c.Server] = make(map[string]uint64)
+		}
+		out[c.Server][c.Tool] += c.N
+	}
+	return out
 }
 
 // HistoryEntry is one allowed call.
@@ -151,27 +202,7 @@ type Call struct {
 func (u *Usage) with(call Call, historyLimit int) Usage {
 	n := Usage{Total: u.Total + 1}
 
-	n.ByServer = make(map[string]uint64, len(u.ByServer)+1)
-	for k, v := range u.ByServer {
-		n.ByServer[k] = v
-	}
-	n.ByServer[call.Server]++
-
-	if call.Tool != "" {
-		n.ByTool = make(map[string]map[string]uint64, len(u.ByTool)+1)
-		for k, v := range u.ByTool {
-			n.ByTool[k] = v // shared: replaced below if it is the one that changes
-		}
-		tools := make(map[string]uint64, len(u.ByTool[call.Server])+1)
-		for k, v := range u.ByTool[call.Server] {
-			tools[k] = v
-		}
-		tools[call.Tool]++
-		n.ByTool[call.Server] = tools
-	} else {
-		n.ByTool = u.ByTool
-	}
-
+	n.Calls = countCall(u.Calls, call.Server, call.Tool)
 	n.Labels = mergeLabels(u.Labels, call.Labels)
 
 	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At, Input: call.Input}
@@ -185,6 +216,26 @@ func (u *Usage) with(call Call, historyLimit int) Usage {
 		n.History = append(n.History, entry)
 	}
 	return n
+}
+
+// countCall returns a copy of calls, sorted by server and tool, with one more call to tool of
+// server.
+func countCall(calls []CallCount, server, tool string) []CallCount {
+	i, found := slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
+		if c.Server != key.Server {
+			return strings.Compare(c.Server, key.Server)
+		}
+		return strings.Compare(c.Tool, key.Tool)
+	})
+	if found {
+		out := slices.Clone(calls)
+		out[i].N++
+		return out
+	}
+	out := make([]CallCount, 0, len(calls)+1)
+	out = append(out, calls[:i]...)
+	out = append(out, CallCount{Server: intern(server), Tool: intern(tool), N: 1})
+	return append(out, calls[i:]...)
 }
 
 // mergeLabels returns the sorted union of have (sorted, unique) and add, sharing have when

@@ -240,7 +240,7 @@ func (f RevokeFilter) matches(sess *Session) bool {
 	if slices.Contains(sess.Servers, f.ServerID) {
 		return true
 	}
-	return len(sess.Servers) == 0 && sess.Usage.ByServer[f.ServerID] > 0
+	return len(sess.Servers) == 0 && sess.Usage.ServerCalls(f.ServerID) > 0
 }
 
 // List returns up to f.Limit sessions matching f in id order, and whether more follow. A

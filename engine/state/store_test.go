@@ -47,11 +47,11 @@ func TestRecordCallCopiesOnWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if before.Total != 1 || before.ByTool["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
+	if before.Total != 1 || before.ByTool()["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
 		t.Fatalf("a usage read earlier was changed in place: %+v", before)
 	}
 	_, after, _ := s.Get("a")
-	if after.Total != 4 || after.ByTool["fs"]["read"] != 3 || after.ByTool["fs"]["write"] != 1 || after.ByServer["fs"] != 4 {
+	if after.Total != 4 || after.ByTool()["fs"]["read"] != 3 || after.ByTool()["fs"]["write"] != 1 || after.ByServer()["fs"] != 4 {
 		t.Errorf("counts %+v", after)
 	}
 	if len(after.History) != 2 || after.History[0].Tool != "write" || after.History[1].Tool != "read" {
