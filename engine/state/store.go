@@ -175,9 +175,10 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 //
 // Only the id index exists, so a selector other than the session id scans every session
 // inside the write transaction: a session opened concurrently is either seen and revoked or
-// opened after the revocation, never missed in between. Decisions wait for the scan to record
-// their calls (about 0.1 s with a million sessions on the benchmark machine); revoking by
-// client, subject or server is an operator's action, not a per-request one.
+// opened after the revocation, never missed in between. Allowed decisions wait for the scan
+// to record their calls (0.4-0.55 s with a million sessions on the 2-CPU benchmark machine
+// under load); revoking by client, subject or server is an operator's action, not a
+// per-request one.
 func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, error) {
 	if f.Empty() {
 		return nil, fmt.Errorf("revoke needs at least one selector")
@@ -269,9 +270,12 @@ func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
 	return out, false, nil
 }
 
-// reapBatch is how many sessions one write transaction of the reaper deletes, so decisions
-// recording their calls never wait long behind it.
-const reapBatch = 1024
+// reapBatch is how many sessions one write transaction of the reaper deletes: few enough that
+// decisions recording their calls never wait long behind it, and that the radix nodes the
+// transaction changes stay well under go-immutable-radix's 8,192 tracked watch channels. Past
+// that, its commit compares the whole tree before and after to find what to notify, a walk of
+// every session per batch.
+const reapBatch = 256
 
 // Reap deletes sessions that expired at or before cutoff, and lapsed approvals, and returns
 // how many sessions it removed. Sessions have no expiry index (it would cost every session
