@@ -47,7 +47,8 @@ type Config struct {
 	ScaleSessions []int
 	// ScaleDuration is the scale scenario's open-loop measurement at each size (60s): long
 	// enough to take in a collection cycle with a million sessions, whose heap goal the load
-	// reaches only every half minute or so on the benchmark machine.
+	// reaches only every half minute or so on the benchmark machine. The load that settles
+	// the server before it runs for at most three times as long.
 	ScaleDuration time.Duration
 	// SwapDuration and SwapInterval: activations during load (30s, every 1s).
 	SwapDuration, SwapInterval time.Duration
@@ -561,7 +562,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			pt := ScalePoint{Sessions: pre.After.Sessions, Rate: arbiterRate, Prefill: pre, Idle: pre.After}
 			logf("session scale: %d sessions: load at %.0f/s until the server completes a collection cycle", pt.Sessions, arbiterRate)
-			if pt.Settle, pt.Settled, err = settle(ctx, lib.child, lib.client.DecideCall(lib.load, want), arbiterRate, cfg.MaxInFlight, pre.After.NumGC); err != nil {
+			settleFor := 3 * cfg.ScaleDuration
+			if pt.Settle, pt.Settled, err = settle(ctx, lib.child, lib.client.DecideCall(lib.load, want), arbiterRate, cfg.MaxInFlight, pre.After.NumGC, settleFor); err != nil {
 				return nil, err
 			}
 			logf("session scale: %d sessions: closed loop, then open loop at %.0f/s", pt.Sessions, arbiterRate)
@@ -592,23 +594,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// settleLimit bounds the load that settles a server before a scale measurement.
-const settleLimit = 3 * time.Minute
-
 // settle runs the open-loop load until the child has completed a collection cycle since
-// sinceGC, and returns how long that took and the memory figures then. Growing the store ends
+// sinceGC, or for at most limit, and returns how long it ran and the memory figures then. Growing the store ends
 // with a forced collection that also returns free memory to the OS (to read the live heap and
 // the RSS it needs); a server that has held as many sessions for a while has instead grown its
 // heap to the collector's goal and collected it under load, and reuses those pages. Measuring
 // right after the forced collection would charge the large store with faulting in and zeroing
 // fresh pages up to the goal (GOGC 400: five times the live heap), once. The settling load is
 // not measured; the measured runs that follow collect as the server does.
-func settle(ctx context.Context, c *Child, call CallFunc, rate float64, maxInFlight int, sinceGC uint32) (time.Duration, MemStats, error) {
+func settle(ctx context.Context, c *Child, call CallFunc, rate float64, maxInFlight int, sinceGC uint32, limit time.Duration) (time.Duration, MemStats, error) {
 	start := time.Now()
 	for {
-		RunOpen(ctx, call, rate, maxInFlight, 0, 5*time.Second)
+		RunOpen(ctx, call, rate, maxInFlight, 0, min(5*time.Second, limit))
 		st, err := c.Stats(ctx, false)
-		if err != nil || st.NumGC > sinceGC || time.Since(start) > settleLimit || ctx.Err() != nil {
+		if err != nil || st.NumGC > sinceGC || time.Since(start) >= limit || ctx.Err() != nil {
 			return time.Since(start), st, err
 		}
 	}
