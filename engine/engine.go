@@ -98,6 +98,8 @@ func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
 	store, err := state.New(state.Config{
 		HistoryLimit: cfg.HistoryLimit,
+		// Cached by sessions that decide, from their first allowed call on; built per
+		// decision until then (see sessionTerm).
 		SessionInput: func(s *state.Session) any { return sessionItems(s) },
 	})
 	if err != nil {

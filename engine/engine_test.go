@@ -139,7 +139,7 @@ func TestAllowRecordsCallsHistoryAndLabels(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := info.Usage
-	if u.Total != 4 || u.ByServer["fs"] != 4 || u.ByTool["fs"]["read"] != 2 || u.ByTool["fs"]["fetch"] != 1 {
+	if u.Total != 4 || u.ByServer()["fs"] != 4 || u.ByTool()["fs"]["read"] != 2 || u.ByTool()["fs"]["fetch"] != 1 {
 		t.Errorf("usage counts wrong: %+v", u)
 	}
 	if len(u.History) != 3 || u.History[0].Tool != "fetch" || u.History[2].Tool != "write" {

@@ -150,23 +150,31 @@ func serverTerm(s Server) *ast.Term {
 }
 
 // sessionTerm is input.session: the session as the policy sees it. Only active sessions are
-// evaluated, so the lifecycle part is the one cached in sess.Input when it was stored.
+// evaluated, so the lifecycle part is the one the store cached in sess.Input when the session
+// recorded a call, or built here when it has not yet.
 func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 	lifecycle, ok := sess.Input.([][2]*ast.Term)
 	if !ok {
 		lifecycle = sessionItems(sess)
 	}
-	byServer := make([][2]*ast.Term, 0, len(u.ByServer))
-	for srv, n := range u.ByServer {
-		byServer = append(byServer, ast.Item(ast.StringTerm(srv), ast.UIntNumberTerm(n)))
-	}
-	byTool := make([][2]*ast.Term, 0, len(u.ByTool))
-	for srv, tools := range u.ByTool {
-		counts := make([][2]*ast.Term, 0, len(tools))
-		for tool, n := range tools {
-			counts = append(counts, ast.Item(ast.StringTerm(tool), ast.UIntNumberTerm(n)))
+	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
+	var byServer, byTool [][2]*ast.Term
+	for i := 0; i < len(u.Calls); {
+		srv := u.Calls[i].Server
+		var total uint64
+		var tools [][2]*ast.Term
+		for ; i < len(u.Calls) && u.Calls[i].Server == srv; i++ {
+			c := &u.Calls[i]
+			total += c.N
+			if c.Tool != "" {
+				tools = append(tools, ast.Item(ast.StringTerm(c.Tool), ast.UIntNumberTerm(c.N)))
+			}
 		}
-		byTool = append(byTool, ast.Item(ast.StringTerm(srv), ast.ObjectTerm(counts...)))
+		key := ast.StringTerm(srv)
+		byServer = append(byServer, ast.Item(key, ast.UIntNumberTerm(total)))
+		if len(tools) > 0 {
+			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(tools...)))
+		}
 	}
 	history := make([]*ast.Term, len(u.History))
 	for i := range u.History {

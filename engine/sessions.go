@@ -276,14 +276,7 @@ func (e *Engine) ListSessions(f state.ListFilter) ([]*SessionInfo, bool, error) 
 	}
 	out := make([]*SessionInfo, 0, len(sessions))
 	for _, s := range sessions {
-		_, u, err := e.store.Get(s.ID)
-		if errors.Is(err, state.ErrNotFound) {
-			continue // reaped between the two reads
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, e.info(s, u, now))
+		out = append(out, e.info(s, &s.Usage, now))
 	}
 	return out, more, nil
 }
@@ -300,11 +293,7 @@ func (e *Engine) CloseSession(ctx context.Context, id, reason, actor string) (*S
 	}
 	e.recordAdmin(ctx, &Record{Action: ActionSessionClose, SessionID: id, SessionStatus: string(state.StatusClosed),
 		Client: Client{ID: sess.ClientID}, SubjectID: sess.SubjectID, Actor: actor, Note: reason, Affected: []string{id}}, now)
-	_, u, err := e.store.Get(id)
-	if err != nil {
-		return nil, err
-	}
-	return e.info(sess, u, now), nil
+	return e.info(sess, &sess.Usage, now), nil
 }
 
 // RevokeSessions revokes every active or pending session matching f and returns their ids.

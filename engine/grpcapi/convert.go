@@ -199,11 +199,11 @@ func sessionTo(si *engine.SessionInfo) *arbiterv1.Session {
 	}
 	if u != nil {
 		out.CallsTotal = u.Total
-		out.CallsByServer = u.ByServer
+		out.CallsByServer = u.ByServer()
 		out.Labels = u.Labels
-		if len(u.ByTool) > 0 {
-			out.CallsByTool = make(map[string]*arbiterv1.ToolCalls, len(u.ByTool))
-			for srv, tools := range u.ByTool {
+		if byTool := u.ByTool(); len(byTool) > 0 {
+			out.CallsByTool = make(map[string]*arbiterv1.ToolCalls, len(byTool))
+			for srv, tools := range byTool {
 				out.CallsByTool[srv] = &arbiterv1.ToolCalls{Tools: tools}
 			}
 		}

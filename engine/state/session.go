@@ -3,7 +3,9 @@ package state
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
+	"unique"
 )
 
 // Status is where a session is in its life. Expiry is not stored: a session whose ExpiresAt has
@@ -29,8 +31,8 @@ var (
 	ErrExists = errors.New("session already exists")
 )
 
-// Session is a task-scoped grant: its lifecycle and binding. Treat values returned by the store
-// as read-only.
+// Session is a task-scoped grant: its lifecycle, its binding and what it has done. Treat values
+// returned by the store as read-only.
 type Session struct {
 	ID        string
 	Status    Status
@@ -46,9 +48,12 @@ type Session struct {
 	EndReason      string
 	EndedAt        time.Time
 	PolicyRevision string
-	// Input caches the engine's input form of the fields above, built once when the session is
-	// stored (nil if not built). Only active sessions reach a policy, and changing an active
-	// session means storing a new Session with a new Input.
+	// Usage is kept inside the session, not in an object of its own: one heap object and one
+	// index entry per session, which is what a store of a million sessions is made of.
+	Usage Usage
+	// Input caches the engine's input form of the lifecycle fields above (nil if not built).
+	// It is built when the session records its first call, not when it opens, so sessions
+	// that never decide do not carry it; a change of lifecycle drops it (see Config).
 	Input any
 }
 
@@ -65,25 +70,109 @@ func (s *Session) BoundTo(server string) bool {
 	return len(s.Servers) == 0 || slices.Contains(s.Servers, server)
 }
 
-func (s *Session) copy() *Session {
+// revised returns a copy of a stored session for a change of its lifecycle. Slices are shared:
+// no version is ever written in place. The cached input described the old lifecycle.
+func (s *Session) revised() *Session {
 	c := *s
-	c.Servers = slices.Clone(s.Servers)
-	c.Scopes = slices.Clone(s.Scopes)
+	c.Input = nil
 	return &c
 }
 
+// opened returns the copy of a caller's new session the store keeps: slices of its own, no
+// usage, and the ids that repeat across sessions (client, servers, scopes) as one shared copy
+// each instead of one per session.
+func (s *Session) opened() *Session {
+	c := *s
+	c.ClientID = intern(s.ClientID)
+	c.Servers = internAll(s.Servers)
+	c.Scopes = internAll(s.Scopes)
+	c.Usage, c.Input = Usage{}, nil
+	return &c
+}
+
+// intern returns the canonical copy of v. The canonical copy lives as long as any session
+// uses it, but stays canonical only until a collection finds no handle to it, so sharing is
+// per GC cycle: enough for ids that thousands of sessions repeat, with nothing to evict.
+func intern(v string) string {
+	if v == "" {
+		return ""
+	}
+	return unique.Make(v).Value()
+}
+
+func internAll(vs []string) []string {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = intern(v)
+	}
+	return out
+}
+
 // Usage is what a session has done: allowed calls, their history and the labels the policy
-// attached. Treat values returned by the store as read-only; inner maps are shared between
-// versions and replaced, never written, when they change.
+// attached. A session that has made no call holds no slice. Treat values returned by the store
+// as read-only: every slice is shared between versions and replaced, never written.
 type Usage struct {
-	SessionID string
-	Total     uint64
-	ByServer  map[string]uint64
-	ByTool    map[string]map[string]uint64
+	Total uint64
+	// Calls counts allowed calls by server and tool, sorted by server, then tool: one slice
+	// rather than maps of maps, whose every level is a heap object in every session.
+	Calls []CallCount
 	// Labels is sorted and free of duplicates.
 	Labels []string
 	// History holds the most recent allowed calls, oldest first.
 	History []HistoryEntry
+}
+
+// CallCount is how many allowed calls a session made to one tool of a server. Tool is empty
+// for calls that name no tool (resource reads, prompts, listings).
+type CallCount struct {
+	Server string
+	Tool   string
+	N      uint64
+}
+
+// ServerCalls is the number of allowed calls to server, with or without a tool.
+func (u *Usage) ServerCalls(server string) uint64 {
+	var n uint64
+	for _, c := range u.Calls {
+		if c.Server == server {
+			n += c.N
+		}
+	}
+	return n
+}
+
+// ByServer returns the allowed calls per server, as a fresh map.
+func (u *Usage) ByServer() map[string]uint64 {
+	if len(u.Calls) == 0 {
+		return nil
+	}
+	out := make(map[string]uint64)
+	for _, c := range u.Calls {
+		out[c.Server] += c.N
+	}
+	return out
+}
+
+// ByTool returns the allowed calls per server and tool, as fresh maps; calls that name no tool
+// are left out.
+func (u *Usage) ByTool() map[string]map[string]uint64 {
+	var out map[string]map[string]uint64
+	for _, c := range u.Calls {
+		if c.Tool == "" {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]map[string]uint64)
+		}
+		if out[c.Server] == nil {
+			out[c.Server] = make(map[string]uint64)
+		}
+		out[c.Server][c.Tool] += c.N
+	}
+	return out
 }
 
 // HistoryEntry is one allowed call.
@@ -110,30 +199,10 @@ type Call struct {
 }
 
 // with returns a new Usage with call recorded, keeping at most historyLimit history entries.
-func (u *Usage) with(call Call, historyLimit int) *Usage {
-	n := &Usage{SessionID: u.SessionID, Total: u.Total + 1}
+func (u *Usage) with(call Call, historyLimit int) Usage {
+	n := Usage{Total: u.Total + 1}
 
-	n.ByServer = make(map[string]uint64, len(u.ByServer)+1)
-	for k, v := range u.ByServer {
-		n.ByServer[k] = v
-	}
-	n.ByServer[call.Server]++
-
-	if call.Tool != "" {
-		n.ByTool = make(map[string]map[string]uint64, len(u.ByTool)+1)
-		for k, v := range u.ByTool {
-			n.ByTool[k] = v // shared: replaced below if it is the one that changes
-		}
-		tools := make(map[string]uint64, len(u.ByTool[call.Server])+1)
-		for k, v := range u.ByTool[call.Server] {
-			tools[k] = v
-		}
-		tools[call.Tool]++
-		n.ByTool[call.Server] = tools
-	} else {
-		n.ByTool = u.ByTool
-	}
-
+	n.Calls = countCall(u.Calls, call.Server, call.Tool)
 	n.Labels = mergeLabels(u.Labels, call.Labels)
 
 	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At, Input: call.Input}
@@ -147,6 +216,26 @@ func (u *Usage) with(call Call, historyLimit int) *Usage {
 		n.History = append(n.History, entry)
 	}
 	return n
+}
+
+// countCall returns a copy of calls, sorted by server and tool, with one more call to tool of
+// server.
+func countCall(calls []CallCount, server, tool string) []CallCount {
+	i, found := slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
+		if c.Server != key.Server {
+			return strings.Compare(c.Server, key.Server)
+		}
+		return strings.Compare(c.Tool, key.Tool)
+	})
+	if found {
+		out := slices.Clone(calls)
+		out[i].N++
+		return out
+	}
+	out := make([]CallCount, 0, len(calls)+1)
+	out = append(out, calls[:i]...)
+	out = append(out, CallCount{Server: intern(server), Tool: intern(tool), N: 1})
+	return append(out, calls[i:]...)
 }
 
 // mergeLabels returns the sorted union of have (sorted, unique) and add, sharing have when

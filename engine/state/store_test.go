@@ -47,11 +47,11 @@ func TestRecordCallCopiesOnWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if before.Total != 1 || before.ByTool["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
+	if before.Total != 1 || before.ByTool()["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
 		t.Fatalf("a usage read earlier was changed in place: %+v", before)
 	}
 	_, after, _ := s.Get("a")
-	if after.Total != 4 || after.ByTool["fs"]["read"] != 3 || after.ByTool["fs"]["write"] != 1 || after.ByServer["fs"] != 4 {
+	if after.Total != 4 || after.ByTool()["fs"]["read"] != 3 || after.ByTool()["fs"]["write"] != 1 || after.ByServer()["fs"] != 4 {
 		t.Errorf("counts %+v", after)
 	}
 	if len(after.History) != 2 || after.History[0].Tool != "write" || after.History[1].Tool != "read" {
@@ -150,7 +150,7 @@ func TestListPages(t *testing.T) {
 	}
 }
 
-func TestReapWalksExpiryInOrder(t *testing.T) {
+func TestReapRemovesExpiredSessions(t *testing.T) {
 	s := newStore(t)
 	open(t, s, "short", "c", "u", time.Minute)
 	open(t, s, "mid", "c", "u", time.Hour)
@@ -180,4 +180,86 @@ func TestRunReaperStopsWithContext(t *testing.T) {
 	}()
 	cancel()
 	<-done // the test times out if the reaper ignores its context
+}
+
+func TestCallCountsByServerAndTool(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	for _, c := range []Call{
+		{Server: "fs", Tool: "read"}, {Server: "docs", Method: "resources/read"}, {Server: "fs", Tool: "write"},
+		{Server: "fs", Tool: "read"}, {Server: "fs", Method: "tools/list"}, {Server: "docs", Tool: "search"},
+	} {
+		c.At = t0
+		if _, err := s.RecordCall("a", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, u, _ := s.Get("a")
+	want := []CallCount{{"docs", "", 1}, {"docs", "search", 1}, {"fs", "", 1}, {"fs", "read", 2}, {"fs", "write", 1}}
+	if !slices.Equal(u.Calls, want) {
+		t.Errorf("calls %v, want %v", u.Calls, want)
+	}
+	if got := u.ByServer(); len(got) != 2 || got["fs"] != 4 || got["docs"] != 2 {
+		t.Errorf("by server %v: calls without a tool count for their server", got)
+	}
+	if got := u.ByTool(); len(got) != 2 || len(got["fs"]) != 2 || got["fs"]["read"] != 2 || len(got["docs"]) != 1 {
+		t.Errorf("by tool %v: calls without a tool are left out", got)
+	}
+	if u.Total != 6 || u.ServerCalls("docs") != 2 || u.ServerCalls("nope") != 0 {
+		t.Errorf("total %d, docs %d", u.Total, u.ServerCalls("docs"))
+	}
+}
+
+func TestSessionInputCachedFromFirstCall(t *testing.T) {
+	built := 0
+	s, err := New(Config{SessionInput: func(sess *Session) any {
+		built++
+		return fmt.Sprintf("%s expires %s renewals %d", sess.ID, sess.ExpiresAt.Format(time.RFC3339), sess.Renewals)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open(t, s, "a", "c", "u", time.Hour)
+	if sess, _, _ := s.Get("a"); sess.Input != nil || built != 0 {
+		t.Fatalf("a session that never decided carries input %v (built %d times)", sess.Input, built)
+	}
+	for range 3 {
+		if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sess, _, _ := s.Get("a"); sess.Input != "a expires 2026-11-26T13:00:00Z renewals 0" || built != 1 {
+		t.Fatalf("after three calls: input %v, built %d times, want it built once", sess.Input, built)
+	}
+	if _, err := s.Renew("a", t0.Add(2*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _, _ := s.Get("a"); sess.Input != nil {
+		t.Fatalf("a renewal kept the input of the old lifecycle: %v", sess.Input)
+	}
+	if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _, _ := s.Get("a"); sess.Input != "a expires 2026-11-26T14:00:00Z renewals 1" {
+		t.Errorf("after the renewal and a call: input %v", sess.Input)
+	}
+}
+
+func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
+	s := newStore(t)
+	for i := range 3000 { // more than one delete batch
+		open(t, s, fmt.Sprintf("old%04d", i), "c", "u", time.Minute)
+	}
+	open(t, s, "renewed", "c", "u", time.Minute)
+	open(t, s, "live", "c", "u", time.Hour)
+	if _, err := s.Renew("renewed", t0.Add(2*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Reap(t0.Add(time.Minute))
+	if err != nil || n != 3000 {
+		t.Fatalf("reaped %d (%v), want 3000", n, err)
+	}
+	if got := s.Count(); got != 2 {
+		t.Errorf("%d sessions left, want the renewed and the live one", got)
+	}
 }

@@ -48,6 +48,7 @@ func TestHarnessSmoke(t *testing.T) {
 		MaxInFlight:       16,
 		LoadSessions:      4,
 		ScaleSessions:     []int{50, 1000},
+		ScaleDuration:     300 * time.Millisecond,
 		SwapDuration:      900 * time.Millisecond,
 		SwapInterval:      300 * time.Millisecond,
 		InProcessDuration: 100 * time.Millisecond,

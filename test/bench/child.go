@@ -47,10 +47,11 @@ const (
 
 type childSpec struct {
 	Role string `json:"role"`
-	// StreamWorkers, when set, serves gRPC with grpc.NumStreamWorkers: an experiment
-	// `arbiter serve` does not run (see BENCHMARKS.md).
-	StreamWorkers uint32 `json:"stream_workers,omitempty"`
 }
+
+// serveGCPercent is `arbiter serve`'s --gogc default, which the library server applies as
+// serve does: unless GOGC is set in its environment.
+const serveGCPercent = 400
 
 // childAddrs is the line a child prints on stdout once it serves.
 type childAddrs struct {
@@ -93,11 +94,10 @@ func serveChild(spec childSpec) error {
 		gs, err = NewNoopServer()
 		ctl = &control{}
 	case RoleArbiter:
-		var opts []grpc.ServerOption
-		if spec.StreamWorkers > 0 {
-			opts = append(opts, grpc.NumStreamWorkers(spec.StreamWorkers))
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(serveGCPercent)
 		}
-		gs, ctl, err = newArbiterServer(ctx, opts...)
+		gs, ctl, err = newArbiterServer(ctx)
 	default:
 		err = fmt.Errorf("unknown role %q", spec.Role)
 	}
@@ -126,8 +126,8 @@ func serveChild(spec childSpec) error {
 }
 
 // newArbiterServer composes Arbiter as `arbiter serve` does (engine, grpcapi service and
-// server, no tokens, reaper), on the harness policy.
-func newArbiterServer(ctx context.Context, opts ...grpc.ServerOption) (*grpc.Server, *control, error) {
+// server with its pooled stream workers, no tokens, reaper), on the harness policy.
+func newArbiterServer(ctx context.Context) (*grpc.Server, *control, error) {
 	p, err := Policy(0)
 	if err != nil {
 		return nil, nil, err
@@ -140,7 +140,7 @@ func newArbiterServer(ctx context.Context, opts ...grpc.ServerOption) (*grpc.Ser
 	if err != nil {
 		return nil, nil, err
 	}
-	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{}), health.NewServer(), auth, opts...)
+	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{}), health.NewServer(), auth)
 	go eng.RunReaper(ctx, time.Minute, time.Hour)
 	// The bundle API as `arbiter serve` mounts it on its admin listener (bundles in memory).
 	mgr := bundles.NewManager(bundles.Config{Fallback: bundles.Policy(p)}, engineActivator{eng})
@@ -243,8 +243,7 @@ type PrefillResult struct {
 }
 
 // handlePrefill grows the store to ?to=N sessions by storing active sessions exactly as
-// OpenSession stores them (state.Store.Open, which builds the same cached input), without
-// paying a policy evaluation for each.
+// OpenSession stores them (state.Store.Open), without paying a policy evaluation for each.
 func (c *control) handlePrefill(w http.ResponseWriter, r *http.Request) {
 	if c.engine == nil {
 		http.Error(w, "no store", http.StatusBadRequest)

@@ -181,13 +181,10 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		}
 		p("\n")
 	case ArbiterLib:
-		p("- Arbiter: the engine and gRPC service composed as `arbiter serve` does, without decision log and metrics, in a child process of the harness\n")
+		p("- Arbiter: the engine and gRPC service composed as `arbiter serve` does (pooled stream workers, GC target 400 unless GOGC is set), without decision log and metrics, in a child process of the harness\n")
 	}
 	if len(c.ServerEnv) > 0 {
 		p("- Arbiter servers' environment: %s\n", strings.Join(c.ServerEnv, " "))
-	}
-	if c.LibStreamWorkers > 0 {
-		p("- experiment: the library server serves with grpc.NumStreamWorkers(%d)\n", c.LibStreamWorkers)
 	}
 	p("- the no-op server and the session scale scenario run in child processes of the harness (its binary re-executed); the scale scenario uses the library composition, which can grow the store directly and read its heap\n")
 	p("- settings: %s per measurement after %s warm-up, %d closed-loop callers over %d gRPC connections (OPA: up to %d keep-alive HTTP/1.1 connections), %d load sessions opened through the API, open loop with up to %d requests in flight\n\n",
@@ -282,15 +279,23 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	}
 	if s := r.Scale; s != nil {
 		p("## Session scale\n\n")
+		p("Open loop measured for %s at each size, after %s of warm-up.\n\n", r.Config.ScaleDuration, r.Config.Warmup)
 		p("| live sessions | closed req/s | closed p99 | open rate | open p50 | open p99 | open p99.9 | failed | live heap | RSS after GC | RSS under load | GC cycles during the runs | GC pause during the runs |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, pt := range s.Points {
 			p("| %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %d | %s |\n", count(pt.Sessions), rps(pt.Closed.Throughput()), dur(pt.Closed.Latency.Quantile(0.99)),
 				rps(pt.Rate), dur(pt.Open.Latency.Quantile(0.5)), dur(pt.Open.Latency.Quantile(0.99)), dur(pt.Open.Latency.Quantile(0.999)),
 				pt.Closed.Failed()+pt.Open.Failed(), bytesOf(float64(pt.Idle.HeapAlloc)), bytesOf(float64(pt.Idle.RSS)), bytesOf(float64(pt.Loaded.RSS)),
-				pt.Loaded.NumGC-pt.Idle.NumGC, dur(pt.Loaded.PauseTotal-pt.Idle.PauseTotal))
+				pt.Loaded.NumGC-pt.Settled.NumGC, dur(pt.Loaded.PauseTotal-pt.Settled.PauseTotal))
 		}
-		p("\nStore growth (sessions stored as OpenSession stores them, with their cached input; no calls recorded):\n\n")
+		p("\nBefore the measured runs at each size, the open-loop load ran until the server completed a collection cycle after growing the store (its heap grown to the collector's goal, as in a server that has held that many sessions for a while): ")
+		for i, pt := range s.Points {
+			if i > 0 {
+				p(", ")
+			}
+			p("%s sessions %s (%d cycles)", count(pt.Sessions), pt.Settle.Round(time.Second), pt.Settled.NumGC-pt.Idle.NumGC)
+		}
+		p(".\n\nStore growth (sessions stored as OpenSession stores them; no calls recorded):\n\n")
 		p("| grown to | added | took | heap per session | RSS per session (after GC) |\n| --- | --- | --- | --- | --- |\n")
 		for _, pt := range s.Points {
 			h, rs := pt.Prefill.PerSession()

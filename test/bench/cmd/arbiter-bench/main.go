@@ -48,6 +48,7 @@ func run() error {
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "open-loop requests outstanding at most (default 512)")
 	fs.IntVar(&cfg.LoadSessions, "sessions", 0, "sessions the load runs in, opened through the API (default 200)")
 	fs.StringVar(&scale, "scale", "", "store sizes of the session scale scenario, comma-separated (default 1000,1000000)")
+	fs.DurationVar(&cfg.ScaleDuration, "scale-duration", 0, "open-loop measurement of the session scale scenario at each size (default 1m, to take in a collection cycle with a million sessions)")
 	fs.DurationVar(&cfg.SwapDuration, "swap-duration", 0, "how long policies are swapped under load (default 30s)")
 	fs.DurationVar(&cfg.SwapInterval, "swap-interval", 0, "time between policy activations (default 1s)")
 	fs.StringVar(&cfg.SwapVia, "swap-via", "", "how the swap scenario activates revisions: push (the bundle API, default) or engine (engine.Activate in the library server; needs -arbiter lib)")
@@ -62,11 +63,6 @@ func run() error {
 	fs.Func("server-env", "environment variable for the Arbiter servers, repeatable (e.g. -server-env GOGC=400)", func(v string) error {
 		cfg.ServerEnv = append(cfg.ServerEnv, v)
 		return nil
-	})
-	fs.Func("lib-stream-workers", "experiment: serve the library server with grpc.NumStreamWorkers(N)", func(v string) error {
-		n, err := strconv.ParseUint(v, 10, 32)
-		cfg.LibStreamWorkers = uint32(n)
-		return err
 	})
 	fs.IntVar(&cfg.FilterTools, "filter-tools", 0, "tools one FilterTools call lists (default 500)")
 	fs.StringVar(&cfg.OPA, "opa", "", "opa binary to use (default: build the go.mod version once into the user cache)")
