@@ -30,6 +30,7 @@ import (
 	"github.com/arbiter-mcp/arbiter/engine"
 	"github.com/arbiter-mcp/arbiter/engine/grpcapi"
 	"github.com/arbiter-mcp/arbiter/engine/state"
+	"github.com/arbiter-mcp/arbiter/internal/gctune"
 )
 
 // The servers under test run in child processes of the harness: the harness binary started
@@ -50,7 +51,7 @@ type childSpec struct {
 }
 
 // serveGCPercent is `arbiter serve`'s --gogc default, which the library server applies as
-// serve does: unless GOGC is set in its environment.
+// serve does (through gctune, lowered as the live heap grows), unless GOGC is set.
 const serveGCPercent = 400
 
 // childAddrs is the line a child prints on stdout once it serves.
@@ -95,7 +96,7 @@ func serveChild(spec childSpec) error {
 		ctl = &control{}
 	case RoleArbiter:
 		if os.Getenv("GOGC") == "" {
-			debug.SetGCPercent(serveGCPercent)
+			go gctune.Run(ctx, serveGCPercent, time.Second)
 		}
 		gs, ctl, err = newArbiterServer(ctx)
 	default:
