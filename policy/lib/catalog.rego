@@ -20,7 +20,8 @@ tool := t if {
 }
 
 # tool_named is the catalog entry of tool name on that server, for a request about several
-# tools (data.mcp.tool_verdicts).
+# tools (data.mcp.tool_verdicts); the same look-up as tool, which is written out because it
+# runs on every decision and a function call costs more.
 tool_named(name) := t if {
 	t := server.tools[name]
 	is_object(t)
@@ -48,11 +49,3 @@ owned(s) if {
 trust_class(s) := "stdio" if s.transport == "stdio"
 
 else := "remote"
-
-# pinned_hash_of is the definition digest the catalog pins for tool name of that server, when
-# it pins one.
-pinned_hash_of(name) := h if {
-	h := tool_named(name).definition_hash
-	is_string(h)
-	h != ""
-}

@@ -12,24 +12,81 @@ import data.mcp.request
 
 # The three checks on one tool below are functions of the tool's name and of the definition
 # hash the request announces ("" for none): the rules ask them about the tool in the request,
-# and data.mcp.tool_verdicts asks them about every tool of a tools/list in one evaluation.
-
-# tool_deny(name, hash) is the set of deny reasons about tool name of the request's server.
-tool_deny(name, hash) := {r | r := unknown(name)} | {r |
-	not data.limits.pinning.definition_changed == "approval"
-	r := changed(name, hash)
-} | {r |
-	data.limits.pinning.definition_missing == "deny"
-	r := unverified(name, hash)
+# and data.mcp.tool_verdicts asks them about every tool of a tools/list in one evaluation
+# (through tool_deny and tool_approve). data.limits.pinning decides whether a changed or an
+# unverified definition is denied or approved.
+deny contains r if {
+	input.action == "tools/call"
+	not catalog.tool
+	r := unknown(request.tool)
 }
 
-# tool_approve(name, hash) is the set of reasons a human must approve tool name for.
+# A tools/list names a tool when FilterTools asks about one tool, so a tool that would be
+# denied is hidden; the listing itself (no tool) is not checked here.
+deny contains r if {
+	input.action == "tools/list"
+	request.tool != ""
+	not catalog.tool
+	r := unknown(request.tool)
+}
+
+deny contains r if {
+	entry := pinned_tool
+	about_a_tool
+	not changed_needs_approval
+	r := changed(request.tool, entry, request.definition_hash)
+}
+
+approve contains r if {
+	entry := pinned_tool
+	changed_needs_approval
+	about_a_tool
+	r := changed(request.tool, entry, request.definition_hash)
+}
+
+deny contains r if {
+	entry := pinned_tool
+	data.limits.pinning.definition_missing == "deny"
+	about_a_tool
+	r := unverified(request.tool, entry, request.definition_hash)
+}
+
+approve contains r if {
+	entry := pinned_tool
+	data.limits.pinning.definition_missing == "approval"
+	about_a_tool
+	r := unverified(request.tool, entry, request.definition_hash)
+}
+
+# pinned_tool is the catalog entry of the tool in the request when it pins a definition; most
+# tools pin none, and the four rules above stop at it.
+pinned_tool := catalog.tool if pins(catalog.tool)
+
+about_a_tool if input.action == "tools/call"
+
+about_a_tool if {
+	input.action == "tools/list"
+	request.tool != ""
+}
+
+changed_needs_approval if data.limits.pinning.definition_changed == "approval"
+
+# tool_deny(name, hash) is the set of deny reasons the rules above give tool name announced
+# with hash; tool_approve(name, hash) the set of approval reasons.
+tool_deny(name, hash) := {r | not catalog.tool_named(name); r := unknown(name)} | {r |
+	not changed_needs_approval
+	r := changed(name, catalog.tool_named(name), hash)
+} | {r |
+	data.limits.pinning.definition_missing == "deny"
+	r := unverified(name, catalog.tool_named(name), hash)
+}
+
 tool_approve(name, hash) := {r |
-	data.limits.pinning.definition_changed == "approval"
-	r := changed(name, hash)
+	changed_needs_approval
+	r := changed(name, catalog.tool_named(name), hash)
 } | {r |
 	data.limits.pinning.definition_missing == "approval"
-	r := unverified(name, hash)
+	r := unverified(name, catalog.tool_named(name), hash)
 }
 
 # For a tools/list about many tools at once (input.tools, see data.mcp.tool_verdicts): the
@@ -55,61 +112,39 @@ pinned_listed := {name |
 	hash != ""
 }
 
-deny contains r if {
-	input.action == "tools/call"
-	some r in tool_deny(request.tool, request.definition_hash)
-}
-
-# A tools/list names a tool when FilterTools asks about one tool, so a tool that would be
-# denied is hidden; the listing itself (no tool) is not checked here.
-deny contains r if {
-	input.action == "tools/list"
-	request.tool != ""
-	some r in tool_deny(request.tool, request.definition_hash)
-}
-
-approve contains r if {
-	input.action == "tools/call"
-	some r in tool_approve(request.tool, request.definition_hash)
-}
-
-approve contains r if {
-	input.action == "tools/list"
-	request.tool != ""
-	some r in tool_approve(request.tool, request.definition_hash)
-}
-
 # tool_unknown: the tool called, or asked about in a filtered tools/list, is not in the
-# server's catalog, so it is neither callable nor shown.
+# server's catalog (the rules check that), so it is neither callable nor shown.
 unknown(name) := {
 	"code": "tool_unknown",
 	"message": sprintf("tool %q is not in the catalog of server %q", [name, request.server_id]),
-} if {
-	not catalog.tool_named(name)
-	catalog.server
-}
+} if catalog.server
 
 # tool_definition_changed: the server now describes the tool differently from the definition
-# the catalog pinned (a "rug pull"): denied, or approved by a human when
+# its catalog entry pinned (a "rug pull"): denied, or approved by a human when
 # limits.pinning.definition_changed is "approval".
-changed(name, hash) := {
+changed(name, entry, hash) := {
 	"code": "tool_definition_changed",
-	"message": sprintf("tool %q of server %q has definition hash %q, not the pinned %q", [name, request.server_id, hash, pinned]),
+	"message": sprintf("tool %q of server %q has definition hash %q, not the pinned %q", [name, request.server_id, hash, entry.definition_hash]),
 } if {
-	pinned := catalog.pinned_hash_of(name)
+	pins(entry)
 	hash != ""
-	hash != pinned
+	hash != entry.definition_hash
 }
 
 # tool_definition_unverified: the catalog pins the tool's definition and the gateway sent no
 # hash to check it against: denied or approved when limits.pinning.definition_missing says
 # "deny" or "approval", allowed otherwise.
-unverified(name, hash) := {
+unverified(name, entry, hash) := {
 	"code": "tool_definition_unverified",
 	"message": sprintf("tool %q of server %q is pinned and the request carries no definition hash", [name, request.server_id]),
 } if {
-	catalog.pinned_hash_of(name)
+	pins(entry)
 	hash == ""
+}
+
+pins(entry) if {
+	is_string(entry.definition_hash)
+	entry.definition_hash != ""
 }
 
 # destructive_tool: a human approves each destructive call. The catalog is authoritative
