@@ -13,9 +13,10 @@ import (
 	"github.com/arbiter-mcp/arbiter/engine/state"
 )
 
-// FilterTools decides, for each tool of one server, whether the client may see it: the policy
-// is asked about action "tools/list" with input.operation.tool set to the tool. A tool denied
-// (or whose evaluation fails) is hidden. Session state does not move.
+// FilterTools decides, for each tool of one server, whether the client may see it, asking the
+// policy about action "tools/list": once for all the tools when it defines ToolVerdictsRule,
+// else once per tool with input.operation.tool set to it. Tool names must be unique. A tool
+// denied (or whose evaluation fails) is hidden. Session state does not move.
 func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (Filtered, error) {
 	req.Operation = Operation{Method: ActionToolsList}
 	if err := validateRequest(req); err != nil {
@@ -101,8 +102,8 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 }
 
 // filterBatch decides every tool in one evaluation of the policy's tool_verdicts rule. If the
-// evaluation fails or its answer does not have one valid decision per tool, every tool is
-// hidden: a listing never shows more than the policy said.
+// evaluation fails or its answer cannot be read (see readVerdicts), every tool is hidden: a
+// listing never shows more than the policy said.
 func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, tools []Tool, now time.Time, out Filtered) Filtered {
 	list := make([]*ast.Term, len(tools))
 	for i := range tools {
