@@ -6,6 +6,7 @@ package telemetry
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,8 +143,34 @@ var (
 	bundleDesc    = prometheus.NewDesc("arbiter_bundle_active_revision", "1 for the active revision of each bundle.", []string{"bundle", "revision"}, nil)
 )
 
+// reuseFactor bounds how much of a CPU counting the store for scrapes may take: a count is
+// reused for reuseFactor times as long as it took. Counting walks every session (about a
+// second with a million on two CPUs; microseconds with a few hundred, so small stores are
+// counted afresh on every scrape), and /metrics needs no token: without the bound, anyone
+// reaching the admin listener could keep a CPU busy by scraping.
+const reuseFactor = 20
+
 type sessionCollector struct {
 	counts func() (map[string]int, int)
+
+	mu       sync.Mutex // held while counting: concurrent scrapes share one count
+	at       time.Time
+	took     time.Duration
+	sessions map[string]int
+	pending  int
+}
+
+// current returns the counts, counting again unless the last count is younger than
+// reuseFactor times the time it took.
+func (c *sessionCollector) current() (map[string]int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sessions == nil || time.Since(c.at) >= reuseFactor*c.took {
+		start := time.Now()
+		c.sessions, c.pending = c.counts()
+		c.at, c.took = time.Now(), time.Since(start)
+	}
+	return c.sessions, c.pending
 }
 
 func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -152,7 +179,7 @@ func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
-	sessions, pending := c.counts()
+	sessions, pending := c.current()
 	for _, st := range []string{"active", "pending_approval", "closed", "revoked", "expired"} {
 		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions[st]), st)
 	}

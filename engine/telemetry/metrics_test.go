@@ -1,0 +1,53 @@
+package telemetry_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine/telemetry"
+)
+
+// A count of the store serves the scrapes that follow it for 20 times as long as it took, so
+// scraping cannot keep a CPU busy counting; concurrent scrapes share one count.
+func TestSessionCountsAreReusedForAWhile(t *testing.T) {
+	m := telemetry.New()
+	var calls atomic.Int32
+	m.Sessions(func() (map[string]int, int) {
+		calls.Add(1)
+		time.Sleep(20 * time.Millisecond) // a large store: the window is at least 400 ms
+		return map[string]int{"active": int(calls.Load())}, 0
+	})
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); scrape() }()
+	}
+	wg.Wait()
+	if !strings.Contains(scrape(), `arbiter_sessions{status="active"} 1`) || calls.Load() != 1 {
+		t.Fatalf("9 scrapes right after each other counted %d times, want once", calls.Load())
+	}
+	for calls.Load() == 1 && time.Since(start) < 10*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		scrape()
+	}
+	if calls.Load() != 2 {
+		t.Fatal("the count was never refreshed")
+	}
+	if waited := time.Since(start); waited < 400*time.Millisecond {
+		t.Errorf("counted again after %s, before 20 times the 20 ms a count takes", waited)
+	}
+	if !strings.Contains(scrape(), `arbiter_sessions{status="active"} 2`) {
+		t.Error("the refreshed count is not served")
+	}
+}
