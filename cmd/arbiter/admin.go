@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -35,12 +38,34 @@ type remoteFlags struct {
 	addr      string
 	tokenFile string
 	output    string
+	tls       bool
+	tlsCA     string
 }
 
 func (rf *remoteFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&rf.addr, "addr", envOr("ARBITER_ADDR", "127.0.0.1:9191"), "gRPC address of the service (env ARBITER_ADDR)")
 	fs.StringVar(&rf.tokenFile, "token-file", os.Getenv("ARBITER_TOKEN_FILE"), "file holding the admin bearer token (env ARBITER_TOKEN_FILE)")
 	fs.StringVar(&rf.output, "o", "text", "output: text or json")
+	fs.BoolVar(&rf.tls, "tls", os.Getenv("ARBITER_TLS") == "1", "connect over TLS, trusting the system's roots (env ARBITER_TLS=1)")
+	fs.StringVar(&rf.tlsCA, "tls-ca", os.Getenv("ARBITER_TLS_CA"), "connect over TLS, trusting the CA certificates (PEM) in this file (env ARBITER_TLS_CA)")
+}
+
+// clientTLS is the TLS configuration of a client: the system's roots, or only the CA
+// certificates of caFile when one is given.
+func clientTLS(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	cfg.RootCAs = x509.NewCertPool()
+	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", caFile)
+	}
+	return cfg, nil
 }
 
 func envOr(key, def string) string {
@@ -55,6 +80,13 @@ func (rf *remoteFlags) dial(out io.Writer) (*remote, error) {
 		return nil, fmt.Errorf("-o must be text or json, not %q", rf.output)
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if rf.tls || rf.tlsCA != "" {
+		cfg, err := clientTLS(rf.tlsCA)
+		if err != nil {
+			return nil, err
+		}
+		opts[0] = grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+	}
 	if rf.tokenFile != "" {
 		token, err := readToken(rf.tokenFile)
 		if err != nil {

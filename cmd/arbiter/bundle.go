@@ -24,7 +24,7 @@ const bundleUsage = `usage: arbiter bundle COMMAND
         package a directory of *.rego, data.json and an optional .manifest as an OPA bundle
   inspect FILE [--verification-key K [--verification-alg RS256] [--key-id default]]
         show revision, roots, files and signature; verify it when a key is given
-  push FILE --name NAME [--url http://127.0.0.1:9192] [--token-file T]
+  push FILE --name NAME [--url http://127.0.0.1:9192] [--token-file T] [--tls-ca CA.pem]
         activate it on a running service (PUT /v1/bundles/NAME)
 `
 
@@ -45,6 +45,7 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	name := fs.String("name", "", "bundle name on the service (push)")
 	url := fs.String("url", envOr("ARBITER_ADMIN_URL", "http://127.0.0.1:9192"), "admin listener of the service (push; env ARBITER_ADMIN_URL)")
 	tokenFile := fs.String("token-file", os.Getenv("ARBITER_TOKEN_FILE"), "admin token file (push; env ARBITER_TOKEN_FILE)")
+	tlsCA := fs.String("tls-ca", os.Getenv("ARBITER_TLS_CA"), "trust the CA certificates (PEM) in this file for an https --url (push; env ARBITER_TLS_CA)")
 	if err := fs.Parse(reorder(args[1:])); err != nil {
 		return errUsage
 	}
@@ -114,7 +115,12 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+		cfg, err := clientTLS(*tlsCA)
+		if err != nil {
+			return err
+		}
+		client := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: cfg, Proxy: http.ProxyFromEnvironment}}
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}

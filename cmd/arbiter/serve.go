@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/natefinch/lumberjack.v2"
@@ -52,6 +54,9 @@ type serveFlags struct {
 	bundleKeyID      string
 	adminTLSCert     string
 	adminTLSKey      string
+	grpcTLSCert      string
+	grpcTLSKey       string
+	plaintext        bool
 	adminTokenFile   string
 	gatewayTokenFile string
 	sessionLifetime  time.Duration
@@ -73,8 +78,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9191", "gRPC listen address (loopback only unless token files are given)")
-	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9192", "admin HTTP listen address (loopback only unless token files are given): /healthz, /readyz")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9191", "gRPC listen address (loopback only unless token files are given, and then with TLS or --insecure-plaintext)")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9192", "admin HTTP listen address (loopback only unless token files are given, and then with TLS or --insecure-plaintext): /healthz, /readyz")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file of admin bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
 	fs.StringVar(&f.gatewayTokenFile, "gateway-token-file", "", "file of gateway bearer tokens, one per line (\"TOKEN\" or \"NAME TOKEN\")")
 	fs.StringVar(&f.policyDir, "policy", "", "directory of Rego modules and data.json to serve, until a bundle is pushed, instead of the embedded default policy")
@@ -84,6 +89,9 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.bundleKeyID, "bundle-verification-key-id", "default", "key id of --bundle-verification-key (the signature's kid)")
 	fs.StringVar(&f.adminTLSCert, "admin-tls-cert", "", "certificate (PEM) for the admin listener; with --admin-tls-key it serves HTTPS")
 	fs.StringVar(&f.adminTLSKey, "admin-tls-key", "", "private key (PEM) of --admin-tls-cert")
+	fs.StringVar(&f.grpcTLSCert, "grpc-tls-cert", "", "certificate (PEM) for the gRPC listener; with --grpc-tls-key it serves TLS")
+	fs.StringVar(&f.grpcTLSKey, "grpc-tls-key", "", "private key (PEM) of --grpc-tls-cert")
+	fs.BoolVar(&f.plaintext, "insecure-plaintext", false, "let a listener off loopback serve without TLS, so bearer tokens cross the network in clear: only behind a proxy or mesh that terminates TLS for Arbiter")
 	fs.StringVar(&f.decisionLog, "decision-log", "stdout", "where decision records go: stdout, off, or a file path (rotated by size)")
 	fs.IntVar(&f.logMaxSizeMB, "decision-log-max-size", 100, "rotate the decision log file at this many MiB")
 	fs.IntVar(&f.logMaxBackups, "decision-log-max-backups", 10, "rotated decision log files to keep")
@@ -113,6 +121,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if (f.adminTLSCert == "") != (f.adminTLSKey == "") {
 		fmt.Fprintln(stderr, "--admin-tls-cert and --admin-tls-key go together")
+		return f, errUsage
+	}
+	if (f.grpcTLSCert == "") != (f.grpcTLSKey == "") {
+		fmt.Fprintln(stderr, "--grpc-tls-cert and --grpc-tls-key go together")
 		return f, errUsage
 	}
 	return f, nil
@@ -151,14 +163,20 @@ func loadPolicy(dir string) (engine.Policy, error) {
 
 // listen listens on addr. Without caller authentication only loopback addresses are allowed:
 // an unauthenticated service must not be reachable from other hosts.
-func listen(flagName, addr string, authenticated bool) (net.Listener, error) {
+func listen(flagName, addr string, authenticated, encrypted, plaintextOK bool) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--%s: %w", flagName, err)
 	}
 	ip := net.ParseIP(host)
-	if !authenticated && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("--%s %s: no caller authentication is configured (--admin-token-file, --gateway-token-file), so Arbiter only listens on loopback (127.0.0.1, ::1 or localhost)", flagName, addr)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !authenticated {
+			return nil, fmt.Errorf("--%s %s: no caller authentication is configured (--admin-token-file, --gateway-token-file), so Arbiter only listens on loopback (127.0.0.1, ::1 or localhost)", flagName, addr)
+		}
+		if !encrypted && !plaintextOK {
+			prefix := strings.TrimSuffix(flagName, "-addr")
+			return nil, fmt.Errorf("--%s %s: callers' bearer tokens would cross the network in clear; give --%s-tls-cert and --%s-tls-key, or --insecure-plaintext when a proxy or mesh terminates TLS in front of Arbiter", flagName, addr, prefix, prefix)
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -263,11 +281,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return out
 	})
 
-	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled())
+	var grpcCreds []grpc.ServerOption
+	if f.grpcTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.grpcTLSCert, f.grpcTLSKey)
+		if err != nil {
+			return fmt.Errorf("--grpc-tls-cert/--grpc-tls-key: %w", err)
+		}
+		grpcCreds = append(grpcCreds, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+	}
+	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled(), f.grpcTLSCert != "", f.plaintext)
 	if err != nil {
 		return err
 	}
-	adminLn, err := listen("admin-addr", f.adminAddr, auth.Enabled())
+	adminLn, err := listen("admin-addr", f.adminAddr, auth.Enabled(), f.adminTLSCert != "", f.plaintext)
 	if err != nil {
 		grpcLn.Close()
 		return err
@@ -278,7 +304,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	gs := grpcapi.NewServer(grpcapi.New(eng, grpcapi.Config{Logger: log}), hs, auth,
-		grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor), grpc.ChainStreamInterceptor(metrics.StreamInterceptor))
+		append(grpcCreds, grpc.ChainUnaryInterceptor(metrics.UnaryInterceptor), grpc.ChainStreamInterceptor(metrics.StreamInterceptor))...)
 	if !auth.Enabled() {
 		log.Warn("no token files given: every caller may act as admin, so Arbiter listens on loopback only; use --admin-token-file and --gateway-token-file in production")
 	}
@@ -314,7 +340,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	ready.Store(true)
 	log.Info("arbiter serving", slog.String("grpc_addr", grpcLn.Addr().String()),
 		slog.String("admin_addr", adminLn.Addr().String()), slog.String("policy_revision", eng.Revision()),
-		slog.Bool("admin_tls", f.adminTLSCert != ""))
+		slog.Bool("admin_tls", f.adminTLSCert != ""), slog.Bool("grpc_tls", f.grpcTLSCert != ""))
 
 	var serveErr error
 	select {
