@@ -88,10 +88,10 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 	if err != nil {
 		return Filtered{}, err
 	}
-	noArgs := ast.NewTerm(emptyObject)
 	if pq.verdicts != nil {
 		return e.filterBatch(ctx, pq, base, tools, now, out), nil
 	}
+	noArgs := ast.NewTerm(emptyObject)
 	for i := range tools {
 		op := Operation{Method: ActionToolsList, Tool: tools[i].Name, Annotations: tools[i].Annotations, DefinitionHash: tools[i].DefinitionHash}
 		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, noArgs)))

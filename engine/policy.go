@@ -86,6 +86,11 @@ type prepared struct {
 // element of input.tools, in order. Without it, FilterTools asks the entry point per tool.
 const ToolVerdictsRule = "tool_verdicts"
 
+// decisionOpts are the options of the queries that decide: results read as AST terms, and a
+// failing built-in fails the evaluation (so the decision is denied) instead of leaving its
+// expression undefined, which could let a deny rule quietly not fire.
+var decisionOpts = []func(*rego.Rego){rego.GenerateJSON(keepTerm), rego.StrictBuiltinErrors(true)}
+
 // compile compiles p into a prepared query, checking that the entry point is a rule.
 func compile(ctx context.Context, p Policy) (*prepared, error) {
 	entry := p.Entrypoint
@@ -108,41 +113,31 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 		data = map[string]any{}
 	}
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptReturnASTValuesOnRead(true))
-	q, err := rego.New(
-		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
-		rego.Compiler(compiler),
-		rego.Store(store),
-		rego.GenerateJSON(keepTerm),
-		rego.StrictBuiltinErrors(true),
-	).PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("prepare policy: %w", err)
+	// prepare readies a query of one rule. Decision queries hand back AST terms and fail on a
+	// failing built-in (see decisionOpts); the log mask takes OPA's defaults.
+	prepare := func(rule ast.Ref, opts ...func(*rego.Rego)) (*rego.PreparedEvalQuery, error) {
+		all := append([]func(*rego.Rego){rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(rule)))), rego.Compiler(compiler), rego.Store(store)}, opts...)
+		q, err := rego.New(all...).PrepareForEval(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", rule, err)
+		}
+		return &q, nil
 	}
-	pq := &prepared{revision: p.Revision, query: q}
+	q, err := prepare(ref, decisionOpts...)
+	if err != nil {
+		return nil, err
+	}
+	pq := &prepared{revision: p.Revision, query: *q}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
-		vq, err := rego.New(
-			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(verdicts)))),
-			rego.Compiler(compiler),
-			rego.Store(store),
-			rego.GenerateJSON(keepTerm),
-			rego.StrictBuiltinErrors(true),
-		).PrepareForEval(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("prepare %s: %w", verdicts, err)
+		if pq.verdicts, err = prepare(verdicts, decisionOpts...); err != nil {
+			return nil, err
 		}
-		pq.verdicts = &vq
 	}
 	if len(compiler.GetRulesWithPrefix(logMaskRef)) > 0 {
-		mq, err := rego.New(
-			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(logMaskRef)))),
-			rego.Compiler(compiler),
-			rego.Store(store),
-		).PrepareForEval(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("prepare data.system.log.mask: %w", err)
+		if pq.mask, err = prepare(logMaskRef); err != nil {
+			return nil, err
 		}
-		pq.mask = &mq
 	}
 	return pq, nil
 }

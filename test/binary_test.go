@@ -3,17 +3,8 @@ package test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -311,96 +301,5 @@ func TestServePprof(t *testing.T) {
 	off := serveBinary(t, tokens...)
 	if got := get(off, adminToken); got != http.StatusNotFound {
 		t.Errorf("without --pprof: HTTP %d, want 404", got)
-	}
-}
-
-// selfSigned writes a self-signed certificate for 127.0.0.1 and its key, as PEM files.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "arbiter-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return certFile, keyFile
-}
-
-// TestServeGRPCTLS: with --grpc-tls-cert/--grpc-tls-key the gRPC listener speaks TLS only, and
-// the admin commands reach it with --tls-ca.
-func TestServeGRPCTLS(t *testing.T) {
-	certFile, keyFile := selfSigned(t)
-	tokens := filepath.Join(t.TempDir(), "admin.tokens")
-	os.WriteFile(tokens, []byte("ops "+adminToken+"\n"), 0o600)
-	srv := serveBinary(t, "--grpc-tls-cert", certFile, "--grpc-tls-key", keyFile, "--admin-token-file", tokens)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	pool := x509.NewCertPool()
-	caPEM, _ := os.ReadFile(certFile)
-	pool.AppendCertsFromPEM(caPEM)
-	conn, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health over TLS: %v %v", h, err)
-	}
-
-	plain, err := grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
-	defer cancelShort()
-	if _, err := healthpb.NewHealthClient(plain).Check(short, &healthpb.HealthCheckRequest{}); err == nil {
-		t.Fatal("a plaintext client was answered by a TLS listener")
-	}
-
-	list := func(extra ...string) ([]byte, error) {
-		args := append([]string{"sessions", "list", "--addr", srv.grpcAddr, "--token-file", tokens}, extra...)
-		cmd := exec.CommandContext(ctx, arbiterBinary(t), args...)
-		cmd.Env = append(os.Environ(), "ARBITER_TLS_CA=", "ARBITER_TLS=")
-		return cmd.CombinedOutput()
-	}
-	if out, err := list("--tls-ca", certFile); err != nil {
-		t.Fatalf("sessions list --tls-ca: %v %s", err, out)
-	}
-	if out, err := list(); err == nil {
-		t.Fatalf("sessions list in plaintext against a TLS listener succeeded: %s", out)
-	}
-	if out, err := list("--tls"); err == nil {
-		t.Fatalf("sessions list trusting only the system roots accepted a self-signed certificate: %s", out)
-	}
-
-	// Off loopback, TLS is enough: no --insecure-plaintext needed.
-	serveBinary(t, "--grpc-addr", "0.0.0.0:0", "--grpc-tls-cert", certFile, "--grpc-tls-key", keyFile, "--admin-token-file", tokens)
-
-	out, err := exec.Command(arbiterBinary(t), "serve", "--grpc-tls-cert", certFile).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "go together") {
-		t.Errorf("--grpc-tls-cert without a key: %v %s", err, out)
 	}
 }
