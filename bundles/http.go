@@ -41,17 +41,35 @@ type handler struct {
 
 func (h *handler) admin(next func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		who, admin, ok := h.auth.Authorize(r.Header.Get("Authorization"))
-		switch {
-		case !ok:
-			w.Header().Set("WWW-Authenticate", `Bearer realm="arbiter"`)
-			writeError(w, http.StatusUnauthorized, "an admin bearer token is required (Authorization: Bearer TOKEN)", nil)
-		case !admin:
-			writeError(w, http.StatusForbidden, fmt.Sprintf("%q is not an admin: bundles need the admin role", who), nil)
-		default:
+		if who, ok := authorizeAdmin(h.auth, w, r); ok {
 			next(w, r, who)
 		}
 	}
+}
+
+// AdminOnly serves next to callers auth says are admins; others get 401 or 403 with a JSON
+// error, as on the bundle API.
+func AdminOnly(auth Authorizer, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := authorizeAdmin(auth, w, r); ok {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// authorizeAdmin answers 401 or 403 and returns false unless the caller is an admin.
+func authorizeAdmin(auth Authorizer, w http.ResponseWriter, r *http.Request) (string, bool) {
+	who, admin, ok := auth.Authorize(r.Header.Get("Authorization"))
+	switch {
+	case !ok:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="arbiter"`)
+		writeError(w, http.StatusUnauthorized, "an admin bearer token is required (Authorization: Bearer TOKEN)", nil)
+		return "", false
+	case !admin:
+		writeError(w, http.StatusForbidden, fmt.Sprintf("%q is not an admin: this needs the admin role", who), nil)
+		return "", false
+	}
+	return who, true
 }
 
 // pushResponse is the answer to a successful push, rollback or delete.

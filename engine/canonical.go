@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -95,14 +95,16 @@ func appendFloat(b []byte, f float64) ([]byte, error) {
 		return append(b, '0'), nil // -0 too
 	}
 	if f == math.Trunc(f) && math.Abs(f) < maxExactInteger {
-		return new(big.Float).SetFloat64(f).Append(b, 'f', 0), nil
+		return strconv.AppendFloat(b, f, 'f', 0, 64), nil // all the digits: an exact integer
 	}
 	return strconv.AppendFloat(b, f, 'g', -1, 64), nil
 }
 
 // appendNumberText writes a JSON number given as text. The float64 nearest to it decides its
-// form; an integral one is written with the exact digits of the text when the text is an
-// integer ("1e3" is 1000, "9007199254740993" stays itself although no float64 holds it).
+// form, except that a plain integer literal below 1e21 keeps its own digits
+// ("9007199254740993" stays itself although no float64 holds it; "1e3" and "1000.0" are
+// 1000). Only a byte scan and strconv run here, in time linear in the text: arguments come
+// from agents, and a crafted number must not be costly to digest.
 func appendNumberText(b []byte, text string) ([]byte, error) {
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
@@ -111,13 +113,24 @@ func appendNumberText(b []byte, text string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("invalid number %q", text)
 	}
-	if f != 0 && f == math.Trunc(f) && math.Abs(f) < maxExactInteger {
-		// The text's exponent is bounded by the float's range here, so this stays cheap.
-		if r, ok := new(big.Rat).SetString(text); ok && r.IsInt() {
-			return r.Num().Append(b, 10), nil
-		}
+	if f != 0 && math.Abs(f) < maxExactInteger && plainInteger(text) {
+		return append(b, text...), nil
 	}
 	return appendFloat(b, f)
+}
+
+// plainInteger reports whether text is an integer literal: an optional minus, then digits.
+func plainInteger(text string) bool {
+	digits := strings.TrimPrefix(text, "-")
+	if digits == "" {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendString writes s as a JSON string: quote, backslash and control characters escaped,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/arbiter-mcp/arbiter/engine"
@@ -87,6 +88,16 @@ func TestArgumentsDigestIsCanonical(t *testing.T) {
 	}
 	if !json.Valid(raw) {
 		t.Errorf("canonical form is not JSON: %s", raw)
+	}
+	// Long number texts take the float form unless they are plain integers (which, this
+	// long, lie beyond float64 and keep their text): never an exact rational of the text.
+	long := "1." + strings.Repeat("0", 200000) + "1e5"
+	if raw, _, err := engine.ArgumentsDigest(map[string]any{"n": json.Number(long)}); err != nil || string(raw) != `{"n":100000}` {
+		t.Errorf("a 200,000-digit fraction: %.40s %v, want {\"n\":100000}", raw, err)
+	}
+	huge := strings.Repeat("9", 400)
+	if raw, _, _ := engine.ArgumentsDigest(map[string]any{"n": json.Number(huge)}); string(raw) != `{"n":`+huge+`}` {
+		t.Errorf("an integer beyond float64 lost its digits: %.60s", raw)
 	}
 	if _, _, err := engine.ArgumentsDigest(map[string]any{"n": math.NaN()}); err == nil {
 		t.Error("NaN must be refused")

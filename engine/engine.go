@@ -228,27 +228,18 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (Decision, error) {
 
 func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decision) (Decision, error) {
 	now := d.At
-	var sessTerm *ast.Term
-	if req.SessionID == "" {
-		sessTerm = ast.NullTerm()
-	} else {
+	if req.SessionID != "" {
 		mu := e.sessionLock(req.SessionID)
 		mu.Lock()
 		defer mu.Unlock()
-		sess, usage, err := e.store.Get(req.SessionID)
-		if sess != nil {
-			d.sessionStatus = string(sess.StatusAt(now))
-		}
-		if reason, ok := sessionDenial(sess, err, req, now); !ok {
-			if err != nil && !errors.Is(err, state.ErrNotFound) {
-				return Decision{}, err
-			}
-			return d.deny(reason), nil
-		}
-		sessTerm = sessionTerm(sess, usage)
-		if len(sess.Scopes) > 0 {
-			req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
-		}
+	}
+	sessTerm, status, denial, err := e.sessionInput(req, now)
+	d.sessionStatus = status
+	if err != nil {
+		return Decision{}, err
+	}
+	if denial != nil {
+		return d.deny(*denial), nil
 	}
 	base, err := newInputBase(req, sessTerm, now)
 	if err != nil {
@@ -271,7 +262,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		})
 		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
 			// Revoked, closed or reaped while the policy ran: the revocation wins.
-			reason, _ := sessionDenial(sess, err, req, now)
+			reason, _ := sessionDenial(sess, req, now)
 			return d.deny(reason), nil
 		}
 		if err != nil {
@@ -279,6 +270,30 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		}
 	}
 	return d, nil
+}
+
+// sessionInput reads the session req names, if any, and returns input.session (null outside a
+// session) and the session's status now. When the session must be denied before any policy
+// runs, denial says why. A session opened with scopes narrows req's credential scopes to
+// them: the policy sees what the session may use.
+func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, status string, denial *Reason, err error) {
+	if req.SessionID == "" {
+		return ast.NullTerm(), "", nil, nil
+	}
+	sess, usage, err := e.store.Get(req.SessionID)
+	if sess != nil {
+		status = string(sess.StatusAt(now))
+	}
+	if reason, ok := sessionDenial(sess, req, now); !ok {
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, status, nil, err
+		}
+		return nil, status, &reason, nil
+	}
+	if len(sess.Scopes) > 0 {
+		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
+	}
+	return sessionTerm(sess, usage), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.
@@ -387,8 +402,8 @@ func (d Decision) deny(reason Reason) Decision {
 // sessionDenial applies the rules that hold before any policy runs: an unknown, revoked,
 // closed, expired or pending session is denied, as is a session used by another client or
 // subject, or for a server it is not bound to. ok is false when the call must be denied.
-func sessionDenial(sess *state.Session, err error, req *Request, now time.Time) (reason Reason, ok bool) {
-	if err != nil || sess == nil {
+func sessionDenial(sess *state.Session, req *Request, now time.Time) (reason Reason, ok bool) {
+	if sess == nil {
 		return Reason{Code: ReasonSessionUnknown, Message: "no session has this id"}, false
 	}
 	if reason, ok := statusDenial(sess.StatusAt(now), sess); !ok {

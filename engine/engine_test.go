@@ -618,3 +618,51 @@ decision := {"result": "deny", "reasons": [{"code": "too_many"}]} if {
 		t.Fatalf("count \"lots\": %+v, want deny policy_error", d)
 	}
 }
+
+// A session revoked while the policy evaluates one of its calls: the revocation wins, and the
+// caller is told the session was revoked (not that it is unknown).
+func TestRevokedDuringEvaluationSaysRevoked(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	src := `package mcp
+
+decision := {"result": "allow", "reasons": []} if {
+	input.action != "tools/call"
+} else := {"result": "allow", "reasons": []} if {
+	http.send({"method": "get", "url": input.context.url}).status_code == 200
+}
+`
+	e := newEngine(t, nil, map[string]string{"p.rego": src})
+	id := openSession(t, e)
+	done := make(chan engine.Decision, 1)
+	go func() {
+		req := call(id, "read")
+		req.Context = map[string]any{"url": srv.URL}
+		d, err := e.Decide(context.Background(), req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- d
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the policy")
+	}
+	if _, err := e.RevokeSessions(context.Background(), state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	d := <-done
+	if d.Outcome != engine.Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != engine.ReasonSessionRevoked {
+		t.Fatalf("decision evaluated across a revocation: %+v, want deny %s", d, engine.ReasonSessionRevoked)
+	}
+	if info, _ := e.GetSession(id); info.Usage.Total != 0 {
+		t.Errorf("the revoked session recorded the call: %+v", info.Usage)
+	}
+}

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -69,20 +68,15 @@ func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (F
 }
 
 func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq *prepared, now time.Time, out Filtered) (Filtered, error) {
-
-	sessTerm := ast.NullTerm()
-	if req.SessionID != "" {
-		sess, usage, err := e.store.Get(req.SessionID)
-		if reason, ok := sessionDenial(sess, err, req, now); !ok {
-			if err != nil && !errors.Is(err, state.ErrNotFound) {
-				return Filtered{}, err
-			}
-			for i, t := range tools {
-				out.Tools[i] = ToolVerdict{Name: t.Name, Outcome: Deny, Reasons: []Reason{reason}}
-			}
-			return out, nil
+	sessTerm, _, denial, err := e.sessionInput(req, now)
+	if err != nil {
+		return Filtered{}, err
+	}
+	if denial != nil {
+		for i, t := range tools {
+			out.Tools[i] = ToolVerdict{Name: t.Name, Outcome: Deny, Reasons: []Reason{*denial}}
 		}
-		sessTerm = sessionTerm(sess, usage)
+		return out, nil
 	}
 	base, err := newInputBase(req, sessTerm, now)
 	if err != nil {

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,7 +22,7 @@ func TestFilterToolsBatchMatchesPerTool(t *testing.T) {
 		t.Fatal(err)
 	}
 	perTool := full
-	perTool.Modules = maps(full.Modules)
+	perTool.Modules = maps.Clone(full.Modules)
 	removed := 0
 	for name := range perTool.Modules {
 		if strings.HasSuffix(name, "tool_verdicts.rego") {
@@ -120,14 +121,6 @@ func TestFilterToolsBatchMatchesPerTool(t *testing.T) {
 	}
 }
 
-func maps[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 // A tool_verdicts answer that cannot be read hides every tool, and an answer that is wrong
 // on the sample listing keeps the policy from being activated at all.
 func TestFilterToolsBatchFailsClosed(t *testing.T) {
@@ -153,6 +146,9 @@ else := {"listing": {"result": "allow"}}`,
 			f, err := e.FilterTools(context.Background(), call("", ""), []engine.Tool{{Name: "read"}, {Name: "write"}})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(f.Tools) != 2 {
+				t.Fatalf("%d verdicts for 2 tools", len(f.Tools))
 			}
 			for _, v := range f.Tools {
 				if v.Outcome != engine.Deny || len(v.Reasons) != 1 || v.Reasons[0].Code != engine.ReasonPolicyError {
@@ -208,5 +204,39 @@ else := {"result": "require_approval", "reasons": [{"code": "changed", "message"
 			(len(g.Reasons) > 0 && g.Reasons[0] != want[i].Reasons[0]) {
 			t.Errorf("tool %d: %+v, want %+v", i, g, want[i])
 		}
+	}
+}
+
+// A session opened with scopes narrows the credential's scopes for a listing as for a call:
+// FilterTools shows nothing the session could not call.
+func TestFilterToolsSeesSessionScopes(t *testing.T) {
+	src := `package mcp
+
+decision := {"result": "allow", "reasons": []} if {
+	input.action != "tools/list"
+} else := {"result": "allow", "reasons": []} if {
+	"admin" in input.credential.scopes
+} else := {"result": "deny", "reasons": [{"code": "scope_missing"}]}
+`
+	e := newEngine(t, nil, map[string]string{"p.rego": src})
+	d, info, err := e.OpenSession(context.Background(), &engine.OpenRequest{
+		Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, Scopes: []string{"read"},
+	})
+	if err != nil || d.Outcome != engine.Allow {
+		t.Fatalf("open session: %+v %v", d, err)
+	}
+	req := call(info.Session.ID, "")
+	req.Credential.Scopes = []string{"read", "admin"}
+	f, err := e.FilterTools(context.Background(), req, []engine.Tool{{Name: "read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Tools) != 1 || f.Tools[0].Outcome != engine.Deny {
+		t.Fatalf("a session bound to scope read listed a tool that needs admin: %+v", f.Tools)
+	}
+	outside := call("", "")
+	outside.Credential.Scopes = []string{"read", "admin"}
+	if f, err := e.FilterTools(context.Background(), outside, []engine.Tool{{Name: "read"}}); err != nil || f.Tools[0].Outcome != engine.Allow {
+		t.Fatalf("outside a session the credential's own scopes count: %+v %v", f.Tools, err)
 	}
 }

@@ -82,8 +82,9 @@ type prepared struct {
 }
 
 // ToolVerdictsRule is the rule, in the entry point's package, that FilterTools evaluates once
-// for all the tools of a call when a policy defines it: an array with one decision object per
-// element of input.tools, in order. Without it, FilterTools asks the entry point per tool.
+// for all the tools of a call when a policy defines it: {"listing": D, "tools": {NAME: D}}, the
+// decision for every tool not named under "tools" and those of the tools named (see
+// readVerdicts). Without it, FilterTools asks the entry point per tool.
 const ToolVerdictsRule = "tool_verdicts"
 
 // decisionOpts are the options of the queries that decide: results read as AST terms, and a

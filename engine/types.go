@@ -23,7 +23,8 @@ const (
 const (
 	ActionSessionOpen  = "session/open"
 	ActionSessionRenew = "session/renew"
-	// ActionToolsList is the action FilterTools asks the policy about, once per tool.
+	// ActionToolsList is the action FilterTools asks the policy about (through
+	// ToolVerdictsRule, or once per tool).
 	ActionToolsList = "tools/list"
 )
 

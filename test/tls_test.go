@@ -42,6 +42,27 @@ func TestAdminTLS(t *testing.T) {
 	if resp, err := http.Get("http://" + srv.adminAddr + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
 		t.Fatal("plain HTTP must not be served when TLS is configured")
 	}
+
+	// arbiter bundle push reaches it with --tls-ca, and only over https.
+	bundleFile := filepath.Join(t.TempDir(), "b.tar.gz")
+	if out, err := exec.Command(arbiterBinary(t), "bundle", "build", "--revision", "1", "-o", bundleFile, writePolicyDir(t, "tls")).CombinedOutput(); err != nil {
+		t.Fatalf("bundle build: %v %s", err, out)
+	}
+	push := func(url string, extra ...string) (string, error) {
+		cmd := exec.Command(arbiterBinary(t), append([]string{"bundle", "push", bundleFile, "--name", "policy", "--url", url}, extra...)...)
+		cmd.Env = append(os.Environ(), "ARBITER_TLS_CA=")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := push("https://"+srv.adminAddr, "--tls-ca", certFile); err != nil || !strings.Contains(out, "policy@1") {
+		t.Fatalf("push over https with --tls-ca: %v %s", err, out)
+	}
+	if out, err := push("https://" + srv.adminAddr); err == nil || !strings.Contains(out, "certificate") {
+		t.Fatalf("push trusting only the system's roots: %v %s", err, out)
+	}
+	if out, err := push("http://"+srv.adminAddr, "--tls-ca", certFile); err == nil || !strings.Contains(out, "https://") {
+		t.Fatalf("--tls-ca with an http URL: %v %s", err, out)
+	}
 }
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key, as PEM files.
@@ -141,8 +162,18 @@ func TestServeGRPCTLS(t *testing.T) {
 	// Off loopback, TLS is enough: no --insecure-plaintext needed.
 	serveBinary(t, "--grpc-addr", "0.0.0.0:0", "--grpc-tls-cert", certFile, "--grpc-tls-key", keyFile, "--admin-token-file", tokens)
 
-	out, err := exec.Command(arbiterBinary(t), "serve", "--grpc-tls-cert", certFile).CombinedOutput()
+	out, err := exec.CommandContext(ctx, arbiterBinary(t), "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--grpc-tls-cert", certFile).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "go together") {
 		t.Errorf("--grpc-tls-cert without a key: %v %s", err, out)
+	}
+	// A certificate that cannot be loaded stops serve before it serves, naming the flag.
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	for _, prefix := range []string{"grpc", "admin"} {
+		out, err := exec.CommandContext(ctx, arbiterBinary(t), "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+			"--"+prefix+"-tls-cert", notPEM, "--"+prefix+"-tls-key", keyFile).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--"+prefix+"-tls-cert") || strings.Contains(string(out), "arbiter serving") {
+			t.Errorf("--%s-tls-cert not PEM: %v %s", prefix, err, out)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,7 +47,7 @@ func (rf *remoteFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&rf.addr, "addr", envOr("ARBITER_ADDR", "127.0.0.1:9191"), "gRPC address of the service (env ARBITER_ADDR)")
 	fs.StringVar(&rf.tokenFile, "token-file", os.Getenv("ARBITER_TOKEN_FILE"), "file holding the admin bearer token (env ARBITER_TOKEN_FILE)")
 	fs.StringVar(&rf.output, "o", "text", "output: text or json")
-	fs.BoolVar(&rf.tls, "tls", os.Getenv("ARBITER_TLS") == "1", "connect over TLS, trusting the system's roots (env ARBITER_TLS=1)")
+	fs.BoolVar(&rf.tls, "tls", false, "connect over TLS, trusting the system's roots (env ARBITER_TLS=true)")
 	fs.StringVar(&rf.tlsCA, "tls-ca", os.Getenv("ARBITER_TLS_CA"), "connect over TLS, trusting the CA certificates (PEM) in this file (env ARBITER_TLS_CA)")
 }
 
@@ -78,6 +79,13 @@ func envOr(key, def string) string {
 func (rf *remoteFlags) dial(out io.Writer) (*remote, error) {
 	if rf.output != "text" && rf.output != "json" {
 		return nil, fmt.Errorf("-o must be text or json, not %q", rf.output)
+	}
+	if env := os.Getenv("ARBITER_TLS"); env != "" && !rf.tls {
+		on, err := strconv.ParseBool(env)
+		if err != nil {
+			return nil, fmt.Errorf("ARBITER_TLS=%q: want true or false", env)
+		}
+		rf.tls = on
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if rf.tls || rf.tlsCA != "" {
@@ -142,7 +150,8 @@ const sessionsUsage = `usage: arbiter sessions COMMAND [flags]
   show   SESSION_ID                                   one session with its counts and history
   revoke (--session ID | --client ID | --subject ID | --server ID)... --reason TEXT
 
-Every command takes --addr, --token-file (an admin token) and -o text|json.
+Every command takes --addr, --token-file (an admin token), --tls or --tls-ca FILE, and
+-o text|json.
 `
 
 func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -160,7 +169,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	sessionID := fs.String("session", "", "session id (revoke)")
 	server := fs.String("server", "", "server id (revoke)")
 	reason := fs.String("reason", "", "why (revoke; required)")
-	if err := fs.Parse(reorder(args[1:])); err != nil {
+	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return errUsage
 	}
 	r, err := rf.dial(stdout)
@@ -254,7 +263,8 @@ const approvalsUsage = `usage: arbiter approvals COMMAND [flags]
   deny    APPROVAL_ID [--approver WHO] [--note TEXT]
   watch   APPROVAL_ID                          print each change until it is resolved or expires
 
---approver defaults to the local user name. Every command takes --addr, --token-file and
+--approver defaults to the local user name. Every command takes --addr, --token-file,
+--tls or --tls-ca FILE, and
 -o text|json.
 `
 
@@ -275,7 +285,7 @@ func approvalsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	approver := fs.String("approver", localUser(), "who resolves (approve, deny)")
 	note := fs.String("note", "", "note recorded with the resolution")
 	scopeName := fs.String("scope", "", "once or session (approve; default: what the policy asked)")
-	if err := fs.Parse(reorder(args[1:])); err != nil {
+	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return errUsage
 	}
 	r, err := rf.dial(stdout)
@@ -440,9 +450,21 @@ func oneArg(fs *flag.FlagSet, name string) (string, error) {
 	return fs.Arg(0), nil
 }
 
-// reorder moves positional arguments after the flags, so "show ID -o json" works as well
-// as "show -o json ID". Every flag of these commands takes a value except -h.
-func reorder(args []string) []string {
+// reorder moves positional arguments after the flags of fs, so "show ID -o json" works as well
+// as "show -o json ID". A boolean flag (--tls, -h) takes no value unless written --tls=false.
+func reorder(fs *flag.FlagSet, args []string) []string {
+	takesValue := func(a string) bool {
+		name := strings.TrimLeft(a, "-")
+		if name == "h" || name == "help" {
+			return false
+		}
+		if f := fs.Lookup(name); f != nil {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				return false
+			}
+		}
+		return true
+	}
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -452,7 +474,7 @@ func reorder(args []string) []string {
 			i = len(args)
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			flags = append(flags, a)
-			if !strings.Contains(a, "=") && a != "-h" && a != "--help" && i+1 < len(args) {
+			if !strings.Contains(a, "=") && takesValue(a) && i+1 < len(args) {
 				flags = append(flags, args[i+1])
 				i++
 			}
@@ -460,7 +482,11 @@ func reorder(args []string) []string {
 			pos = append(pos, a)
 		}
 	}
-	return append(flags, pos...)
+	if len(pos) == 0 {
+		return flags
+	}
+	// "--" keeps a positional argument that starts with "-" from being read as a flag.
+	return append(append(flags, "--"), pos...)
 }
 
 func localUser() string {

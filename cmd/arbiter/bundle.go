@@ -46,7 +46,7 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	url := fs.String("url", envOr("ARBITER_ADMIN_URL", "http://127.0.0.1:9192"), "admin listener of the service (push; env ARBITER_ADMIN_URL)")
 	tokenFile := fs.String("token-file", os.Getenv("ARBITER_TOKEN_FILE"), "admin token file (push; env ARBITER_TOKEN_FILE)")
 	tlsCA := fs.String("tls-ca", os.Getenv("ARBITER_TLS_CA"), "trust the CA certificates (PEM) in this file for an https --url (push; env ARBITER_TLS_CA)")
-	if err := fs.Parse(reorder(args[1:])); err != nil {
+	if err := fs.Parse(reorder(fs, args[1:])); err != nil {
 		return errUsage
 	}
 	switch args[0] {
@@ -114,6 +114,9 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if *tlsCA != "" && !strings.HasPrefix(*url, "https://") {
+			return fmt.Errorf("--tls-ca is for an https:// --url, not %s", *url)
 		}
 		cfg, err := clientTLS(*tlsCA)
 		if err != nil {

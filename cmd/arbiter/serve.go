@@ -281,19 +281,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return out
 	})
 
-	var grpcCreds []grpc.ServerOption
-	if f.grpcTLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.grpcTLSCert, f.grpcTLSKey)
-		if err != nil {
-			return fmt.Errorf("--grpc-tls-cert/--grpc-tls-key: %w", err)
-		}
-		grpcCreds = append(grpcCreds, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
-	}
-	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled(), f.grpcTLSCert != "", f.plaintext)
+	// Both listeners' certificates are loaded now, so a bad file stops serve before it serves.
+	grpcTLS, err := serverTLS("grpc", f.grpcTLSCert, f.grpcTLSKey)
 	if err != nil {
 		return err
 	}
-	adminLn, err := listen("admin-addr", f.adminAddr, auth.Enabled(), f.adminTLSCert != "", f.plaintext)
+	adminTLS, err := serverTLS("admin", f.adminTLSCert, f.adminTLSKey)
+	if err != nil {
+		return err
+	}
+	var grpcCreds []grpc.ServerOption
+	if grpcTLS != nil {
+		grpcCreds = append(grpcCreds, grpc.Creds(credentials.NewTLS(grpcTLS)))
+	}
+	grpcLn, err := listen("grpc-addr", f.grpcAddr, auth.Enabled(), grpcTLS != nil, f.plaintext)
+	if err != nil {
+		return err
+	}
+	adminLn, err := listen("admin-addr", f.adminAddr, auth.Enabled(), adminTLS != nil, f.plaintext)
 	if err != nil {
 		grpcLn.Close()
 		return err
@@ -312,13 +317,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var ready atomic.Bool
 	mux := adminMux(&ready, bundles.Handler(bundleMgr, bundleAuth{auth}), metrics.Handler())
 	if f.pprof {
-		mux.Handle("/debug/pprof/", adminOnly(auth, http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/profile", adminOnly(auth, http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/trace", adminOnly(auth, http.HandlerFunc(pprof.Trace)))
-		mux.Handle("/debug/pprof/symbol", adminOnly(auth, http.HandlerFunc(pprof.Symbol)))
+		// One guard in front of every profile route, so no route can be added unguarded.
+		profiles := http.NewServeMux()
+		profiles.HandleFunc("/debug/pprof/", pprof.Index)
+		profiles.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		profiles.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		profiles.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.Handle("/debug/pprof/", bundles.AdminOnly(bundleAuth{auth}, profiles))
 	}
 	// Profiles can run for minutes; the admin server sets no write timeout.
-	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: adminTLS}
 
 	reapCtx, stopReaper := context.WithCancel(context.Background())
 	defer stopReaper()
@@ -328,8 +336,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { errc <- gs.Serve(grpcLn) }()
 	go func() {
 		var err error
-		if f.adminTLSCert != "" {
-			err = admin.ServeTLS(adminLn, f.adminTLSCert, f.adminTLSKey)
+		if adminTLS != nil {
+			err = admin.ServeTLS(adminLn, "", "")
 		} else {
 			err = admin.Serve(adminLn)
 		}
@@ -396,20 +404,17 @@ func adminMux(ready *atomic.Bool, bundleAPI, metrics http.Handler) *http.ServeMu
 	return mux
 }
 
-// adminOnly serves h to callers with an admin token (to everyone when no tokens are configured,
-// as the rest of the admin API, which then listens on loopback only).
-func adminOnly(auth *grpcapi.Authenticator, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := auth.Authenticate(r.Header.Get("Authorization"))
-		switch {
-		case !ok:
-			http.Error(w, "an admin bearer token is required", http.StatusUnauthorized)
-		case p.Role != grpcapi.RoleAdmin:
-			http.Error(w, "admin role required", http.StatusForbidden)
-		default:
-			h.ServeHTTP(w, r)
-		}
-	})
+// serverTLS loads the certificate of a listener (prefix "grpc" or "admin"): nil without
+// one, TLS 1.2 or later with one.
+func serverTLS(prefix, certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--%s-tls-cert/--%s-tls-key: %w", prefix, prefix, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // engineActivator lets the bundle manager prepare policies on the engine.
