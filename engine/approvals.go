@@ -160,7 +160,7 @@ func (e *Engine) ResolveApproval(id string, r state.Resolution) (*ApprovalInfo, 
 	slot.Commit(&Record{
 		DecisionID: newID("dec_", now), At: now, Action: ActionApprovalResolve, Outcome: outcome,
 		Client: Client{ID: a.ClientID}, SubjectID: a.SubjectID, Server: Server{ID: a.ServerID}, SessionID: a.SessionID,
-		Tool: a.Tool, ApprovalID: a.ID, PolicyRevision: e.Revision(), Actor: r.By, Note: r.Note,
+		Tool: a.Tool, ApprovalID: a.ID, PolicyRevision: e.Revision(), Actor: r.By, ActorVia: r.Via, Note: r.Note,
 		ApprovalAge: now.Sub(a.CreatedAt), Gateway: a.RequestedBy,
 	})
 	return &ApprovalInfo{Approval: a, Status: a.StatusAt(now)}, nil

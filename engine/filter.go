@@ -85,10 +85,9 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 	if pq.verdicts != nil {
 		return e.filterBatch(ctx, pq, base, tools, now, out), nil
 	}
-	noArgs := ast.NewTerm(emptyObject)
 	for i := range tools {
 		op := Operation{Method: ActionToolsList, Tool: tools[i].Name, Annotations: tools[i].Annotations, DefinitionHash: tools[i].DefinitionHash}
-		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, noArgs)))
+		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, emptyTerm)))
 		d := e.decideWith(ctx, pq, input, Decision{ID: out.ID, At: now})
 		out.Tools[i] = ToolVerdict{Name: tools[i].Name, Outcome: d.Outcome, Reasons: d.Reasons}
 	}
@@ -103,13 +102,13 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 	for i := range tools {
 		list[i] = ast.ObjectTerm(
 			ast.Item(keyName, ast.StringTerm(tools[i].Name)),
-			ast.Item(keyAnnotations, toolAnnotations(tools[i].Annotations)),
+			ast.Item(keyAnnotations, annotationsTerm(tools[i].Annotations)),
 			ast.Item(keyDefinitionHash, ast.StringTerm(tools[i].DefinitionHash)),
 		)
 	}
 	op := Operation{Method: ActionToolsList}
 	input := base.document(ActionToolsList,
-		ast.Item(keyOperation, operationTerm(&op, ast.NewTerm(emptyObject))),
+		ast.Item(keyOperation, operationTerm(&op, emptyTerm)),
 		ast.Item(keyTools, ast.ArrayTerm(list...)))
 	t, _, err := e.evalQuery(ctx, pq.verdicts, input, now)
 	if err == nil {
@@ -124,17 +123,6 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 		}
 	}
 	return out
-}
-
-// noHints is the annotations of a tool the server set no hint on, shared by all such tools:
-// evaluation never changes its input.
-var noHints = ast.NewTerm(ast.NewObject())
-
-func toolAnnotations(a Annotations) *ast.Term {
-	if a == (Annotations{}) {
-		return noHints
-	}
-	return annotationsTerm(a)
 }
 
 var (

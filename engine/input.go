@@ -59,6 +59,9 @@ var (
 	keyAt             = ast.StringTerm("at")
 	keyTTLSeconds     = ast.StringTerm("ttl_seconds")
 	emptyObject       = ast.NewObject()
+	// emptyTerm is {} for every input that needs one (no arguments, no annotations): inputs
+	// are read, never changed, by evaluation, so one term serves all of them.
+	emptyTerm = ast.NewTerm(emptyObject)
 )
 
 // inputBase holds the parts of the input shared by every tool of a FilterTools call.
@@ -128,6 +131,9 @@ func operationTerm(op *Operation, args *ast.Term) *ast.Term {
 
 // annotationsTerm carries only the hints the server set: absence is meaningful in MCP.
 func annotationsTerm(a Annotations) *ast.Term {
+	if a == (Annotations{}) {
+		return emptyTerm
+	}
 	obj := ast.NewObjectWithCapacity(4)
 	for _, h := range []struct {
 		key *ast.Term
@@ -244,7 +250,7 @@ func timeTerm(t time.Time) *ast.Term {
 // objectTerm converts decoded JSON (nil for none) into an object term.
 func objectTerm(m map[string]any) (*ast.Term, error) {
 	if len(m) == 0 {
-		return ast.NewTerm(emptyObject), nil
+		return emptyTerm, nil
 	}
 	v, err := ast.InterfaceToValue(m)
 	if err != nil {

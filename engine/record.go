@@ -41,8 +41,10 @@ type Record struct {
 	// Visible and Hidden count the tools of a tools/filter decision.
 	Visible, Hidden int
 	// Actor, Note and Affected describe admin actions: who resolved or revoked, their note,
-	// and the sessions a revocation ended.
+	// and the sessions a revocation ended. ActorVia is the credential an approver's call came
+	// with, where the approver is a name the caller gave.
 	Actor    string
+	ActorVia string
 	Note     string
 	Affected []string
 	// ApprovalAge is how long an approval waited for its resolution.

@@ -79,7 +79,7 @@ func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionOpen,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionOpen}, ast.NewTerm(emptyObject))),
+		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionOpen}, emptyTerm)),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, ast.ArrayTerm(serverTerms...)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),
@@ -179,7 +179,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionRenew,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, ast.NewTerm(emptyObject))),
+		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, emptyTerm)),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, stringsTerm(sess.Servers)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),

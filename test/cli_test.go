@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +26,8 @@ func TestAdminCLI(t *testing.T) {
 	if err := os.WriteFile(gatewayFile, []byte("edge-gateway "+gatewayToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := serveBinary(t, "--admin-token-file", adminFile, "--gateway-token-file", gatewayFile)
+	logFile := filepath.Join(dir, "decisions.log")
+	srv := serveBinary(t, "--admin-token-file", adminFile, "--gateway-token-file", gatewayFile, "--decision-log", logFile)
 	gw := (&service{addr: srv.grpcAddr}).as(t, gatewayToken)
 	cli := func(args ...string) (string, error) {
 		cmd := exec.Command(arbiterBinary(t), args...)
@@ -108,5 +110,26 @@ func TestAdminCLI(t *testing.T) {
 	out, err = cli("approvals", "deny", id, "--token-file", gatewayFile)
 	if err == nil || !strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("gateway token resolving: %v\n%s", err, out)
+	}
+
+	// The decision log names the approver as given and the admin token the call came with.
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	<-srv.done
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["action"] == "approval/resolve" {
+			found = true
+			if rec["actor"] != "bob@example.com" || rec["actor_via"] != "security-oncall" {
+				t.Errorf("resolution record: actor %v via %v, want bob@example.com via security-oncall", rec["actor"], rec["actor_via"])
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no approval/resolve record in the decision log:\n%s", raw)
 	}
 }

@@ -225,6 +225,7 @@ type Line struct {
 	Visible         int               `json:"tools_visible,omitempty"`
 	Hidden          int               `json:"tools_hidden,omitempty"`
 	Actor           string            `json:"actor,omitempty"`
+	ActorVia        string            `json:"actor_via,omitempty"`
 	Note            string            `json:"note,omitempty"`
 	Affected        []string          `json:"sessions_affected,omitempty"`
 	ApprovalWaitMs  int64             `json:"approval_wait_ms,omitempty"`
@@ -290,6 +291,7 @@ func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
 		Visible:        rec.Visible,
 		Hidden:         rec.Hidden,
 		Actor:          rec.Actor,
+		ActorVia:       rec.ActorVia,
 		Note:           rec.Note,
 		Affected:       rec.Affected,
 		ApprovalWaitMs: rec.ApprovalAge.Milliseconds(),

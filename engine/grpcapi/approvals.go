@@ -71,6 +71,7 @@ func (s *Service) ResolveApproval(ctx context.Context, in *arbiterv1.ResolveAppr
 	a, err := s.engine.ResolveApproval(in.GetApprovalId(), state.Resolution{
 		Approve: approve,
 		By:      in.GetApprover(),
+		Via:     PrincipalFrom(ctx).Name,
 		Note:    in.GetNote(),
 		Scope:   scopeFrom(in.GetScope()),
 	})

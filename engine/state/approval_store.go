@@ -95,8 +95,11 @@ func (s *Store) UseGrant(approvalID, decisionID, sessionID string, call Call) er
 // Resolution is a human's answer to an approval.
 type Resolution struct {
 	Approve bool
-	By      string
-	Note    string
+	// By is the human who resolves, as the caller names them; Via the credential the call
+	// came with (the admin token's name), recorded beside it.
+	By   string
+	Via  string
+	Note string
 	// Scope overrides the grant scope the policy asked for, when set.
 	Scope string
 }
