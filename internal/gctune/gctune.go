@@ -17,6 +17,10 @@ import (
 // faulted in and zeroed; there the standard 100% is both smaller and faster.
 const Headroom = 256 << 20
 
+// DefaultLimit is the highest GC percent arbiter serve uses unless told otherwise (--gogc):
+// on 2 CPUs, 400 measured +44% decisions per second over Go's default 100 on a small heap.
+const DefaultLimit = 400
+
 // PercentFor is the GC percent for a live heap of live bytes: enough for Headroom bytes
 // of growth, at least 100 and at most limit.
 func PercentFor(live uint64, limit int) int {

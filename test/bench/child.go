@@ -50,10 +50,6 @@ type childSpec struct {
 	Role string `json:"role"`
 }
 
-// serveGCPercent is `arbiter serve`'s --gogc default, which the library server applies as
-// serve does (through gctune, lowered as the live heap grows), unless GOGC is set.
-const serveGCPercent = 400
-
 // childAddrs is the line a child prints on stdout once it serves.
 type childAddrs struct {
 	GRPC    string `json:"grpc"`
@@ -96,7 +92,7 @@ func serveChild(spec childSpec) error {
 		ctl = &control{}
 	case RoleArbiter:
 		if os.Getenv("GOGC") == "" {
-			go gctune.Run(ctx, serveGCPercent, time.Second)
+			go gctune.Run(ctx, gctune.DefaultLimit, time.Second) // as arbiter serve does
 		}
 		gs, ctl, err = newArbiterServer(ctx)
 	default:
