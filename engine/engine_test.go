@@ -511,18 +511,18 @@ func TestEvaluateInput(t *testing.T) {
 	wantOutcome(t, d, engine.Deny, engine.ReasonSessionRevoked)
 }
 
-// Evaluations beyond EvalConcurrency wait for a slot, and the evaluation timeout counts from
-// when an evaluation starts, not from when it began to wait: a decision queued behind a slow
-// one is not denied for the queue's sake. The policy blocks in http.send on a test server, so
-// the test controls how long each evaluation holds its slot.
-func TestEvaluationsWaitForASlot(t *testing.T) {
-	arrived, release := make(chan string, 4), make(chan struct{})
+// blockingPolicy allows every operation, but a tools/call only once the policy's http.send to
+// url (the caller puts it in input.context.url) is answered: arrived receives the tool each
+// such call is about, and each send on release answers one.
+func blockingPolicy(t *testing.T) (p engine.Policy, url string, arrived chan string, release chan struct{}) {
+	t.Helper()
+	arrived, release = make(chan string, 4), make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		arrived <- r.URL.Query().Get("tool")
 		<-release
 		w.Write([]byte(`{}`))
 	}))
-	defer srv.Close()
+	t.Cleanup(func() { close(release); srv.Close() })
 	src := `package mcp
 
 decision := {"result": "allow", "reasons": []} if {
@@ -531,7 +531,15 @@ decision := {"result": "allow", "reasons": []} if {
 	http.send({"method": "get", "url": sprintf("%s?tool=%s", [input.context.url, input.operation.tool])}).status_code == 200
 }
 `
-	p := policyFrom(t, "slow", map[string]string{"p.rego": src})
+	return policyFrom(t, "slow", map[string]string{"p.rego": src}), srv.URL, arrived, release
+}
+
+// Evaluations beyond EvalConcurrency wait for a slot, and the evaluation timeout counts from
+// when an evaluation starts, not from when it began to wait: a decision queued behind a slow
+// one is not denied for the queue's sake. The policy blocks in http.send on a test server, so
+// the test controls how long each evaluation holds its slot.
+func TestEvaluationsWaitForASlot(t *testing.T) {
+	p, url, arrived, release := blockingPolicy(t)
 	e, err := engine.New(context.Background(), engine.Config{EvalConcurrency: 1, EvalTimeout: 2 * time.Second}, p)
 	if err != nil {
 		t.Fatal(err)
@@ -539,7 +547,7 @@ decision := {"result": "allow", "reasons": []} if {
 	results := make(chan engine.Decision, 2)
 	decide := func(tool string) {
 		req := call("", tool)
-		req.Context = map[string]any{"url": srv.URL}
+		req.Context = map[string]any{"url": url}
 		d, err := e.Decide(context.Background(), req)
 		if err != nil {
 			t.Error(err)
@@ -580,7 +588,7 @@ decision := {"result": "allow", "reasons": []} if {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req := call("", "fourth")
-	req.Context = map[string]any{"url": srv.URL}
+	req.Context = map[string]any{"url": url}
 	d, err := e.Decide(ctx, req)
 	if err != nil || d.Outcome != engine.Deny || d.Reasons[0].Code != engine.ReasonPolicyError {
 		t.Fatalf("decision whose caller left while queued: %+v %v", d, err)
@@ -622,27 +630,16 @@ decision := {"result": "deny", "reasons": [{"code": "too_many"}]} if {
 // A session revoked while the policy evaluates one of its calls: the revocation wins, and the
 // caller is told the session was revoked (not that it is unknown).
 func TestRevokedDuringEvaluationSaysRevoked(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		<-release
-		w.Write([]byte(`{}`))
-	}))
-	defer srv.Close()
-	src := `package mcp
-
-decision := {"result": "allow", "reasons": []} if {
-	input.action != "tools/call"
-} else := {"result": "allow", "reasons": []} if {
-	http.send({"method": "get", "url": input.context.url}).status_code == 200
-}
-`
-	e := newEngine(t, nil, map[string]string{"p.rego": src})
+	p, url, arrived, release := blockingPolicy(t)
+	e, err := engine.New(context.Background(), engine.Config{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	id := openSession(t, e)
 	done := make(chan engine.Decision, 1)
 	go func() {
 		req := call(id, "read")
-		req.Context = map[string]any{"url": srv.URL}
+		req.Context = map[string]any{"url": url}
 		d, err := e.Decide(context.Background(), req)
 		if err != nil {
 			t.Error(err)
@@ -657,7 +654,7 @@ decision := {"result": "allow", "reasons": []} if {
 	if _, err := e.RevokeSessions(context.Background(), state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
+	release <- struct{}{}
 	d := <-done
 	if d.Outcome != engine.Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != engine.ReasonSessionRevoked {
 		t.Fatalf("decision evaluated across a revocation: %+v, want deny %s", d, engine.ReasonSessionRevoked)
