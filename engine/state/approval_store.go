@@ -137,24 +137,26 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 
 	switch a.Kind {
 	case KindSessionOpen:
-		err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) {
+		err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
 			if sess.Status != StatusPendingApproval {
-				return
+				return false
 			}
 			if r.Approve {
 				sess.Status = StatusActive
 				sess.ExpiresAt = minTime(now.Add(a.SessionTTL), a.SessionCap)
 			} else {
-				sess.Status, sess.EndedAt = StatusRevoked, now
-				sess.EndReason = "opening denied by " + r.By + noteSuffix(r.Note)
+				end(sess, StatusRevoked, "opening denied by "+r.By+noteSuffix(r.Note), now)
 			}
+			return true
 		})
 	case KindSessionRenew:
 		if r.Approve {
-			err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) {
-				if sess.StatusAt(now) == StatusActive {
-					renewTxn(sess, minTime(now.Add(a.SessionTTL), a.SessionCap))
+			err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
+				if sess.StatusAt(now) != StatusActive {
+					return false
 				}
+				renewTxn(sess, minTime(now.Add(a.SessionTTL), a.SessionCap))
+				return true
 			})
 		}
 	}

@@ -33,28 +33,36 @@ func schema() *memdb.DBSchema {
 	}
 }
 
-// sessionsTableSchema holds sessions, their lifecycle and their usage in one object, under the
-// id index alone. Each index entry costs a session about five heap objects (a radix leaf and
-// node, their two watch channels and the key) that the collector marks on every cycle, and
-// with a million sessions that marking is what moves decision latency. So listing and revoking
-// by client, subject or server, counting and reaping scan the id index instead (admin and
-// background paths; see Store.Revoke and Store.Reap), and an allowed call rewrites one entry.
+// sessionsTableSchema holds the sessions in buckets (see bucket.go), under the bucket number.
 func sessionsTableSchema() *memdb.TableSchema {
 	return &memdb.TableSchema{
 		Name: tableSessions,
 		Indexes: map[string]*memdb.IndexSchema{
-			// id serves lookups on every decision, paging in id order, and the scans.
-			indexID: {
-				Name:    indexID,
-				Unique:  true,
-				Indexer: stringFieldIndex{field: func(o any) string { return o.(*Session).ID }},
-			},
+			indexID: {Name: indexID, Unique: true, Indexer: bucketIndex{}},
 		},
 	}
 }
 
+// bucketIndex indexes a bucket by its number, big-endian, so scans visit buckets in order.
+type bucketIndex struct{}
+
+func (bucketIndex) FromObject(obj any) (bool, []byte, error) {
+	return true, binary.BigEndian.AppendUint16(nil, obj.(*bucket).key), nil
+}
+
+func (bucketIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("bucket index takes one argument, got %d", len(args))
+	}
+	k, ok := args[0].(uint16)
+	if !ok {
+		return nil, fmt.Errorf("bucket index argument is %T, not uint16", args[0])
+	}
+	return binary.BigEndian.AppendUint16(nil, k), nil
+}
+
 // stringFieldIndex indexes a string field through a typed accessor rather than memdb's
-// reflection-based StringFieldIndex, because the sessions table is written on every allowed call.
+// reflection-based StringFieldIndex.
 type stringFieldIndex struct {
 	field func(any) string
 }

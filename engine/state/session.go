@@ -48,8 +48,7 @@ type Session struct {
 	EndReason      string
 	EndedAt        time.Time
 	PolicyRevision string
-	// Usage is kept inside the session, not in an object of its own: one heap object and one
-	// index entry per session, which is what a store of a million sessions is made of.
+	// Usage is what the session has done (empty until its first allowed call).
 	Usage Usage
 	// Input caches the engine's input form of the lifecycle fields above (nil if not built).
 	// It is built when the session records its first call, not when it opens, so sessions
@@ -70,26 +69,6 @@ func (s *Session) BoundTo(server string) bool {
 	return len(s.Servers) == 0 || slices.Contains(s.Servers, server)
 }
 
-// revised returns a copy of a stored session for a change of its lifecycle. Slices are shared:
-// no version is ever written in place. The cached input described the old lifecycle.
-func (s *Session) revised() *Session {
-	c := *s
-	c.Input = nil
-	return &c
-}
-
-// opened returns the copy of a caller's new session the store keeps: slices of its own, no
-// usage, and the ids that repeat across sessions (client, servers, scopes) as one shared copy
-// each instead of one per session.
-func (s *Session) opened() *Session {
-	c := *s
-	c.ClientID = intern(s.ClientID)
-	c.Servers = internAll(s.Servers)
-	c.Scopes = internAll(s.Scopes)
-	c.Usage, c.Input = Usage{}, nil
-	return &c
-}
-
 // intern returns the canonical copy of v. The canonical copy lives as long as any session
 // uses it, but stays canonical only until a collection finds no handle to it, so sharing is
 // per GC cycle: enough for ids that thousands of sessions repeat, with nothing to evict.
@@ -98,17 +77,6 @@ func intern(v string) string {
 		return ""
 	}
 	return unique.Make(v).Value()
-}
-
-func internAll(vs []string) []string {
-	if len(vs) == 0 {
-		return nil
-	}
-	out := make([]string, len(vs))
-	for i, v := range vs {
-		out[i] = intern(v)
-	}
-	return out
 }
 
 // Usage is what a session has done: allowed calls, their history and the labels the policy

@@ -3,7 +3,9 @@ package state
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
+	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -12,6 +14,7 @@ import (
 // Store keeps sessions in go-memdb. Reads never block writers; writes are serialised by memdb.
 type Store struct {
 	db           *memdb.MemDB
+	seed         maphash.Seed
 	historyLimit int
 	sessionInput func(*Session) any
 }
@@ -34,32 +37,88 @@ func New(cfg Config) (*Store, error) {
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
 	}
-	return &Store{db: db, historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput}, nil
+	return &Store{db: db, seed: maphash.MakeSeed(), historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput}, nil
+}
+
+// located is where a session is, or would be, in the store.
+type located struct {
+	key    uint16
+	bucket *bucket // nil if the bucket does not exist yet
+	i      int
+	found  bool
+}
+
+// locate finds the bucket and position of session id.
+func (s *Store) locate(txn *memdb.Txn, id string) (located, error) {
+	key := uint16(maphash.String(s.seed, id))
+	obj, err := txn.First(tableSessions, indexID, key)
+	if err != nil {
+		return located{}, fmt.Errorf("look up session: %w", err)
+	}
+	l := located{key: key}
+	if obj != nil {
+		l.bucket = obj.(*bucket)
+		l.i, l.found = l.bucket.find(id)
+	}
+	return l, nil
+}
+
+// sessionTxn returns session id as stored, or ErrNotFound.
+func (s *Store) sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
+	l, err := s.locate(txn, id)
+	if err != nil {
+		return nil, err
+	}
+	if !l.found {
+		return nil, ErrNotFound
+	}
+	return l.bucket.session(l.i), nil
+}
+
+// write stores b, a changed bucket, or deletes it when it holds no session.
+func write(txn *memdb.Txn, b *bucket) error {
+	if len(b.recs) == 0 {
+		if err := txn.Delete(tableSessions, b); err != nil && err != memdb.ErrNotFound {
+			return fmt.Errorf("delete session bucket: %w", err)
+		}
+		return nil
+	}
+	if err := txn.Insert(tableSessions, b); err != nil {
+		return fmt.Errorf("write session bucket: %w", err)
+	}
+	return nil
 }
 
 // Open inserts a new session with empty usage. A session pending approval is stored together
 // with its approval, in one transaction, and lapses with it.
 func (s *Store) Open(sess *Session, pending *Approval) error {
+	if sess.ID == "" {
+		return fmt.Errorf("session has no id")
+	}
 	txn := s.db.Txn(true)
 	defer txn.Abort()
-	existing, err := txn.First(tableSessions, indexID, sess.ID)
+	l, err := s.locate(txn, sess.ID)
 	if err != nil {
-		return fmt.Errorf("look up session: %w", err)
+		return err
 	}
-	if existing != nil {
+	if l.found {
 		return ErrExists
 	}
-	sess = sess.opened()
+	c := *sess
 	if pending != nil {
-		sess.Status, sess.ExpiresAt = StatusPendingApproval, pending.ExpiresAt
+		c.Status, c.ExpiresAt = StatusPendingApproval, pending.ExpiresAt
 		a := pending.copy()
 		a.Status = ApprovalPending
 		if err := txn.Insert(tableApprovals, a); err != nil {
 			return fmt.Errorf("insert approval: %w", err)
 		}
 	}
-	if err := txn.Insert(tableSessions, sess); err != nil {
+	b := l.bucket.clone(l.key)
+	if err := b.put(l.i, &c, true); err != nil {
 		return fmt.Errorf("insert session: %w", err)
+	}
+	if err := write(txn, b); err != nil {
+		return err
 	}
 	txn.Commit()
 	return nil
@@ -67,7 +126,7 @@ func (s *Store) Open(sess *Session, pending *Approval) error {
 
 // Get returns a session and its usage (the session's own Usage), or ErrNotFound.
 func (s *Store) Get(id string) (*Session, *Usage, error) {
-	sess, err := sessionTxn(s.db.Txn(false), id)
+	sess, err := s.sessionTxn(s.db.Txn(false), id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,30 +140,53 @@ func (s *Store) RecordCall(id string, call Call) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	if err := s.recordCallTxn(txn, id, call); err != nil {
-		sess, _ := sessionTxn(txn, id)
+		sess, _ := s.sessionTxn(txn, id)
 		return sess, err
 	}
 	txn.Commit()
 	return nil, nil
 }
 
+// recordCallTxn records call in session id. The lifecycle is unchanged, so the records and the
+// text are shared with the bucket's previous version and a cached input stays valid.
 func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
-	sess, err := sessionTxn(txn, id)
+	l, err := s.locate(txn, id)
 	if err != nil {
 		return err
 	}
-	if sess.StatusAt(call.At) != StatusActive {
+	if !l.found {
+		return ErrNotFound
+	}
+	old := l.bucket
+	if old.statusAt(l.i, call.At) != StatusActive {
 		return ErrNotActive
 	}
-	c := *sess // the lifecycle is unchanged, so a cached input stays valid
-	c.Usage = sess.Usage.with(call, s.historyLimit)
-	if c.Input == nil && s.sessionInput != nil {
-		c.Input = s.sessionInput(&c)
+	a := &activity{}
+	if prev := old.activity(l.i); prev != nil {
+		a.usage, a.input = prev.usage.with(call, s.historyLimit), prev.input
+	} else {
+		a.usage = (&Usage{}).with(call, s.historyLimit)
 	}
-	if err := txn.Insert(tableSessions, &c); err != nil {
-		return fmt.Errorf("record call: %w", err)
+	if a.input == nil && s.sessionInput != nil {
+		// The input outlives this version of the bucket: it gets strings of its own rather than
+		// ones that would keep the bucket's text alive after a compaction.
+		a.input = s.sessionInput(owned(old.session(l.i)))
 	}
-	return nil
+	b := &bucket{key: old.key, recs: old.recs, text: old.text, acts: slices.Clone(old.acts)}
+	b.setActivity(l.i, a)
+	return write(txn, b)
+}
+
+// owned returns sess with its strings copied out of the bucket's text.
+func owned(sess *Session) *Session {
+	sess.ID, sess.ClientID, sess.SubjectID = strings.Clone(sess.ID), strings.Clone(sess.ClientID), strings.Clone(sess.SubjectID)
+	sess.EndReason, sess.PolicyRevision = strings.Clone(sess.EndReason), strings.Clone(sess.PolicyRevision)
+	for _, list := range [][]string{sess.Servers, sess.Scopes} {
+		for i, v := range list {
+			list[i] = strings.Clone(v)
+		}
+	}
+	return sess
 }
 
 // Renew extends an active session to expiresAt and counts the renewal.
@@ -112,17 +194,19 @@ func (s *Store) Renew(id string, expiresAt, now time.Time) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	var out *Session
-	err := s.updateSessionTxn(txn, id, func(sess *Session) {
-		if sess.StatusAt(now) == StatusActive {
-			renewTxn(sess, expiresAt)
-			out = sess
+	err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+		if sess.StatusAt(now) != StatusActive {
+			return false
 		}
+		renewTxn(sess, expiresAt)
+		out = sess
+		return true
 	})
 	if err != nil {
 		return nil, err
 	}
 	if out == nil {
-		sess, _ := sessionTxn(txn, id)
+		sess, _ := s.sessionTxn(txn, id)
 		return sess, ErrNotActive
 	}
 	txn.Commit()
@@ -137,34 +221,47 @@ func renewTxn(sess *Session, expiresAt time.Time) {
 	sess.Renewals++
 }
 
-// updateSessionTxn stores a changed copy of a session's lifecycle; mutate sees the copy.
-func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session)) error {
-	sess, err := sessionTxn(txn, id)
+// updateSessionTxn stores a changed copy of a session's lifecycle: mutate sees a fresh copy
+// and reports whether it changed it. The session's cached input is dropped with the change.
+func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session) bool) error {
+	l, err := s.locate(txn, id)
 	if err != nil {
 		return err
 	}
-	c := sess.revised()
-	mutate(c)
-	if err := txn.Insert(tableSessions, c); err != nil {
+	if !l.found {
+		return ErrNotFound
+	}
+	c := l.bucket.session(l.i)
+	c.Input = nil
+	if !mutate(c) {
+		return nil
+	}
+	b := l.bucket.clone(l.key)
+	if err := b.put(l.i, c, false); err != nil {
 		return fmt.Errorf("update session: %w", err)
 	}
-	return nil
+	return write(txn, b)
 }
 
 // Close ends an active or pending session because its task is finished.
 func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
-	sess, err := sessionTxn(txn, id)
+	var closed *Session
+	err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+		if st := sess.StatusAt(now); st != StatusActive && st != StatusPendingApproval {
+			return false
+		}
+		end(sess, StatusClosed, reason, now)
+		closed = sess
+		return true
+	})
 	if err != nil {
 		return nil, err
 	}
-	if st := sess.StatusAt(now); st != StatusActive && st != StatusPendingApproval {
+	if closed == nil {
+		sess, _ := s.sessionTxn(txn, id)
 		return sess, ErrNotActive
-	}
-	closed := endTxn(sess, StatusClosed, reason, now)
-	if err := txn.Insert(tableSessions, closed); err != nil {
-		return nil, fmt.Errorf("close session: %w", err)
 	}
 	txn.Commit()
 	return closed, nil
@@ -173,12 +270,10 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 // Revoke revokes every active or pending session matching f, in one transaction, and returns
 // their ids. Revoked sessions are kept (and denied) until the reaper removes them.
 //
-// Only the id index exists, so a selector other than the session id scans every session
-// inside the write transaction: a session opened concurrently is either seen and revoked or
-// opened after the revocation, never missed in between. Allowed decisions wait for the scan
-// to record their calls (0.4-0.55 s with a million sessions on the 2-CPU benchmark machine
-// under load); revoking by client, subject or server is an operator's action, not a
-// per-request one.
+// A selector other than the session id scans every session inside the write transaction: a
+// session opened concurrently is either seen and revoked or opened after the revocation, never
+// missed in between. Allowed decisions wait for the scan to record their calls; revoking by
+// client, subject or server is an operator's action, not a per-request one.
 func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, error) {
 	if f.Empty() {
 		return nil, fmt.Errorf("revoke needs at least one selector")
@@ -186,21 +281,14 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 
-	revocable := func(sess *Session) bool {
-		st := sess.StatusAt(now)
-		return f.matches(sess) && (st == StatusActive || st == StatusPendingApproval)
-	}
-	var targets []*Session
+	var buckets []*bucket
 	if f.SessionID != "" {
-		sess, err := sessionTxn(txn, f.SessionID)
-		if err == ErrNotFound {
-			return nil, nil
-		}
+		l, err := s.locate(txn, f.SessionID)
 		if err != nil {
 			return nil, err
 		}
-		if revocable(sess) {
-			targets = append(targets, sess)
+		if l.found {
+			buckets = append(buckets, l.bucket)
 		}
 	} else {
 		// Collect first: memdb iterators must not see the table change under them.
@@ -209,18 +297,32 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 			return nil, fmt.Errorf("scan sessions: %w", err)
 		}
 		for obj := it.Next(); obj != nil; obj = it.Next() {
-			if sess := obj.(*Session); revocable(sess) {
-				targets = append(targets, sess)
-			}
+			buckets = append(buckets, obj.(*bucket))
 		}
 	}
 
-	ids := make([]string, 0, len(targets))
-	for _, sess := range targets {
-		if err := txn.Insert(tableSessions, endTxn(sess, StatusRevoked, reason, now)); err != nil {
-			return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
+	var ids []string
+	for _, old := range buckets {
+		var b *bucket
+		for i := range old.recs {
+			if st := old.statusAt(i, now); (st != StatusActive && st != StatusPendingApproval) || !f.matches(old, i) {
+				continue
+			}
+			if b == nil {
+				b = old.clone(old.key)
+			}
+			sess := old.session(i)
+			end(sess, StatusRevoked, reason, now)
+			if err := b.put(i, sess, false); err != nil {
+				return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
+			}
+			ids = append(ids, strings.Clone(sess.ID))
 		}
-		ids = append(ids, sess.ID)
+		if b != nil {
+			if err := write(txn, b); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if len(ids) == 0 {
 		return nil, nil
@@ -229,75 +331,98 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 	return ids, nil
 }
 
-func (f RevokeFilter) matches(sess *Session) bool {
-	if f.SessionID != "" && sess.ID != f.SessionID ||
-		f.ClientID != "" && sess.ClientID != f.ClientID ||
-		f.SubjectID != "" && sess.SubjectID != f.SubjectID {
+// matches reports whether session i of b matches f, decoding only what f asks about.
+func (f RevokeFilter) matches(b *bucket, i int) bool {
+	r := &b.recs[i]
+	if f.SessionID != "" && b.str(r.id) != f.SessionID ||
+		f.ClientID != "" && b.str(r.client) != f.ClientID ||
+		f.SubjectID != "" && b.str(r.subject) != f.SubjectID {
 		return false
 	}
 	if f.ServerID == "" {
 		return true
 	}
-	if slices.Contains(sess.Servers, f.ServerID) {
-		return true
+	if servers := b.list(r.servers); len(servers) > 0 {
+		return slices.Contains(servers, f.ServerID)
 	}
-	return len(sess.Servers) == 0 && sess.Usage.ServerCalls(f.ServerID) > 0
+	a := b.activity(i)
+	return a != nil && a.usage.ServerCalls(f.ServerID) > 0
 }
 
-// List returns up to f.Limit sessions matching f in id order, and whether more follow. A
-// filter by client or subject scans the sessions after f.After in a snapshot (writers are not
-// blocked): an admin path, paged.
+// List returns up to f.Limit sessions matching f in id order, and whether more follow. Ids
+// hash to buckets, so a page scans every session in a snapshot (writers are not blocked) and
+// keeps the f.Limit+1 lowest ids after f.After: an admin path, paged.
 func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
-	txn := s.db.Txn(false)
-	it, err := txn.LowerBound(tableSessions, indexID, f.After)
+	it, err := s.db.Txn(false).Get(tableSessions, indexID)
 	if err != nil {
 		return nil, false, fmt.Errorf("list sessions: %w", err)
 	}
-	var out []*Session
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		sess := obj.(*Session)
-		if sess.ID <= f.After ||
-			f.ClientID != "" && sess.ClientID != f.ClientID ||
-			f.SubjectID != "" && sess.SubjectID != f.SubjectID ||
-			f.Status != "" && sess.StatusAt(f.Now) != f.Status {
-			continue
-		}
-		if f.Limit > 0 && len(out) == f.Limit {
-			return out, true, nil
-		}
-		out = append(out, sess)
+	type hit struct {
+		b *bucket
+		i int
 	}
-	return out, false, nil
+	var page []hit // sorted by id; at most f.Limit+1 when f.Limit > 0
+	idOf := func(h hit) string { return h.b.str(h.b.recs[h.i].id) }
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		b := obj.(*bucket)
+		for i := range b.recs {
+			r := &b.recs[i]
+			id := b.str(r.id)
+			if id <= f.After ||
+				f.ClientID != "" && b.str(r.client) != f.ClientID ||
+				f.SubjectID != "" && b.str(r.subject) != f.SubjectID ||
+				f.Status != "" && b.statusAt(i, f.Now) != f.Status {
+				continue
+			}
+			if f.Limit > 0 && len(page) == f.Limit+1 && id >= idOf(page[f.Limit]) {
+				continue
+			}
+			at, _ := slices.BinarySearchFunc(page, id, func(h hit, id string) int { return strings.Compare(idOf(h), id) })
+			page = slices.Insert(page, at, hit{b, i})
+			if f.Limit > 0 && len(page) > f.Limit+1 {
+				page = page[:f.Limit+1]
+			}
+		}
+	}
+	more := f.Limit > 0 && len(page) > f.Limit
+	if more {
+		page = page[:f.Limit]
+	}
+	out := make([]*Session, len(page))
+	for k, h := range page {
+		out[k] = h.b.session(h.i)
+	}
+	return out, more, nil
 }
 
-// reapBatch is how many sessions one write transaction of the reaper deletes: few enough that
+// reapBatch is how many buckets one write transaction of the reaper rewrites: few enough that
 // decisions recording their calls never wait long behind it, and that the radix nodes the
 // transaction changes stay well under go-immutable-radix's 8,192 tracked watch channels. Past
-// that, its commit compares the whole tree before and after to find what to notify, a walk of
-// every session per batch.
+// that, its commit compares the whole tree before and after to find what to notify.
 const reapBatch = 256
 
 // Reap deletes sessions that expired at or before cutoff, and lapsed approvals, and returns
-// how many sessions it removed. Sessions have no expiry index (it would cost every session
-// another index entry): the reaper finds them by scanning a snapshot, which blocks no writer,
-// then deletes them in small write transactions, checking each again there, since a renewal
-// may have committed after the snapshot.
+// how many sessions it removed. Sessions have no expiry index: the reaper finds the buckets
+// holding expired ones by scanning a snapshot, which blocks no writer, then rewrites those
+// buckets in small write transactions, checking each session again there, since a renewal may
+// have committed after the snapshot.
 func (s *Store) Reap(cutoff time.Time) (int, error) {
-	var expired []string
+	var keys []uint16
 	it, err := s.db.Txn(false).Get(tableSessions, indexID)
 	if err != nil {
 		return 0, fmt.Errorf("scan sessions: %w", err)
 	}
 	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if sess := obj.(*Session); !sess.ExpiresAt.After(cutoff) {
-			expired = append(expired, sess.ID)
+		b := obj.(*bucket)
+		if slices.ContainsFunc(b.recs, func(r record) bool { return expiredBy(&r, cutoff) }) {
+			keys = append(keys, b.key)
 		}
 	}
 	reaped := 0
-	for len(expired) > 0 {
-		batch := expired[:min(reapBatch, len(expired))]
-		expired = expired[len(batch):]
-		n, err := s.reapSessions(batch, cutoff)
+	for len(keys) > 0 {
+		batch := keys[:min(reapBatch, len(keys))]
+		keys = keys[len(batch):]
+		n, err := s.reapBuckets(batch, cutoff)
 		reaped += n
 		if err != nil {
 			return reaped, err
@@ -306,26 +431,30 @@ func (s *Store) Reap(cutoff time.Time) (int, error) {
 	return reaped, s.reapApprovals(cutoff)
 }
 
-// reapSessions deletes the sessions of ids that are still expired at cutoff.
-func (s *Store) reapSessions(ids []string, cutoff time.Time) (int, error) {
+func expiredBy(r *record, cutoff time.Time) bool {
+	return r.expires == noTime || !decodeNanos(r.expires).After(cutoff)
+}
+
+// reapBuckets deletes the sessions of the buckets of keys that are still expired at cutoff.
+func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	n := 0
-	for _, id := range ids {
-		sess, err := sessionTxn(txn, id)
-		if err == ErrNotFound {
-			continue
-		}
+	for _, key := range keys {
+		obj, err := txn.First(tableSessions, indexID, key)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("look up session bucket: %w", err)
 		}
-		if sess.ExpiresAt.After(cutoff) {
+		if obj == nil {
 			continue
 		}
-		if err := txn.Delete(tableSessions, sess); err != nil {
-			return 0, fmt.Errorf("reap session %s: %w", id, err)
+		b := obj.(*bucket).clone(key)
+		if removed := b.remove(func(i int) bool { return expiredBy(&b.recs[i], cutoff) }); removed > 0 {
+			if err := write(txn, b); err != nil {
+				return 0, err
+			}
+			n += removed
 		}
-		n++
 	}
 	txn.Commit()
 	return n, nil
@@ -374,24 +503,11 @@ func (s *Store) RunReaper(ctx context.Context, interval, retention time.Duration
 	}
 }
 
-func sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
-	obj, err := txn.First(tableSessions, indexID, id)
-	if err != nil {
-		return nil, fmt.Errorf("look up session: %w", err)
-	}
-	if obj == nil {
-		return nil, ErrNotFound
-	}
-	return obj.(*Session), nil
-}
-
-// endTxn returns a copy of sess ended with status.
-func endTxn(sess *Session, status Status, reason string, now time.Time) *Session {
-	ended := sess.revised()
-	ended.Status = status
-	ended.EndReason = reason
-	ended.EndedAt = now
-	return ended
+// end ends sess, a fresh copy, with status.
+func end(sess *Session, status Status, reason string, now time.Time) {
+	sess.Status = status
+	sess.EndReason = reason
+	sess.EndedAt = now
 }
 
 // Counts returns how many sessions are in each status at now, and how many approvals wait
@@ -402,7 +518,10 @@ func (s *Store) Counts(now time.Time) (sessions map[Status]int, pendingApprovals
 	sessions = map[Status]int{}
 	if it, err := txn.Get(tableSessions, indexID); err == nil {
 		for obj := it.Next(); obj != nil; obj = it.Next() {
-			sessions[obj.(*Session).StatusAt(now)]++
+			b := obj.(*bucket)
+			for i := range b.recs {
+				sessions[b.statusAt(i, now)]++
+			}
 		}
 	}
 	if it, err := txn.Get(tableApprovals, indexID); err == nil {
@@ -418,9 +537,12 @@ func (s *Store) Counts(now time.Time) (sessions map[Status]int, pendingApprovals
 // Count returns the number of sessions in the store, whatever their status.
 func (s *Store) Count() int {
 	n := 0
-	counts, _ := s.Counts(time.Time{})
-	for _, c := range counts {
-		n += c
+	it, err := s.db.Txn(false).Get(tableSessions, indexID)
+	if err != nil {
+		return 0
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		n += len(obj.(*bucket).recs)
 	}
 	return n
 }

@@ -1,0 +1,322 @@
+package state
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+)
+
+// Sessions are stored in go-memdb as buckets, not one object each. A session's id hashes to
+// one of 65,536 buckets; a bucket holds its sessions as fixed-size records that contain no
+// pointers, sorted by id, and their strings in one byte slice. So a million idle sessions are
+// about 65,536 memdb entries and three heap objects per bucket, none of which the collector
+// has to scan session by session: with one object per session, marking them took most of a
+// 2-CPU server's time at a million sessions. What a session has done (its usage and the input
+// the engine caches for it) does hold pointers; it is kept beside the records, one pointer per
+// session that has made a call.
+//
+// Buckets are copy-on-write like every memdb object. A change of one session writes a new
+// bucket: recording a call copies only the activity pointers; a change of lifecycle copies the
+// records and appends new strings to the text. The text is shared between versions and only
+// ever appended to past a committed version's length (memdb serialises writers), so strings
+// read from a bucket never change; it is rebuilt when most of it is no longer referenced.
+
+const (
+	bucketBits = 16
+	// textSlack is how much unreferenced text a bucket keeps before it is compacted.
+	textSlack = 1024
+)
+
+// ref locates a string (or an encoded list of strings) in a bucket's text.
+type ref struct{ off, n uint32 }
+
+// record is one session's lifecycle, without pointers.
+type record struct {
+	id, client, subject, servers, scopes, endReason, revision ref
+	created, expires, ended                                   int64
+	renewals                                                  int32
+	status                                                    uint8
+}
+
+// activity is what a session has done, and the engine's input form of its lifecycle.
+type activity struct {
+	usage Usage
+	input any
+}
+
+type bucket struct {
+	key  uint16
+	recs []record // sorted by id
+	text []byte
+	// acts is nil while no session of the bucket has made a call; else one entry per record,
+	// nil for the sessions that have not.
+	acts []*activity
+}
+
+// statuses are the stored statuses by code; code 0 is never stored.
+var statuses = [...]Status{"", StatusActive, StatusPendingApproval, StatusClosed, StatusRevoked, StatusExpired}
+
+func statusCode(st Status) (uint8, error) {
+	for i, s := range statuses[1:] {
+		if s == st {
+			return uint8(i + 1), nil
+		}
+	}
+	return 0, fmt.Errorf("session status %q is not one the store knows", st)
+}
+
+// noTime encodes the zero time.Time.
+const noTime = math.MinInt64
+
+func encodeNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
+	}
+	return t.UnixNano()
+}
+
+func decodeNanos(n int64) time.Time {
+	if n == noTime {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func (b *bucket) str(r ref) string {
+	if r.n == 0 {
+		return ""
+	}
+	return unsafe.String(&b.text[r.off], int(r.n))
+}
+
+// list decodes a list of strings encoded by putList. The strings share the bucket's text.
+func (b *bucket) list(r ref) []string {
+	if r.n == 0 {
+		return nil
+	}
+	enc := b.text[r.off : r.off+r.n]
+	count, k := binary.Uvarint(enc)
+	out := make([]string, 0, count)
+	for p := k; p < len(enc); {
+		n, k := binary.Uvarint(enc[p:])
+		p += k
+		if n == 0 {
+			out = append(out, "")
+			continue
+		}
+		out = append(out, unsafe.String(&enc[p], int(n)))
+		p += int(n)
+	}
+	return out
+}
+
+// find returns the position of id in the bucket, or where it would be inserted.
+func (b *bucket) find(id string) (int, bool) {
+	if b == nil {
+		return 0, false
+	}
+	return slices.BinarySearchFunc(b.recs, id, func(r record, id string) int {
+		return strings.Compare(b.str(r.id), id)
+	})
+}
+
+func (b *bucket) activity(i int) *activity {
+	if b.acts == nil {
+		return nil
+	}
+	return b.acts[i]
+}
+
+// status returns the stored status and expiry of session i without decoding it.
+func (b *bucket) statusAt(i int, now time.Time) Status {
+	r := &b.recs[i]
+	st := statuses[r.status]
+	if (st == StatusActive || st == StatusPendingApproval) && !now.Before(decodeNanos(r.expires)) {
+		return StatusExpired
+	}
+	return st
+}
+
+// session decodes session i. Its strings share the bucket's text, which never changes.
+func (b *bucket) session(i int) *Session {
+	r := &b.recs[i]
+	s := &Session{
+		ID:             b.str(r.id),
+		Status:         statuses[r.status],
+		ClientID:       b.str(r.client),
+		SubjectID:      b.str(r.subject),
+		Servers:        b.list(r.servers),
+		Scopes:         b.list(r.scopes),
+		CreatedAt:      decodeNanos(r.created),
+		ExpiresAt:      decodeNanos(r.expires),
+		Renewals:       int(r.renewals),
+		EndReason:      b.str(r.endReason),
+		EndedAt:        decodeNanos(r.ended),
+		PolicyRevision: b.str(r.revision),
+	}
+	if a := b.activity(i); a != nil {
+		s.Usage, s.Input = a.usage, a.input
+	}
+	return s
+}
+
+// clone returns a copy of b to change: records and activities copied, text shared.
+func (b *bucket) clone(key uint16) *bucket {
+	if b == nil {
+		return &bucket{key: key}
+	}
+	return &bucket{key: b.key, recs: slices.Clone(b.recs), text: b.text, acts: slices.Clone(b.acts)}
+}
+
+// put stores sess at position i of b, a fresh copy: replacing the record there, or inserting
+// one when insert is set. Strings equal to the ones of the record replaced, or to the same
+// field of another session in the bucket, are not stored again. The session's activity is
+// kept when replacing (without its cached input, which described the old lifecycle).
+func (b *bucket) put(i int, sess *Session, insert bool) error {
+	st, err := statusCode(sess.Status)
+	if err != nil {
+		return err
+	}
+	if sess.Renewals < 0 || sess.Renewals > math.MaxInt32 {
+		return fmt.Errorf("session renewals %d out of range", sess.Renewals)
+	}
+	r := record{
+		created:  encodeNanos(sess.CreatedAt),
+		expires:  encodeNanos(sess.ExpiresAt),
+		ended:    encodeNanos(sess.EndedAt),
+		renewals: int32(sess.Renewals),
+		status:   st,
+	}
+	vals := [...]string{sess.ID, sess.ClientID, sess.SubjectID, encodeList(sess.Servers), encodeList(sess.Scopes), sess.EndReason, sess.PolicyRevision}
+	dst := r.refs()
+	for k, v := range vals {
+		if *dst[k], err = b.putString(k, v); err != nil {
+			return err
+		}
+	}
+	if insert {
+		b.recs = slices.Insert(b.recs, i, r)
+		if b.acts != nil {
+			b.acts = slices.Insert(b.acts, i, nil)
+		}
+	} else {
+		b.recs[i] = r
+		if a := b.activity(i); a != nil && a.input != nil {
+			b.acts[i] = &activity{usage: a.usage}
+		}
+	}
+	b.compact()
+	return nil
+}
+
+// putString returns a ref to v in b's text for field k of a record (see record.refs): an
+// existing one if some record's field k holds the same bytes, else v appended.
+func (b *bucket) putString(k int, v string) (ref, error) {
+	if v == "" {
+		return ref{}, nil
+	}
+	for i := range b.recs {
+		if r := *b.recs[i].refs()[k]; b.str(r) == v {
+			return r, nil
+		}
+	}
+	if len(b.text)+len(v) > math.MaxUint32 {
+		return ref{}, fmt.Errorf("session bucket text over 4 GiB")
+	}
+	r := ref{off: uint32(len(b.text)), n: uint32(len(v))}
+	b.text = append(b.text, v...)
+	return r, nil
+}
+
+// encodeList encodes strings as their count, then each one's length and bytes (uvarints).
+func encodeList(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	var enc []byte
+	enc = binary.AppendUvarint(enc, uint64(len(vs)))
+	for _, v := range vs {
+		enc = binary.AppendUvarint(enc, uint64(len(v)))
+		enc = append(enc, v...)
+	}
+	return string(enc)
+}
+
+// setActivity replaces the activity of session i.
+func (b *bucket) setActivity(i int, a *activity) {
+	if b.acts == nil {
+		b.acts = make([]*activity, len(b.recs))
+	}
+	b.acts[i] = a
+}
+
+// remove deletes the sessions at the positions drop selects and returns how many.
+func (b *bucket) remove(drop func(i int) bool) int {
+	recs := b.recs[:0]
+	var acts []*activity
+	if b.acts != nil {
+		acts = b.acts[:0]
+	}
+	for i := range b.recs {
+		if drop(i) {
+			continue
+		}
+		recs = append(recs, b.recs[i])
+		if b.acts != nil {
+			acts = append(acts, b.acts[i])
+		}
+	}
+	n := len(b.recs) - len(recs)
+	clear(b.recs[len(recs):])
+	if b.acts != nil {
+		clear(b.acts[len(acts):])
+	}
+	b.recs, b.acts = recs, acts
+	b.compact()
+	return n
+}
+
+// refs lists the strings of a record, in the order put stores them.
+func (r *record) refs() [7]*ref {
+	return [7]*ref{&r.id, &r.client, &r.subject, &r.servers, &r.scopes, &r.endReason, &r.revision}
+}
+
+// compact drops the activity slice when no session holds one, and rebuilds b's text when
+// more than half of it is no longer referenced. Strings shared by several records count once
+// per record in the estimate, so a bucket may keep a little more than it needs; the rebuild
+// stores each shared string once.
+func (b *bucket) compact() {
+	if b.acts != nil && !slices.ContainsFunc(b.acts, func(a *activity) bool { return a != nil }) {
+		b.acts = nil
+	}
+	live := 0
+	for i := range b.recs {
+		for _, r := range b.recs[i].refs() {
+			live += int(r.n)
+		}
+	}
+	if len(b.text) <= 2*live+textSlack {
+		return
+	}
+	text := make([]byte, 0, live)
+	moved := make(map[ref]ref)
+	for i := range b.recs {
+		for _, r := range b.recs[i].refs() {
+			if r.n == 0 {
+				continue
+			}
+			to, ok := moved[*r]
+			if !ok {
+				to = ref{off: uint32(len(text)), n: r.n}
+				text = append(text, b.text[r.off:r.off+r.n]...)
+				moved[*r] = to
+			}
+			*r = to
+		}
+	}
+	b.text = text
+}

@@ -1,0 +1,315 @@
+package state
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRecordHoldsNoPointers keeps the session record scan-free for the collector: a string,
+// slice, map or pointer field would make every session an object it has to mark again.
+func TestRecordHoldsNoPointers(t *testing.T) {
+	var walk func(reflect.Type, string)
+	walk = func(ty reflect.Type, path string) {
+		switch ty.Kind() {
+		case reflect.Struct:
+			for i := range ty.NumField() {
+				walk(ty.Field(i).Type, path+"."+ty.Field(i).Name)
+			}
+		case reflect.Array:
+			walk(ty.Elem(), path+"[]")
+		case reflect.Bool, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Int,
+			reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
+		default:
+			t.Errorf("record%s is a %s: records must hold no pointers", path, ty.Kind())
+		}
+	}
+	walk(reflect.TypeFor[record](), "")
+}
+
+// sampleSession is session i with fields of varied shape: empty and non-empty lists, shared
+// and unique strings, non-ASCII text.
+func sampleSession(i int) *Session {
+	s := &Session{
+		ID:             fmt.Sprintf("ses_%06d", i),
+		Status:         StatusActive,
+		ClientID:       fmt.Sprintf("client-%d", i%7),
+		SubjectID:      fmt.Sprintf("user-%d@example.com", i),
+		CreatedAt:      t0.Add(time.Duration(i) * time.Millisecond),
+		ExpiresAt:      t0.Add(time.Hour + time.Duration(i)*time.Second),
+		Renewals:       i % 3,
+		PolicyRevision: "rev-" + strings.Repeat("x", i%40),
+	}
+	if i%2 == 0 {
+		s.Servers = []string{"github", fmt.Sprintf("fs-%d", i%5)}
+	}
+	if i%3 == 0 {
+		s.Scopes = []string{"repo:read", "ünïcode scope", ""}
+	}
+	return s
+}
+
+func sameSession(t *testing.T, got, want *Session) {
+	t.Helper()
+	g, w := *got, *want
+	g.Usage, g.Input, w.Usage, w.Input = Usage{}, nil, Usage{}, nil
+	for _, p := range []*Session{&g, &w} {
+		p.CreatedAt, p.ExpiresAt, p.EndedAt = p.CreatedAt.UTC(), p.ExpiresAt.UTC(), p.EndedAt.UTC()
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Fatalf("session %s reads back as\n%+v\nwant\n%+v", want.ID, g, w)
+	}
+}
+
+// TestBucketsKeepEverySession stores enough sessions that buckets hold several, changes some,
+// and reads every one back field by field.
+func TestBucketsKeepEverySession(t *testing.T) {
+	s := newStore(t)
+	const n = 3000
+	want := make([]*Session, n)
+	for i := range n {
+		want[i] = sampleSession(i)
+		if err := s.Open(want[i], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if multi := bucketsWithSeveral(s); multi == 0 {
+		t.Fatal("no bucket holds two sessions; the test does not exercise shared buckets")
+	}
+	now := t0.Add(time.Minute)
+	ids, err := s.Revoke(RevokeFilter{ClientID: "client-3"}, "compromised", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if want[i].ClientID == "client-3" {
+			want[i].Status, want[i].EndReason, want[i].EndedAt = StatusRevoked, "compromised", now
+		}
+	}
+	if len(ids) != n/7+1 {
+		t.Errorf("revoked %d sessions, want %d", len(ids), n/7+1)
+	}
+	for i := 0; i < n; i += 11 {
+		if want[i].Status != StatusActive {
+			continue
+		}
+		got, err := s.Renew(want[i].ID, want[i].ExpiresAt.Add(time.Hour), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i].ExpiresAt, want[i].Renewals = want[i].ExpiresAt.Add(time.Hour), want[i].Renewals+1
+		sameSession(t, got, want[i])
+	}
+	for i := range want {
+		got, _, err := s.Get(want[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameSession(t, got, want[i])
+	}
+	if got := s.Count(); got != n {
+		t.Errorf("Count = %d, want %d", got, n)
+	}
+}
+
+func bucketsWithSeveral(s *Store) int {
+	it, _ := s.db.Txn(false).Get(tableSessions, indexID)
+	multi := 0
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if len(obj.(*bucket).recs) > 1 {
+			multi++
+		}
+	}
+	return multi
+}
+
+// sameBucketIDs returns n session ids that hash to one bucket of s.
+func sameBucketIDs(s *Store, n int) []string {
+	var ids []string
+	key := uint16(maphash.String(s.seed, "ses_target"))
+	for i := 0; len(ids) < n; i++ {
+		id := fmt.Sprintf("ses_%d", i)
+		if uint16(maphash.String(s.seed, id)) == key {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// TestBucketTextStaysBounded changes one bucket's sessions many times: every change appends
+// strings, and compaction keeps the text near what the records reference, while a session read
+// before the changes keeps its own values.
+func TestBucketTextStaysBounded(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 8)
+	for _, id := range ids {
+		if err := s.Open(&Session{ID: id, Status: StatusActive, ClientID: "c", SubjectID: "subject of " + id, ExpiresAt: t0.Add(time.Hour)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	early, _, err := s.Get(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEarly := *early
+	wantEarly.ID, wantEarly.SubjectID = strings.Clone(early.ID), strings.Clone(early.SubjectID)
+
+	for round := range 500 {
+		for _, id := range ids[1:] {
+			// A long reason that differs every time, so each change stores new text.
+			reason := fmt.Sprintf("round %d: %s", round, strings.Repeat("r", 200))
+			txn := s.db.Txn(true)
+			if err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+				sess.EndReason = reason
+				return true
+			}); err != nil {
+				t.Fatal(err)
+			}
+			txn.Commit()
+		}
+	}
+	l, err := s.locate(s.db.Txn(false), ids[0])
+	if err != nil || !l.found {
+		t.Fatalf("locate: %v %v", l, err)
+	}
+	live := 0
+	for i := range l.bucket.recs {
+		for _, r := range l.bucket.recs[i].refs() {
+			live += int(r.n)
+		}
+	}
+	if len(l.bucket.text) > 2*live+textSlack {
+		t.Errorf("bucket text is %d bytes for %d referenced", len(l.bucket.text), live)
+	}
+	if early.ID != wantEarly.ID || early.SubjectID != wantEarly.SubjectID {
+		t.Errorf("a session read earlier changed: %q %q", early.ID, early.SubjectID)
+	}
+	for _, id := range ids[1:] {
+		got, _, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "round 499: " + strings.Repeat("r", 200); got.EndReason != want || got.SubjectID != "subject of "+id {
+			t.Errorf("%s: reason %q subject %q", id, got.EndReason, got.SubjectID)
+		}
+	}
+}
+
+// TestListPagesInIDOrderAcrossBuckets pages through sessions whose ids hash all over the
+// buckets, with and without a filter, and gets every match once, in id order.
+func TestListPagesInIDOrderAcrossBuckets(t *testing.T) {
+	s := newStore(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var all, ofClient []string
+	for i := range 2000 {
+		id := fmt.Sprintf("ses_%016x", rng.Uint64())
+		client := fmt.Sprintf("c%d", i%4)
+		open(t, s, id, client, "u", time.Hour)
+		all = append(all, id)
+		if client == "c1" {
+			ofClient = append(ofClient, id)
+		}
+	}
+	slices.Sort(all)
+	slices.Sort(ofClient)
+	for _, tc := range []struct {
+		name  string
+		f     ListFilter
+		want  []string
+		limit int
+	}{
+		{"all", ListFilter{}, all, 37},
+		{"one client", ListFilter{ClientID: "c1"}, ofClient, 50},
+		{"exact pages", ListFilter{ClientID: "c1"}, ofClient, len(ofClient) / 2},
+	} {
+		var got []string
+		f := tc.f
+		f.Limit = tc.limit
+		for pages := 0; ; pages++ {
+			if pages > len(tc.want) {
+				t.Fatalf("%s: paging does not end", tc.name)
+			}
+			page, more, err := s.List(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sess := range page {
+				got = append(got, sess.ID)
+			}
+			if !more {
+				break
+			}
+			if len(page) != tc.limit {
+				t.Fatalf("%s: a page with more after it has %d sessions, want %d", tc.name, len(page), tc.limit)
+			}
+			f.After = page[len(page)-1].ID
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: paging returned %d ids (first %v), want %d", tc.name, len(got), got[:min(3, len(got))], len(tc.want))
+		}
+	}
+	unlimited, more, err := s.List(ListFilter{})
+	if err != nil || more || len(unlimited) != len(all) {
+		t.Errorf("unlimited list: %d sessions, more %v, %v", len(unlimited), more, err)
+	}
+}
+
+// TestReapKeepsTheRestOfABucket reaps expired sessions from buckets that also hold live ones,
+// including their usage.
+func TestReapKeepsTheRestOfABucket(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 6)
+	for i, id := range ids {
+		ttl := time.Hour
+		if i%2 == 1 {
+			ttl = time.Minute
+		}
+		open(t, s, id, "c", "u", ttl)
+		if _, err := s.RecordCall(id, Call{Server: "fs", Tool: fmt.Sprint("t", i), At: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.Reap(t0.Add(2 * time.Minute))
+	if err != nil || n != 3 {
+		t.Fatalf("reaped %d, %v; want 3", n, err)
+	}
+	for i, id := range ids {
+		_, u, err := s.Get(id)
+		if i%2 == 1 {
+			if err != ErrNotFound {
+				t.Errorf("%s expired but reads back: %v", id, err)
+			}
+			continue
+		}
+		if err != nil || u.ByTool()["fs"][fmt.Sprint("t", i)] != 1 {
+			t.Errorf("%s: usage %+v, %v", id, u, err)
+		}
+	}
+	if n, err := s.Reap(t0.Add(2 * time.Hour)); err != nil || n != 3 || s.Count() != 0 {
+		t.Fatalf("second reap: %d, %v; %d left", n, err, s.Count())
+	}
+	if it, _ := s.db.Txn(false).Get(tableSessions, indexID); it.Next() != nil {
+		t.Error("an empty bucket was kept")
+	}
+}
+
+func TestOpenRefusesWhatTheStoreCannotHold(t *testing.T) {
+	s := newStore(t)
+	for _, sess := range []*Session{
+		{ID: "", Status: StatusActive},
+		{ID: "a", Status: "dormant"},
+		{ID: "b", Status: StatusActive, Renewals: -1},
+	} {
+		if err := s.Open(sess, nil); err == nil {
+			t.Errorf("Open(%+v) succeeded", sess)
+		}
+	}
+	if s.Count() != 0 {
+		t.Errorf("a refused session was stored")
+	}
+}
