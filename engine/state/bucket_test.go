@@ -2,13 +2,14 @@ package state
 
 import (
 	"fmt"
-	"hash/maphash"
 	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
 )
 
 // TestRecordHoldsNoPointers keeps the session record scan-free for the collector: a string,
@@ -54,28 +55,39 @@ func sampleSession(i int) *Session {
 	return s
 }
 
-func sameSession(t *testing.T, got, want *Session) {
+// sameSession compares every lifecycle field (times must come back in UTC, as they went in)
+// and the number of calls recorded.
+func sameSession(t *testing.T, got, want *Session, calls uint64) {
 	t.Helper()
+	if got.Usage.Total != calls || len(got.Usage.History) != int(min(calls, 2)) {
+		t.Fatalf("session %s has %d calls and %d history entries, want %d", want.ID, got.Usage.Total, len(got.Usage.History), calls)
+	}
 	g, w := *got, *want
 	g.Usage, g.Input, w.Usage, w.Input = Usage{}, nil, Usage{}, nil
-	for _, p := range []*Session{&g, &w} {
-		p.CreatedAt, p.ExpiresAt, p.EndedAt = p.CreatedAt.UTC(), p.ExpiresAt.UTC(), p.EndedAt.UTC()
-	}
 	if !reflect.DeepEqual(g, w) {
 		t.Fatalf("session %s reads back as\n%+v\nwant\n%+v", want.ID, g, w)
 	}
 }
 
-// TestBucketsKeepEverySession stores enough sessions that buckets hold several, changes some,
-// and reads every one back field by field.
+// TestBucketsKeepEverySession stores enough sessions that buckets hold several, records calls
+// in some, changes the lifecycle of others, and reads every one back field by field.
 func TestBucketsKeepEverySession(t *testing.T) {
 	s := newStore(t)
 	const n = 3000
 	want := make([]*Session, n)
+	calls := make([]uint64, n)
 	for i := range n {
 		want[i] = sampleSession(i)
 		if err := s.Open(want[i], nil); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i += 5 {
+		for range i%4 + 1 {
+			if _, err := s.RecordCall(want[i].ID, Call{Server: "github", Tool: "read", At: t0}); err != nil {
+				t.Fatal(err)
+			}
+			calls[i]++
 		}
 	}
 	if multi := bucketsWithSeveral(s); multi == 0 {
@@ -103,14 +115,14 @@ func TestBucketsKeepEverySession(t *testing.T) {
 			t.Fatal(err)
 		}
 		want[i].ExpiresAt, want[i].Renewals = want[i].ExpiresAt.Add(time.Hour), want[i].Renewals+1
-		sameSession(t, got, want[i])
+		sameSession(t, got, want[i], calls[i])
 	}
 	for i := range want {
 		got, _, err := s.Get(want[i].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sameSession(t, got, want[i])
+		sameSession(t, got, want[i], calls[i])
 	}
 	if got := s.Count(); got != n {
 		t.Errorf("Count = %d, want %d", got, n)
@@ -131,10 +143,10 @@ func bucketsWithSeveral(s *Store) int {
 // sameBucketIDs returns n session ids that hash to one bucket of s.
 func sameBucketIDs(s *Store, n int) []string {
 	var ids []string
-	key := uint16(maphash.String(s.seed, "ses_target"))
+	key := s.bucketOf("ses_target")
 	for i := 0; len(ids) < n; i++ {
 		id := fmt.Sprintf("ses_%d", i)
-		if uint16(maphash.String(s.seed, id)) == key {
+		if s.bucketOf(id) == key {
 			ids = append(ids, id)
 		}
 	}
@@ -152,14 +164,14 @@ func TestBucketTextStaysBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	early, _, err := s.Get(ids[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantEarly := *early
-	wantEarly.ID, wantEarly.SubjectID = strings.Clone(early.ID), strings.Clone(early.SubjectID)
-
+	var early *Session // ids[1] as read after the first round of changes
 	for round := range 500 {
+		if round == 1 {
+			var err error
+			if early, _, err = s.Get(ids[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for _, id := range ids[1:] {
 			// A long reason that differs every time, so each change stores new text.
 			reason := fmt.Sprintf("round %d: %s", round, strings.Repeat("r", 200))
@@ -186,8 +198,8 @@ func TestBucketTextStaysBounded(t *testing.T) {
 	if len(l.bucket.text) > 2*live+textSlack {
 		t.Errorf("bucket text is %d bytes for %d referenced", len(l.bucket.text), live)
 	}
-	if early.ID != wantEarly.ID || early.SubjectID != wantEarly.SubjectID {
-		t.Errorf("a session read earlier changed: %q %q", early.ID, early.SubjectID)
+	if want := "round 0: " + strings.Repeat("r", 200); early.EndReason != want || early.SubjectID != "subject of "+ids[1] {
+		t.Errorf("a session read after round 0 changed: reason %.12q, subject %q", early.EndReason, early.SubjectID)
 	}
 	for _, id := range ids[1:] {
 		got, _, err := s.Get(id)
@@ -230,7 +242,8 @@ func TestListPagesInIDOrderAcrossBuckets(t *testing.T) {
 		var got []string
 		f := tc.f
 		f.Limit = tc.limit
-		for pages := 0; ; pages++ {
+		pages := 0
+		for ; ; pages++ {
 			if pages > len(tc.want) {
 				t.Fatalf("%s: paging does not end", tc.name)
 			}
@@ -252,10 +265,21 @@ func TestListPagesInIDOrderAcrossBuckets(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: paging returned %d ids (first %v), want %d", tc.name, len(got), got[:min(3, len(got))], len(tc.want))
 		}
+		// A last page that is exactly full says nothing follows: no empty page after it.
+		if want := (len(tc.want) + tc.limit - 1) / tc.limit; pages+1 != want {
+			t.Errorf("%s: %d pages, want %d", tc.name, pages+1, want)
+		}
 	}
 	unlimited, more, err := s.List(ListFilter{})
-	if err != nil || more || len(unlimited) != len(all) {
-		t.Errorf("unlimited list: %d sessions, more %v, %v", len(unlimited), more, err)
+	if err != nil || more {
+		t.Fatalf("unlimited list: more %v, %v", more, err)
+	}
+	var got []string
+	for _, sess := range unlimited {
+		got = append(got, sess.ID)
+	}
+	if !slices.Equal(got, all) {
+		t.Errorf("unlimited list: %d ids, not every id in order", len(got))
 	}
 }
 
@@ -270,6 +294,9 @@ func TestReapKeepsTheRestOfABucket(t *testing.T) {
 			ttl = time.Minute
 		}
 		open(t, s, id, "c", "u", ttl)
+		if i%3 == 2 {
+			continue // some sessions, kept and reaped, have made no call
+		}
 		if _, err := s.RecordCall(id, Call{Server: "fs", Tool: fmt.Sprint("t", i), At: t0}); err != nil {
 			t.Fatal(err)
 		}
@@ -286,8 +313,12 @@ func TestReapKeepsTheRestOfABucket(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || u.ByTool()["fs"][fmt.Sprint("t", i)] != 1 {
-			t.Errorf("%s: usage %+v, %v", id, u, err)
+		want := uint64(1)
+		if i%3 == 2 {
+			want = 0
+		}
+		if err != nil || u.Total != want || u.ByTool()["fs"][fmt.Sprint("t", i)] != want {
+			t.Errorf("%s: usage %+v, %v; want %d call", id, u, err, want)
 		}
 	}
 	if n, err := s.Reap(t0.Add(2 * time.Hour)); err != nil || n != 3 || s.Count() != 0 {
@@ -311,5 +342,70 @@ func TestOpenRefusesWhatTheStoreCannotHold(t *testing.T) {
 	}
 	if s.Count() != 0 {
 		t.Errorf("a refused session was stored")
+	}
+}
+
+// TestStringsOutliveAnAbortedWrite reads a session inside a write transaction that then
+// aborts; the next committed write to the bucket must not reuse the bytes the read points at.
+func TestStringsOutliveAnAbortedWrite(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 2)
+	for _, id := range ids {
+		open(t, s, id, "c", "u", time.Hour)
+	}
+	setReason := func(id, reason string) *memdb.Txn {
+		txn := s.db.Txn(true)
+		if err := s.updateSessionTxn(txn, id, func(sess *Session) bool { sess.EndReason = reason; return true }); err != nil {
+			t.Fatal(err)
+		}
+		return txn
+	}
+	// Appends in place need spare room in the text's array: change the second session until
+	// the array has some (it grows by doubling).
+	for i := 0; ; i++ {
+		l, err := s.locate(s.db.Txn(false), ids[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(l.bucket.text)-len(l.bucket.text) >= 8 {
+			break
+		}
+		setReason(ids[1], strings.Repeat("x", i+1)).Commit()
+	}
+	txn := setReason(ids[0], "AAAA")
+	read, err := s.sessionTxn(txn, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn.Abort()
+	setReason(ids[1], "BBBB").Commit()
+	if read.EndReason != "AAAA" {
+		t.Errorf("a string read before the abort now reads %q", read.EndReason)
+	}
+	if got, _, _ := s.Get(ids[1]); got.EndReason != "BBBB" {
+		t.Errorf("the committed change reads %q", got.EndReason)
+	}
+	if got, _, _ := s.Get(ids[0]); got.EndReason != "" {
+		t.Errorf("the aborted change was kept: %q", got.EndReason)
+	}
+}
+
+// TestFarTimesStayInOrder stores times beyond what Unix nanoseconds hold: an expiry centuries
+// ahead stays in the future.
+func TestFarTimesStayInOrder(t *testing.T) {
+	s := newStore(t)
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.Open(&Session{ID: "a", Status: StatusActive, CreatedAt: time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: far}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := got.StatusAt(t0); st != StatusActive || got.ExpiresAt.Year() != 2262 || got.CreatedAt.Year() != 1677 {
+		t.Errorf("status %s, expires %v, created %v", st, got.ExpiresAt, got.CreatedAt)
+	}
+	if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
+		t.Errorf("record a call: %v", err)
 	}
 }

@@ -50,7 +50,7 @@ type located struct {
 
 // locate finds the bucket and position of session id.
 func (s *Store) locate(txn *memdb.Txn, id string) (located, error) {
-	key := uint16(maphash.String(s.seed, id))
+	key := s.bucketOf(id)
 	obj, err := txn.First(tableSessions, indexID, key)
 	if err != nil {
 		return located{}, fmt.Errorf("look up session: %w", err)
@@ -61,6 +61,11 @@ func (s *Store) locate(txn *memdb.Txn, id string) (located, error) {
 		l.i, l.found = l.bucket.find(id)
 	}
 	return l, nil
+}
+
+// bucketOf returns the number of the bucket that holds session id.
+func (s *Store) bucketOf(id string) uint16 {
+	return uint16(maphash.String(s.seed, id) & (1<<bucketBits - 1))
 }
 
 // sessionTxn returns session id as stored, or ErrNotFound.
@@ -172,7 +177,7 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
 		// ones that would keep the bucket's text alive after a compaction.
 		a.input = s.sessionInput(owned(old.session(l.i)))
 	}
-	b := &bucket{key: old.key, recs: old.recs, text: old.text, acts: slices.Clone(old.acts)}
+	b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, acts: slices.Clone(old.acts)}
 	b.setActivity(l.i, a)
 	return write(txn, b)
 }
@@ -328,6 +333,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 		return nil, nil
 	}
 	txn.Commit()
+	slices.Sort(ids)
 	return ids, nil
 }
 
@@ -361,8 +367,9 @@ func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
 		b *bucket
 		i int
 	}
-	var page []hit // sorted by id; at most f.Limit+1 when f.Limit > 0
+	var page []hit // sorted by id and at most f.Limit+1 long when f.Limit > 0
 	idOf := func(h hit) string { return h.b.str(h.b.recs[h.i].id) }
+	byID := func(h hit, id string) int { return strings.Compare(idOf(h), id) }
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		b := obj.(*bucket)
 		for i := range b.recs {
@@ -374,15 +381,22 @@ func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
 				f.Status != "" && b.statusAt(i, f.Now) != f.Status {
 				continue
 			}
-			if f.Limit > 0 && len(page) == f.Limit+1 && id >= idOf(page[f.Limit]) {
+			if f.Limit <= 0 {
+				page = append(page, hit{b, i})
 				continue
 			}
-			at, _ := slices.BinarySearchFunc(page, id, func(h hit, id string) int { return strings.Compare(idOf(h), id) })
+			if len(page) == f.Limit+1 && id >= idOf(page[f.Limit]) {
+				continue
+			}
+			at, _ := slices.BinarySearchFunc(page, id, byID)
 			page = slices.Insert(page, at, hit{b, i})
-			if f.Limit > 0 && len(page) > f.Limit+1 {
+			if len(page) > f.Limit+1 {
 				page = page[:f.Limit+1]
 			}
 		}
+	}
+	if f.Limit <= 0 {
+		slices.SortFunc(page, func(a, b hit) int { return strings.Compare(idOf(a), idOf(b)) })
 	}
 	more := f.Limit > 0 && len(page) > f.Limit
 	if more {
@@ -414,8 +428,11 @@ func (s *Store) Reap(cutoff time.Time) (int, error) {
 	}
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		b := obj.(*bucket)
-		if slices.ContainsFunc(b.recs, func(r record) bool { return expiredBy(&r, cutoff) }) {
-			keys = append(keys, b.key)
+		for i := range b.recs {
+			if expiredBy(&b.recs[i], cutoff) {
+				keys = append(keys, b.key)
+				break
+			}
 		}
 	}
 	reaped := 0
@@ -432,7 +449,7 @@ func (s *Store) Reap(cutoff time.Time) (int, error) {
 }
 
 func expiredBy(r *record, cutoff time.Time) bool {
-	return r.expires == noTime || !decodeNanos(r.expires).After(cutoff)
+	return !decodeNanos(r.expires).After(cutoff)
 }
 
 // reapBuckets deletes the sessions of the buckets of keys that are still expired at cutoff.
