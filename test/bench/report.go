@@ -299,7 +299,12 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		p("| grown to | added | took | heap per session | RSS per session (after GC) |\n| --- | --- | --- | --- | --- |\n")
 		for _, pt := range s.Points {
 			h, rs := pt.Prefill.PerSession()
-			p("| %s | %s | %s | %s | %s |\n", count(pt.Sessions), count(pt.Prefill.Added), pt.Prefill.Took.Round(time.Millisecond), bytesOf(h), bytesOf(rs))
+			rss := bytesOf(rs)
+			if rs < 0 {
+				// A small store: returning freed pages to the OS moved RSS more than it grew.
+				rss = "— (RSS fell)"
+			}
+			p("| %s | %s | %s | %s | %s |\n", count(pt.Sessions), count(pt.Prefill.Added), pt.Prefill.Took.Round(time.Millisecond), bytesOf(h), rss)
 		}
 		p("\n")
 	}
