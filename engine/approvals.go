@@ -58,7 +58,6 @@ func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 		if a := v.Grant; a != nil {
 			err := e.store.UseGrant(a.ID, d.ID, req.SessionID, state.Call{
 				Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: d.At, Labels: d.Labels,
-				Input: historyTerm(req.Server.ID, req.Operation.Tool, req.Operation.Method, d.At),
 			})
 			switch {
 			case err == nil:

@@ -96,11 +96,13 @@ type Engine struct {
 // New compiles p and returns an engine serving it.
 func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
+	names := &nameTerms{}
 	store, err := state.New(state.Config{
 		HistoryLimit: cfg.HistoryLimit,
 		// Cached by sessions that decide, from their first allowed call on; built per
 		// decision until then (see sessionTerm).
-		SessionInput: func(s *state.Session) any { return sessionItems(s) },
+		SessionInput: func(s *state.Session) any { return sessionItems(names, s) },
+		HistoryInput: func(h *state.HistoryEntry) any { return historyTerm(names, h.Server, h.Tool, h.Method, h.At) },
 	})
 	if err != nil {
 		return nil, err
@@ -258,7 +260,6 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if d.Outcome == Allow && req.SessionID != "" {
 		sess, err := e.store.RecordCall(req.SessionID, state.Call{
 			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
-			Input: historyTerm(req.Server.ID, req.Operation.Tool, req.Operation.Method, now),
 		})
 		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
 			// Revoked, closed or reaped while the policy ran: the revocation wins.

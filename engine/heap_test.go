@@ -18,7 +18,8 @@ import (
 
 // BenchmarkSessionHeap grows an engine's store to b.N sessions and reports the live heap and
 // the heap objects each session costs, after a collection (the collector marks every one of
-// those objects on each cycle), and how long a forced collection then takes. The figure of issue 7 is the idle case at a million sessions:
+// those objects on each cycle), and how long a forced collection then takes. The figure of
+// issue 7 is the idle case at a million sessions:
 //
 //	go test -run '^$' -bench 'BenchmarkSessionHeap/idle' -benchtime 1000000x ./engine/
 //
@@ -26,13 +27,15 @@ import (
 // policy evaluation each, as the benchmark harness's library server grows its store), every
 // string a fresh copy as decoding a request makes it. decided: each session has then made one
 // allowed Decide, so it holds usage, one history entry and the cached input (slow: one policy
-// evaluation per session; use -benchtime 100000x).
+// evaluation per session; use -benchtime 20000x). full: 32 allowed calls each, a full history
+// (use -benchtime 2000x).
 func BenchmarkSessionHeap(b *testing.B) {
-	b.Run("idle", func(b *testing.B) { benchSessionHeap(b, false) })
-	b.Run("decided", func(b *testing.B) { benchSessionHeap(b, true) })
+	b.Run("idle", func(b *testing.B) { benchSessionHeap(b, 0) })
+	b.Run("decided", func(b *testing.B) { benchSessionHeap(b, 1) })
+	b.Run("full", func(b *testing.B) { benchSessionHeap(b, 32) })
 }
 
-func benchSessionHeap(b *testing.B, decide bool) {
+func benchSessionHeap(b *testing.B, decisions int) {
 	ctx := context.Background()
 	// A loaded machine must not turn a slow evaluation into a deny.
 	e, err := engine.New(ctx, engine.Config{EvalTimeout: time.Minute}, benchPolicy(b))
@@ -50,9 +53,12 @@ func benchSessionHeap(b *testing.B, decide bool) {
 		if err := store.Open(sess, nil); err != nil {
 			b.Fatal(err)
 		}
-		if decide {
+		for range decisions {
 			req := benchRequest(sess.ID)
 			req.Client.ID, req.Subject.ID = sess.ClientID, sess.SubjectID
+			// Fresh strings, as decoding each request makes them.
+			req.Server.ID, req.Operation.Tool = strings.Clone(req.Server.ID), strings.Clone(req.Operation.Tool)
+			req.Operation.Method = strings.Clone(req.Operation.Method)
 			if d, err := e.Decide(ctx, req); err != nil || d.Outcome != engine.Allow {
 				b.Fatalf("decision in session %d: %+v %v", i, d, err)
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -161,7 +162,7 @@ func serverTerm(s Server) *ast.Term {
 func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 	lifecycle, ok := sess.Input.([][2]*ast.Term)
 	if !ok {
-		lifecycle = sessionItems(sess)
+		lifecycle = sessionItems(nil, sess)
 	}
 	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
 	var byServer, byTool [][2]*ast.Term
@@ -188,7 +189,7 @@ func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 		if t, ok := h.Input.(*ast.Term); ok {
 			history[i] = t
 		} else {
-			history[i] = historyTerm(h.Server, h.Tool, h.Method, h.At)
+			history[i] = historyTerm(nil, h.Server, h.Tool, h.Method, h.At)
 		}
 	}
 	items := make([][2]*ast.Term, 0, len(lifecycle)+3)
@@ -205,30 +206,74 @@ func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 	return ast.ObjectTerm(items...)
 }
 
-// sessionItems are the lifecycle fields of input.session for an active session.
-func sessionItems(sess *state.Session) [][2]*ast.Term {
+// sessionItems are the lifecycle fields of input.session for an active session. The ids that
+// repeat across sessions (client, servers, scopes) come from names (nil: fresh terms).
+func sessionItems(names *nameTerms, sess *state.Session) [][2]*ast.Term {
 	return [][2]*ast.Term{
 		ast.Item(keyID, ast.StringTerm(sess.ID)),
-		ast.Item(keyStatus, ast.StringTerm(string(state.StatusActive))),
+		ast.Item(keyStatus, activeTerm),
 		ast.Item(keyCreatedAt, timeTerm(sess.CreatedAt)),
 		ast.Item(keyExpiresAt, timeTerm(sess.ExpiresAt)),
 		ast.Item(keyRenewals, ast.IntNumberTerm(sess.Renewals)),
-		ast.Item(keyClientID, ast.StringTerm(sess.ClientID)),
+		ast.Item(keyClientID, names.term(sess.ClientID)),
 		ast.Item(keySubjectID, ast.StringTerm(sess.SubjectID)),
-		ast.Item(keyServers, stringsTerm(sess.Servers)),
-		ast.Item(keyScopes, stringsTerm(sess.Scopes)),
+		ast.Item(keyServers, names.terms(sess.Servers)),
+		ast.Item(keyScopes, names.terms(sess.Scopes)),
 	}
 }
 
+var activeTerm = ast.StringTerm(string(state.StatusActive))
+
 // historyTerm is one entry of input.session.history. The engine builds it once, when the call
-// is recorded, and every later decision in the session reuses it.
-func historyTerm(server, tool, method string, at time.Time) *ast.Term {
+// is recorded, and every later decision in the session reuses it. Its names come from names
+// (nil: fresh terms).
+func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *ast.Term {
 	return ast.ObjectTerm(
-		ast.Item(keyServer, ast.StringTerm(server)),
-		ast.Item(keyTool, ast.StringTerm(tool)),
-		ast.Item(keyMethod, ast.StringTerm(method)),
+		ast.Item(keyServer, names.term(server)),
+		ast.Item(keyTool, names.term(tool)),
+		ast.Item(keyMethod, names.term(method)),
 		ast.Item(keyAt, timeTerm(at)),
 	)
+}
+
+// nameTerms holds one string term per name for the history entries sessions keep: servers,
+// tools and methods repeat across calls and sessions, and every term kept is objects the
+// collector marks. Input terms are never changed once built, so entries can share them. It is
+// bounded, so that a policy allowing arbitrary tool names cannot grow it without end; past
+// the bound, terms are built fresh.
+type nameTerms struct {
+	mu sync.Mutex
+	m  map[string]*ast.Term
+}
+
+const maxNameTerms = 1 << 14
+
+// terms is an array term of names.
+func (n *nameTerms) terms(ss []string) *ast.Term {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = n.term(s)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+func (n *nameTerms) term(s string) *ast.Term {
+	if n == nil {
+		return ast.StringTerm(s)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.m[s]; ok {
+		return t
+	}
+	t := ast.StringTerm(s)
+	if n.m == nil {
+		n.m = make(map[string]*ast.Term)
+	}
+	if len(n.m) < maxNameTerms {
+		n.m[s] = t
+	}
+	return t
 }
 
 func stringsTerm(ss []string) *ast.Term {

@@ -149,8 +149,8 @@ type HistoryEntry struct {
 	Tool   string
 	Method string
 	At     time.Time
-	// Input is the entry as the policy input shows it, built once by the engine when the call
-	// is recorded and shared by every later version of the session (nil if not built).
+	// Input is the entry as the policy input shows it, built once when the call is recorded
+	// (Config.HistoryInput) and shared by every later version of the session (nil if not built).
 	Input any
 }
 
@@ -162,18 +162,22 @@ type Call struct {
 	At     time.Time
 	// Labels the policy attached to the call; merged into the session's labels.
 	Labels []string
-	// Input is kept in the history entry; see HistoryEntry.Input.
-	Input any
 }
 
-// with returns a new Usage with call recorded, keeping at most historyLimit history entries.
-func (u *Usage) with(call Call, historyLimit int) Usage {
+// with returns a new Usage with call recorded, keeping at most historyLimit history entries;
+// input, if set, builds the new entry's Input.
+func (u *Usage) with(call Call, historyLimit int, input func(*HistoryEntry) any) Usage {
 	n := Usage{Total: u.Total + 1}
 
 	n.Calls = countCall(u.Calls, call.Server, call.Tool)
 	n.Labels = mergeLabels(u.Labels, call.Labels)
 
-	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At, Input: call.Input}
+	// The names repeat across calls and sessions and would otherwise keep each request's
+	// decoded strings alive for as long as the entry: one shared copy each.
+	entry := HistoryEntry{Server: intern(call.Server), Tool: intern(call.Tool), Method: intern(call.Method), At: call.At}
+	if input != nil {
+		entry.Input = input(&entry)
+	}
 	if historyLimit > 0 {
 		start := 0
 		if len(u.History) >= historyLimit {
@@ -215,7 +219,7 @@ func mergeLabels(have, add []string) []string {
 			continue
 		}
 		if _, found := slices.BinarySearch(have, l); !found && !slices.Contains(fresh, l) {
-			fresh = append(fresh, l)
+			fresh = append(fresh, intern(l))
 		}
 	}
 	if len(fresh) == 0 {

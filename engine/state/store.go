@@ -17,6 +17,7 @@ type Store struct {
 	seed         maphash.Seed
 	historyLimit int
 	sessionInput func(*Session) any
+	historyInput func(*HistoryEntry) any
 }
 
 // Config tunes a Store.
@@ -26,6 +27,9 @@ type Config struct {
 	// SessionInput, when set, builds Session.Input for an active session when it records a
 	// call and has none: once per session and lifecycle, and only for sessions that decide.
 	SessionInput func(*Session) any
+	// HistoryInput, when set, builds HistoryEntry.Input for each call recorded, from the
+	// entry's shared copies of its names.
+	HistoryInput func(*HistoryEntry) any
 }
 
 // New returns an empty store.
@@ -37,7 +41,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
 	}
-	return &Store{db: db, seed: maphash.MakeSeed(), historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput}, nil
+	return &Store{db: db, seed: maphash.MakeSeed(), historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput, historyInput: cfg.HistoryInput}, nil
 }
 
 // located is where a session is, or would be, in the store.
@@ -168,9 +172,9 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
 	}
 	a := &activity{}
 	if prev := old.activity(l.i); prev != nil {
-		a.usage, a.input = prev.usage.with(call, s.historyLimit), prev.input
+		a.usage, a.input = prev.usage.with(call, s.historyLimit, s.historyInput), prev.input
 	} else {
-		a.usage = (&Usage{}).with(call, s.historyLimit)
+		a.usage = (&Usage{}).with(call, s.historyLimit, s.historyInput)
 	}
 	if a.input == nil && s.sessionInput != nil {
 		// The input outlives this version of the bucket: it gets strings of its own rather than

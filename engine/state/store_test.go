@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -261,5 +263,39 @@ func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
 	}
 	if got := s.Count(); got != 2 {
 		t.Errorf("%d sessions left, want the renewed and the live one", got)
+	}
+}
+
+// TestHistoryEntriesShareTheirNames records calls whose names are fresh strings, as decoding
+// each request makes them: every history entry holds one shared copy of each name, not the
+// request's, and its input is built from the entry.
+func TestHistoryEntriesShareTheirNames(t *testing.T) {
+	s, err := New(Config{HistoryInput: func(h *HistoryEntry) any { return h.Server + "/" + h.Tool + " " + h.Method }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		open(t, s, id, "c", "u", time.Hour)
+		for range 2 {
+			call := Call{Server: strings.Clone("github"), Tool: strings.Clone("create_issue"), Method: strings.Clone("tools/call"),
+				Labels: []string{strings.Clone("external_write")}, At: t0}
+			if _, err := s.RecordCall(id, call); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, a, _ := s.Get("a")
+	_, b, _ := s.Get("b")
+	same := func(what string, x, y string) {
+		if unsafe.StringData(x) != unsafe.StringData(y) {
+			t.Errorf("%s: two copies of %q", what, x)
+		}
+	}
+	same("server across sessions", a.History[0].Server, b.History[1].Server)
+	same("tool across calls", a.History[0].Tool, a.History[1].Tool)
+	same("method across sessions", a.History[1].Method, b.History[0].Method)
+	same("label across sessions", a.Labels[0], b.Labels[0])
+	if got := a.History[1].Input; got != "github/create_issue tools/call" {
+		t.Errorf("history input %v", got)
 	}
 }

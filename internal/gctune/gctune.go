@@ -17,11 +17,11 @@ import (
 // faulted in and zeroed; there the standard 100% is both smaller and faster.
 const Headroom = 256 << 20
 
-// DefaultLimit is the highest GC percent arbiter serve uses unless told otherwise (--gogc).
-// On 2 CPUs, 400 measured +44% decisions per second over Go's default 100 on a small heap,
-// and 1600 another ~8% over 400 (RSS ~340 MiB instead of ~150 MiB under load): with it the
-// heap may grow by the full Headroom between collections once the live heap is 16 MiB.
-const DefaultLimit = 1600
+// DefaultLimit is the highest GC percent arbiter serve uses unless told otherwise (--gogc):
+// on 2 CPUs, 400 measured +44% decisions per second over Go's default 100 on a small heap.
+// 1600 gave ~8% more throughput again, but doubled the p99 of an open-loop load at half the
+// server's capacity (60-81 ms against 29-35 ms, BENCHMARKS.md), so it is not the default.
+const DefaultLimit = 400
 
 // PercentFor is the GC percent for a live heap of live bytes: enough for Headroom bytes
 // of growth, at least 100 and at most limit.

@@ -40,6 +40,10 @@ import (
 // ChildEnv names the environment variable that turns the harness binary into a server.
 const ChildEnv = "ARBITER_BENCH_CHILD"
 
+// GCLimitEnv sets the library server's highest GC percent, as --gogc does for arbiter serve
+// (e.g. -server-env ARBITER_BENCH_GOGC=400).
+const GCLimitEnv = "ARBITER_BENCH_GOGC"
+
 // Server roles a child can play.
 const (
 	RoleArbiter = "arbiter"
@@ -92,7 +96,11 @@ func serveChild(spec childSpec) error {
 		ctl = &control{}
 	case RoleArbiter:
 		if os.Getenv("GOGC") == "" {
-			go gctune.Run(ctx, gctune.DefaultLimit, time.Second) // as arbiter serve does
+			limit := gctune.DefaultLimit // as arbiter serve does, unless its --gogc is passed on
+			if v, err := strconv.Atoi(os.Getenv(GCLimitEnv)); err == nil {
+				limit = v
+			}
+			go gctune.Run(ctx, limit, time.Second)
 		}
 		gs, ctl, err = newArbiterServer(ctx)
 	default:
