@@ -144,8 +144,8 @@ var (
 )
 
 // reuseFactor bounds how much of a CPU counting the store for scrapes may take: a count is
-// reused for reuseFactor times as long as it took. Counting walks every session (about a
-// second with a million on two CPUs; microseconds with a few hundred, so small stores are
+// reused for reuseFactor times as long as it took. Counting walks every session (~25 ms
+// with a million on two CPUs; microseconds with a few hundred, so small stores are
 // counted afresh on every scrape), and /metrics needs no token: without the bound, anyone
 // reaching the admin listener could keep a CPU busy by scraping.
 const reuseFactor = 20
