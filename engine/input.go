@@ -224,9 +224,9 @@ func sessionItems(names *nameTerms, sess *state.Session) [][2]*ast.Term {
 
 var activeTerm = ast.StringTerm(string(state.StatusActive))
 
-// historyTerm is one entry of input.session.history. The engine builds it once, when the call
-// is recorded, and every later decision in the session reuses it. Its names come from names
-// (nil: fresh terms).
+// historyTerm is one entry of input.session.history. The store builds it once, through
+// state.Config.HistoryInput, when the call is recorded, and every later decision in the
+// session reuses it. Its names come from names (nil: fresh terms).
 func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *ast.Term {
 	return ast.ObjectTerm(
 		ast.Item(keyServer, names.term(server)),
@@ -236,17 +236,39 @@ func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *a
 	)
 }
 
-// nameTerms holds one string term per name for the history entries sessions keep: servers,
-// tools and methods repeat across calls and sessions, and every term kept is objects the
-// collector marks. Input terms are never changed once built, so entries can share them. It is
-// bounded, so that a policy allowing arbitrary tool names cannot grow it without end; past
-// the bound, terms are built fresh.
+// nameTerms holds one string term per name that repeats across sessions and calls: the
+// servers, tools and methods of history entries, and the client, servers and scopes of a
+// session's lifecycle input. Every term kept in a session is objects the collector marks, and
+// input terms are never changed once built, so sessions can share them. Names longer than
+// maxNameBytes are not cached, and the cache starts over when it holds maxNameTerms names:
+// arbitrary names cannot grow it past ~2 MiB, and a term outlives the sessions using it only
+// until then.
 type nameTerms struct {
 	mu sync.Mutex
 	m  map[string]*ast.Term
 }
 
-const maxNameTerms = 1 << 14
+const (
+	maxNameTerms = 1 << 14
+	maxNameBytes = 128
+)
+
+func (n *nameTerms) term(s string) *ast.Term {
+	if n == nil || len(s) > maxNameBytes {
+		return ast.StringTerm(s)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.m[s]; ok {
+		return t
+	}
+	if n.m == nil || len(n.m) >= maxNameTerms {
+		n.m = make(map[string]*ast.Term)
+	}
+	t := ast.StringTerm(s)
+	n.m[s] = t
+	return t
+}
 
 // terms is an array term of names.
 func (n *nameTerms) terms(ss []string) *ast.Term {
@@ -255,25 +277,6 @@ func (n *nameTerms) terms(ss []string) *ast.Term {
 		terms[i] = n.term(s)
 	}
 	return ast.ArrayTerm(terms...)
-}
-
-func (n *nameTerms) term(s string) *ast.Term {
-	if n == nil {
-		return ast.StringTerm(s)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if t, ok := n.m[s]; ok {
-		return t
-	}
-	t := ast.StringTerm(s)
-	if n.m == nil {
-		n.m = make(map[string]*ast.Term)
-	}
-	if len(n.m) < maxNameTerms {
-		n.m[s] = t
-	}
-	return t
 }
 
 func stringsTerm(ss []string) *ast.Term {

@@ -109,7 +109,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.DurationVar(&f.sessionLifetime, "session-max-lifetime", 24*time.Hour, "longest a session can live from its creation, whatever renewals are approved")
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Minute, "how often expired sessions are removed")
 	fs.DurationVar(&f.reapRetention, "reap-retention", time.Hour, "how long an ended session stays readable after it expires")
-	fs.IntVar(&f.gcPercent, "gogc", gctune.DefaultLimit, "highest garbage collector target percentage, used while the live heap is small (it falls as the live heap grows past 256 MiB/gogc, to 100 from 256 MiB on, so at most 256 MiB of growth is allowed between collections); ignored when the GOGC environment variable is set")
+	fs.IntVar(&f.gcPercent, "gogc", gctune.DefaultLimit, "highest garbage collector target percentage, used while the live heap is small (it falls as the live heap grows past 256 MiB×100/gogc, keeping growth between collections at 256 MiB, and stays at 100 from 256 MiB of live heap on); ignored when the GOGC environment variable is set")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, to admin tokens only")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	if err := fs.Parse(args); err != nil {

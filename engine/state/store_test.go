@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -270,6 +271,8 @@ func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
 // each request makes them: every history entry holds one shared copy of each name, not the
 // request's, and its input is built from the entry.
 func TestHistoryEntriesShareTheirNames(t *testing.T) {
+	// Interned copies are shared within a collection cycle (see intern): none may end mid-test.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	s, err := New(Config{HistoryInput: func(h *HistoryEntry) any { return h.Server + "/" + h.Tool + " " + h.Method }})
 	if err != nil {
 		t.Fatal(err)

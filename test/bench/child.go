@@ -100,7 +100,9 @@ func serveChild(spec childSpec) error {
 			if v, err := strconv.Atoi(os.Getenv(GCLimitEnv)); err == nil {
 				limit = v
 			}
-			go gctune.Run(ctx, limit, time.Second)
+			if limit > 0 { // as serve: --gogc 0 leaves the runtime's setting alone
+				go gctune.Run(ctx, limit, time.Second)
+			}
 		}
 		gs, ctl, err = newArbiterServer(ctx)
 	default:
