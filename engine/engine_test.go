@@ -452,6 +452,9 @@ func TestValidation(t *testing.T) {
 		{"server.id", func(r *engine.Request) { r.Server.ID = "" }},
 		{"operation.method", func(r *engine.Request) { r.Operation.Method = "" }},
 		{"operation.arguments", func(r *engine.Request) { r.Operation.Arguments = map[string]any{"f": func() {}} }},
+		{"credential.scopes[1]", func(r *engine.Request) { r.Credential.Scopes = []string{"repo", strings.Repeat("s", 1025)} }},
+		{"subject.groups[0]", func(r *engine.Request) { r.Subject.Groups = []string{strings.Repeat("g", 1025)} }},
+		{"credential.audience", func(r *engine.Request) { r.Credential.Audience = make([]string, 257) }},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			req := call(id, "read")

@@ -29,8 +29,8 @@ func (e *Engine) OpenSession(ctx context.Context, req *OpenRequest) (Decision, *
 	if err := validateTTL(req.TTL); err != nil {
 		return Decision{}, nil, err
 	}
-	if len(req.Scopes) > maxListEntries {
-		return Decision{}, nil, invalid("scopes", "has %d entries, more than %d", len(req.Scopes), maxListEntries)
+	if err := validateList("scopes", req.Scopes); err != nil {
+		return Decision{}, nil, err
 	}
 	if len(req.Servers) > maxListEntries {
 		return Decision{}, nil, invalid("servers", "has %d entries, more than %d", len(req.Servers), maxListEntries)

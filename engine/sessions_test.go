@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,6 +106,21 @@ func TestSessionScopesNarrowTheCredential(t *testing.T) {
 	}
 	if s := in["session"].(map[string]any)["scopes"].([]any); len(s) != 1 || s[0] != "repo:read" {
 		t.Fatalf("input.session.scopes = %v", s)
+	}
+}
+
+// TestOpenRefusesAnOverlongScope: a session keeps its scopes for its whole life, so each is
+// bounded like an id; nothing is stored when one is too long.
+func TestOpenRefusesAnOverlongScope(t *testing.T) {
+	e := newEngine(t, newClock(), map[string]string{"p.rego": echoPolicy})
+	_, _, err := e.OpenSession(context.Background(), &engine.OpenRequest{Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"},
+		Scopes: []string{"repo:read", strings.Repeat("x", 4096)}})
+	var inv *engine.InvalidArgumentError
+	if !errors.As(err, &inv) || inv.Field != "scopes[1]" {
+		t.Fatalf("error %v, want an InvalidArgumentError on scopes[1]", err)
+	}
+	if n := e.Store().Count(); n != 0 {
+		t.Errorf("the store holds %d sessions after a refused open", n)
 	}
 }
 

@@ -60,14 +60,27 @@ func validateParties(c *Client, s *Subject, cred *Credential) error {
 	if len(s.ID) > maxIDBytes {
 		return invalid("subject.id", "is longer than %d bytes", maxIDBytes)
 	}
-	if len(s.Groups) > maxListEntries {
-		return invalid("subject.groups", "has %d entries, more than %d", len(s.Groups), maxListEntries)
+	for _, l := range []struct {
+		field string
+		vs    []string
+	}{{"subject.groups", s.Groups}, {"credential.scopes", cred.Scopes}, {"credential.audience", cred.Audience}} {
+		if err := validateList(l.field, l.vs); err != nil {
+			return err
+		}
 	}
-	if len(cred.Scopes) > maxListEntries {
-		return invalid("credential.scopes", "has %d entries, more than %d", len(cred.Scopes), maxListEntries)
+	return nil
+}
+
+// validateList bounds a list of ids: its entries, and each entry's length (a session keeps its
+// scopes for as long as it lives).
+func validateList(field string, vs []string) error {
+	if len(vs) > maxListEntries {
+		return invalid(field, "has %d entries, more than %d", len(vs), maxListEntries)
 	}
-	if len(cred.Audience) > maxListEntries {
-		return invalid("credential.audience", "has %d entries, more than %d", len(cred.Audience), maxListEntries)
+	for i, v := range vs {
+		if len(v) > maxIDBytes {
+			return invalid(fmt.Sprintf("%s[%d]", field, i), "is longer than %d bytes", maxIDBytes)
+		}
 	}
 	return nil
 }
