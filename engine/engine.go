@@ -91,19 +91,14 @@ type Engine struct {
 	locks  [sessionLockStripes]sync.Mutex
 	// slots holds one token per evaluation running (Config.EvalConcurrency).
 	slots chan struct{}
+	// inputs caches input.session terms of recently used sessions.
+	inputs sessionTerms
 }
 
 // New compiles p and returns an engine serving it.
 func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
-	names := &nameTerms{}
-	store, err := state.New(state.Config{
-		HistoryLimit: cfg.HistoryLimit,
-		// Cached by sessions that decide, from their first allowed call on; built per
-		// decision until then (see sessionTerm).
-		SessionInput: func(s *state.Session) any { return sessionItems(names, s) },
-		HistoryInput: func(h *state.HistoryEntry) any { return historyTerm(names, h.Server, h.Tool, h.Method, h.At) },
-	})
+	store, err := state.New(state.Config{HistoryLimit: cfg.HistoryLimit})
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +289,7 @@ func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, stat
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
-	return sessionTerm(sess, usage), status, nil, nil
+	return e.inputs.term(sess, usage), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,13 +157,15 @@ func serverTerm(s Server) *ast.Term {
 	)
 }
 
-// sessionTerm is input.session: the session as the policy sees it. Only active sessions are
-// evaluated, so the lifecycle part is the one the store cached in sess.Input when the session
-// recorded a call, or built here when it has not yet.
-func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
-	lifecycle, ok := sess.Input.([][2]*ast.Term)
-	if !ok {
-		lifecycle = sessionItems(nil, sess)
+// sessionTerm is input.session: the session as the policy sees it, for an active session. The
+// lifecycle items and the history entries' terms come from cached when they describe the same
+// lifecycle and entries (nil: all built here); it returns the term and what to cache next.
+func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage) (*ast.Term, *cachedSession) {
+	next := &cachedSession{expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
+	if cached != nil && cached.expires == next.expires && cached.renewals == next.renewals {
+		next.lifecycle = cached.lifecycle
+	} else {
+		next.lifecycle = sessionItems(names, sess)
 	}
 	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
 	var byServer, byTool [][2]*ast.Term
@@ -183,17 +186,28 @@ func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(tools...)))
 		}
 	}
-	history := make([]*ast.Term, len(u.History))
-	for i := range u.History {
-		h := &u.History[i]
-		if t, ok := h.Input.(*ast.Term); ok {
-			history[i] = t
-		} else {
-			history[i] = historyTerm(nil, h.Server, h.Tool, h.Method, h.At)
+	next.history = make([]historyKey, len(u.History))
+	next.terms = make([]*ast.Term, len(u.History))
+	// The history is a window that moves forward by one entry per call: find where the cached
+	// window's entries start in this one and reuse their terms.
+	off := 0
+	if cached != nil && len(u.History) > 0 {
+		first := keyOf(&u.History[0])
+		for off < len(cached.history) && cached.history[off] != first {
+			off++
 		}
 	}
-	items := make([][2]*ast.Term, 0, len(lifecycle)+3)
-	items = append(items, lifecycle...)
+	for i := range u.History {
+		h := &u.History[i]
+		next.history[i] = keyOf(h)
+		if cached != nil && off+i < len(cached.history) && cached.history[off+i] == next.history[i] {
+			next.terms[i] = cached.terms[off+i]
+		} else {
+			next.terms[i] = historyTerm(names, h.Server, h.Tool, h.Method, h.At)
+		}
+	}
+	items := make([][2]*ast.Term, 0, len(next.lifecycle)+3)
+	items = append(items, next.lifecycle...)
 	items = append(items,
 		ast.Item(keyCalls, ast.ObjectTerm(
 			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
@@ -201,22 +215,23 @@ func sessionTerm(sess *state.Session, u *state.Usage) *ast.Term {
 			ast.Item(keyByTool, ast.ObjectTerm(byTool...)),
 		)),
 		ast.Item(keyLabels, stringsTerm(u.Labels)),
-		ast.Item(keyHistory, ast.ArrayTerm(history...)),
+		ast.Item(keyHistory, ast.ArrayTerm(next.terms...)), // shared with the cache: input terms are never changed
 	)
-	return ast.ObjectTerm(items...)
+	return ast.ObjectTerm(items...), next
 }
 
 // sessionItems are the lifecycle fields of input.session for an active session. The ids that
-// repeat across sessions (client, servers, scopes) come from names (nil: fresh terms).
+// repeat across sessions (client, servers, scopes) come from names (nil: fresh terms). They
+// are cached, so their strings are copies: a session's strings point into its bucket's text.
 func sessionItems(names *nameTerms, sess *state.Session) [][2]*ast.Term {
 	return [][2]*ast.Term{
-		ast.Item(keyID, ast.StringTerm(sess.ID)),
+		ast.Item(keyID, ast.StringTerm(strings.Clone(sess.ID))),
 		ast.Item(keyStatus, activeTerm),
 		ast.Item(keyCreatedAt, timeTerm(sess.CreatedAt)),
 		ast.Item(keyExpiresAt, timeTerm(sess.ExpiresAt)),
 		ast.Item(keyRenewals, ast.IntNumberTerm(sess.Renewals)),
 		ast.Item(keyClientID, names.term(sess.ClientID)),
-		ast.Item(keySubjectID, ast.StringTerm(sess.SubjectID)),
+		ast.Item(keySubjectID, ast.StringTerm(strings.Clone(sess.SubjectID))),
 		ast.Item(keyServers, names.terms(sess.Servers)),
 		ast.Item(keyScopes, names.terms(sess.Scopes)),
 	}
@@ -224,9 +239,8 @@ func sessionItems(names *nameTerms, sess *state.Session) [][2]*ast.Term {
 
 var activeTerm = ast.StringTerm(string(state.StatusActive))
 
-// historyTerm is one entry of input.session.history. The store builds it once, through
-// state.Config.HistoryInput, when the call is recorded, and every later decision in the
-// session reuses it. Its names come from names (nil: fresh terms).
+// historyTerm is one entry of input.session.history. Its names come from names (nil: fresh
+// terms).
 func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *ast.Term {
 	return ast.ObjectTerm(
 		ast.Item(keyServer, names.term(server)),
@@ -265,6 +279,7 @@ func (n *nameTerms) term(s string) *ast.Term {
 	if n.m == nil || len(n.m) >= maxNameTerms {
 		n.m = make(map[string]*ast.Term)
 	}
+	s = strings.Clone(s) // it may point into a session's stored bytes
 	t := ast.StringTerm(s)
 	n.m[s] = t
 	return t
@@ -305,4 +320,58 @@ func objectTerm(m map[string]any) (*ast.Term, error) {
 		return nil, fmt.Errorf("not valid JSON: %w", err)
 	}
 	return ast.NewTerm(v), nil
+}
+
+// sessionTerms caches, for recently used sessions, the parts of input.session that change
+// rarely (the lifecycle items) or by one entry per call (the history entries' terms), so a
+// decision builds only the counts, the labels and the newest entry. The store keeps sessions
+// in a form the collector does not look into; the terms here are what it would have to mark
+// (~10 objects per history entry), so the cache is bounded: past maxCachedSessions an
+// arbitrary entry makes room, and a session not in the cache has its terms built afresh.
+type sessionTerms struct {
+	names nameTerms
+	mu    sync.Mutex
+	m     map[string]*cachedSession
+}
+
+const maxCachedSessions = 1024
+
+// cachedSession is immutable once stored: a decision and a FilterTools call in the same
+// session may read it at once.
+type cachedSession struct {
+	expires   int64
+	renewals  int
+	lifecycle [][2]*ast.Term
+	history   []historyKey
+	terms     []*ast.Term
+}
+
+type historyKey struct {
+	server, tool, method string
+	at                   int64
+}
+
+func keyOf(h *state.HistoryEntry) historyKey {
+	return historyKey{h.Server, h.Tool, h.Method, h.At.UnixNano()}
+}
+
+// term returns input.session for sess, an active session, and its usage u.
+func (c *sessionTerms) term(sess *state.Session, u *state.Usage) *ast.Term {
+	c.mu.Lock()
+	cached := c.m[sess.ID]
+	c.mu.Unlock()
+	t, next := sessionTerm(&c.names, cached, sess, u)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]*cachedSession)
+	}
+	if _, ok := c.m[sess.ID]; !ok && len(c.m) >= maxCachedSessions {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[strings.Clone(sess.ID)] = next
+	return t
 }

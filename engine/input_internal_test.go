@@ -3,9 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -40,10 +40,11 @@ func TestNameTermsAreSharedAndBounded(t *testing.T) {
 	}
 }
 
-// TestSessionsShareNameTerms decides in two sessions, with every name a fresh string as
-// decoding a request makes it, and checks that the inputs the store cached share the engine's
-// name terms across sessions and equal the input built without any cache.
-func TestSessionsShareNameTerms(t *testing.T) {
+// TestSessionTermsAreCachedAndShared decides in two sessions, with every name a fresh string
+// as decoding a request makes it, and checks the cached input.session terms: history entries
+// are built once and reused by later decisions, names share one term across sessions, and the
+// cached parts give the same input.session as building it afresh.
+func TestSessionTermsAreCachedAndShared(t *testing.T) {
 	ctx := context.Background()
 	p, err := LoadPolicyFS(policy.FS(), ".", "default")
 	if err != nil {
@@ -55,66 +56,114 @@ func TestSessionsShareNameTerms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sessions []*state.Session
+	decide := func(id, subject string) {
+		t.Helper()
+		req := &Request{
+			SessionID: id,
+			Client:    Client{ID: strings.Clone("client-1")},
+			Subject:   Subject{ID: subject},
+			Server:    Server{ID: strings.Clone("filesystem")},
+			Operation: Operation{Method: strings.Clone("tools/call"), Tool: strings.Clone("read_file"), Arguments: map[string]any{"path": "/tmp/x"}},
+		}
+		if d, err := e.Decide(ctx, req); err != nil || d.Outcome != Allow {
+			t.Fatalf("decide: %+v %v", d, err)
+		}
+	}
+	cached := func(id string) *cachedSession {
+		e.inputs.mu.Lock()
+		defer e.inputs.mu.Unlock()
+		c := e.inputs.m[id]
+		if c == nil {
+			t.Fatalf("session %s has no cached terms", id)
+		}
+		return c
+	}
+	var ids []string
 	for _, subject := range []string{"alice", "bob"} {
 		_, info, err := e.OpenSession(ctx, &OpenRequest{Client: Client{ID: strings.Clone("client-1")}, Subject: Subject{ID: subject}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for range 2 {
-			req := &Request{
-				SessionID: info.Session.ID,
-				Client:    Client{ID: strings.Clone("client-1")},
-				Subject:   Subject{ID: subject},
-				Server:    Server{ID: strings.Clone("filesystem")},
-				Operation: Operation{Method: strings.Clone("tools/call"), Tool: strings.Clone("read_file"), Arguments: map[string]any{"path": "/tmp/x"}},
-			}
-			if d, err := e.Decide(ctx, req); err != nil || d.Outcome != Allow {
-				t.Fatalf("decide: %+v %v", d, err)
-			}
+		ids = append(ids, info.Session.ID)
+		for range 3 {
+			decide(info.Session.ID, subject)
 		}
-		sess, _, err := e.store.Get(info.Session.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sessions = append(sessions, sess)
 	}
-	a, b := sessions[0], sessions[1]
-	entry := func(s *state.Session, i int, key *ast.Term) *ast.Term {
-		term, ok := s.Usage.History[i].Input.(*ast.Term)
-		if !ok {
-			t.Fatalf("history entry %d has no cached input", i)
-		}
-		return term.Value.(ast.Object).Get(key)
+	a, b := cached(ids[0]), cached(ids[1])
+	// Three decisions: the third saw two history entries, the first built by the second.
+	if len(a.terms) != 2 {
+		t.Fatalf("cached history of %d entries, want 2", len(a.terms))
 	}
+	decide(ids[0], "alice")
+	if again := cached(ids[0]); again.terms[1] != a.terms[1] || again.terms[0] != a.terms[0] {
+		t.Error("the next decision rebuilt history terms it had cached")
+	} else if again.lifecycle[0][1] != a.lifecycle[0][1] {
+		t.Error("the next decision rebuilt the lifecycle items")
+	}
+	field := func(term *ast.Term, key *ast.Term) *ast.Term { return term.Value.(ast.Object).Get(key) }
 	for _, key := range []*ast.Term{keyServer, keyTool, keyMethod} {
-		if entry(a, 0, key) != entry(b, 1, key) {
+		if field(a.terms[0], key) != field(b.terms[1], key) {
 			t.Errorf("history %v: two terms for one name across sessions", key)
 		}
 	}
-	item := func(s *state.Session, key *ast.Term) *ast.Term {
-		items, ok := s.Input.([][2]*ast.Term)
-		if !ok {
-			t.Fatalf("session %s has no cached lifecycle input", s.ID)
-		}
-		for _, it := range items {
+	item := func(c *cachedSession, key *ast.Term) *ast.Term {
+		for _, it := range c.lifecycle {
 			if it[0] == key {
 				return it[1]
 			}
 		}
-		t.Fatalf("no %v in the lifecycle input", key)
+		t.Fatalf("no %v in the lifecycle items", key)
 		return nil
 	}
 	if item(a, keyClientID) != item(b, keyClientID) {
 		t.Error("client_id: two terms across sessions")
 	}
-	uncached := *a
-	uncached.Input = nil
-	uncached.Usage.History = slices.Clone(a.Usage.History)
-	for i := range uncached.Usage.History {
-		uncached.Usage.History[i].Input = nil
+	sess, u, err := e.store.Get(ids[1])
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got, want := sessionTerm(a, &a.Usage), sessionTerm(&uncached, &uncached.Usage); !got.Equal(want) {
-		t.Errorf("input.session from the caches\n%v\ndiffers from the one built afresh\n%v", got, want)
+	fromCache, _ := sessionTerm(&e.inputs.names, cached(ids[1]), sess, u)
+	afresh, _ := sessionTerm(nil, nil, sess, u)
+	if !fromCache.Equal(afresh) {
+		t.Errorf("input.session from the cache\n%v\ndiffers from the one built afresh\n%v", fromCache, afresh)
+	}
+	if h := afresh.Value.(ast.Object).Get(keyHistory).Value.(*ast.Array); h.Len() != 3 {
+		t.Errorf("history of %d entries, want 3", h.Len())
+	}
+}
+
+// TestSessionTermsStayBounded: past maxCachedSessions, sessions make room for each other.
+func TestSessionTermsStayBounded(t *testing.T) {
+	var c sessionTerms
+	now := time.Now()
+	for i := range maxCachedSessions + 50 {
+		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{})
+	}
+	if len(c.m) != maxCachedSessions {
+		t.Errorf("the cache holds %d sessions, want %d", len(c.m), maxCachedSessions)
+	}
+}
+
+// TestSessionTermReusesOnlyMatchingEntries: a cached history entry's term is reused only for
+// the same entry; the window may also move by more than one.
+func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	entry := func(tool string, s int) state.HistoryEntry {
+		return state.HistoryEntry{Server: "fs", Tool: tool, Method: "tools/call", At: now.Add(time.Duration(s) * time.Second)}
+	}
+	sess := &state.Session{ID: "ses_1", ExpiresAt: now.Add(time.Hour)}
+	_, cached := sessionTerm(nil, nil, sess, &state.Usage{History: []state.HistoryEntry{entry("a", 1), entry("b", 2), entry("c", 3)}})
+	for _, h := range [][]state.HistoryEntry{
+		{entry("a", 1), entry("x", 2), entry("c", 3)}, // same start, another entry in the middle
+		{entry("c", 3), entry("d", 4), entry("e", 5)}, // moved by two
+		{entry("b", 2), entry("c", 3), entry("d", 4)}, // moved by one
+		{entry("z", 9)},                               // nothing in common
+	} {
+		u := &state.Usage{History: h}
+		got, _ := sessionTerm(nil, cached, sess, u)
+		want, _ := sessionTerm(nil, nil, sess, u)
+		if !got.Equal(want) {
+			t.Errorf("history %v: from the cache\n%v\nwant\n%v", h, got, want)
+		}
 	}
 }

@@ -16,11 +16,11 @@ import (
 // 4,096 memdb entries and a handful of heap objects per bucket, which the collector marks
 // without looking inside: with one memdb object per session (about ten heap objects each),
 // marking them took most of a 2-CPU server's time at a million sessions. What a session has
-// done (its usage and the input the engine caches for it) does hold pointers; it is kept
-// beside the records, one pointer per session that has made a call.
+// done (its usage) is kept beside the records, encoded in one byte slice per session that has
+// made a call: one more object, which the collector does not look into either.
 //
 // Buckets are copy-on-write like every memdb object. A change of one session writes a new
-// bucket: recording a call copies only the bucket's activity pointers; a change of lifecycle
+// bucket: recording a call copies only the bucket's usage slices; a change of lifecycle
 // (open, renew, close, revoke) copies its records and appends new strings to its text. The
 // text is shared between versions and appended to in place only past the furthest any version
 // has written (textEnd), so strings read from a bucket never change; it is rebuilt when most
@@ -49,12 +49,6 @@ type record struct {
 	status                                                    uint8
 }
 
-// activity is what a session has done, and the engine's input form of its lifecycle.
-type activity struct {
-	usage Usage
-	input any
-}
-
 type bucket struct {
 	key  uint16
 	recs []record // sorted by id
@@ -63,9 +57,9 @@ type bucket struct {
 	// appends in place only when its text ends there: after an aborted transaction, or from
 	// an older version, it copies, so bytes once written are never written again.
 	textEnd *int
-	// acts is nil while no session of the bucket has made a call; else one entry per record,
-	// nil for the sessions that have not.
-	acts []*activity
+	// usage is nil while no session of the bucket has made a call; else one entry per
+	// record: the session's usage as encodeUsage wrote it, nil for sessions without calls.
+	usage [][]byte
 }
 
 // statuses are the stored statuses by code; code 0 is never stored.
@@ -150,11 +144,11 @@ func (b *bucket) find(id string) (int, bool) {
 	})
 }
 
-func (b *bucket) activity(i int) *activity {
-	if b.acts == nil {
+func (b *bucket) usageOf(i int) []byte {
+	if b.usage == nil {
 		return nil
 	}
-	return b.acts[i]
+	return b.usage[i]
 }
 
 // status returns the stored status and expiry of session i without decoding it.
@@ -167,8 +161,9 @@ func (b *bucket) statusAt(i int, now time.Time) Status {
 	return st
 }
 
-// session decodes session i. Its strings share the bucket's text, which never changes.
-func (b *bucket) session(i int) *Session {
+// session decodes session i and its usage. Its strings share the bucket's text and the
+// encoded usage, which never change.
+func (b *bucket) session(i int) (*Session, error) {
 	r := &b.recs[i]
 	s := &Session{
 		ID:             b.str(r.id),
@@ -184,10 +179,11 @@ func (b *bucket) session(i int) *Session {
 		EndedAt:        decodeNanos(r.ended),
 		PolicyRevision: b.str(r.revision),
 	}
-	if a := b.activity(i); a != nil {
-		s.Usage, s.Input = a.usage, a.input
+	var err error
+	if s.Usage, err = decodeUsage(b.usageOf(i)); err != nil {
+		return nil, fmt.Errorf("session %s: %w", s.ID, err)
 	}
-	return s
+	return s, nil
 }
 
 // clone returns a copy of b to change: records and activities copied, text shared.
@@ -195,13 +191,13 @@ func (b *bucket) clone(key uint16) *bucket {
 	if b == nil {
 		return &bucket{key: key}
 	}
-	return &bucket{key: b.key, recs: slices.Clone(b.recs), text: b.text, textEnd: b.textEnd, acts: slices.Clone(b.acts)}
+	return &bucket{key: b.key, recs: slices.Clone(b.recs), text: b.text, textEnd: b.textEnd, usage: slices.Clone(b.usage)}
 }
 
 // put stores sess at position i of b, a fresh copy: replacing the record there, or inserting
 // one when insert is set. Strings equal to the ones of the record replaced, or to the same
-// field of another session in the bucket, are not stored again. The session's activity is
-// kept when replacing (without its cached input, which described the old lifecycle).
+// field of another session in the bucket, are not stored again. The session's usage is kept
+// when replacing.
 func (b *bucket) put(i int, sess *Session, insert bool) error {
 	st, err := statusCode(sess.Status)
 	if err != nil {
@@ -226,14 +222,11 @@ func (b *bucket) put(i int, sess *Session, insert bool) error {
 	}
 	if insert {
 		b.recs = slices.Insert(b.recs, i, r)
-		if b.acts != nil {
-			b.acts = slices.Insert(b.acts, i, nil)
+		if b.usage != nil {
+			b.usage = slices.Insert(b.usage, i, nil)
 		}
 	} else {
 		b.recs[i] = r
-		if a := b.activity(i); a != nil && a.input != nil {
-			b.acts[i] = &activity{usage: a.usage}
-		}
 	}
 	b.compact()
 	return nil
@@ -278,36 +271,36 @@ func encodeList(vs []string) string {
 	return string(enc)
 }
 
-// setActivity replaces the activity of session i.
-func (b *bucket) setActivity(i int, a *activity) {
-	if b.acts == nil {
-		b.acts = make([]*activity, len(b.recs))
+// setUsage replaces the encoded usage of session i.
+func (b *bucket) setUsage(i int, u []byte) {
+	if b.usage == nil {
+		b.usage = make([][]byte, len(b.recs))
 	}
-	b.acts[i] = a
+	b.usage[i] = u
 }
 
 // remove deletes the sessions at the positions drop selects and returns how many.
 func (b *bucket) remove(drop func(i int) bool) int {
 	recs := b.recs[:0]
-	var acts []*activity
-	if b.acts != nil {
-		acts = b.acts[:0]
+	var usage [][]byte
+	if b.usage != nil {
+		usage = b.usage[:0]
 	}
 	for i := range b.recs {
 		if drop(i) {
 			continue
 		}
 		recs = append(recs, b.recs[i])
-		if b.acts != nil {
-			acts = append(acts, b.acts[i])
+		if b.usage != nil {
+			usage = append(usage, b.usage[i])
 		}
 	}
 	n := len(b.recs) - len(recs)
 	clear(b.recs[len(recs):])
-	if b.acts != nil {
-		clear(b.acts[len(acts):])
+	if b.usage != nil {
+		clear(b.usage[len(usage):])
 	}
-	b.recs, b.acts = recs, acts
+	b.recs, b.usage = recs, usage
 	b.compact()
 	return n
 }
@@ -317,13 +310,13 @@ func (r *record) refs() [7]*ref {
 	return [7]*ref{&r.id, &r.client, &r.subject, &r.servers, &r.scopes, &r.endReason, &r.revision}
 }
 
-// compact drops the activity slice when no session holds one, and rebuilds b's text when
+// compact drops the usage slice when no session has one, and rebuilds b's text when
 // more than half of it is no longer referenced. Strings shared by several records count once
 // per record in the estimate, so a bucket may keep a little more than it needs; the rebuild
 // stores each shared string once.
 func (b *bucket) compact() {
-	if b.acts != nil && !slices.ContainsFunc(b.acts, func(a *activity) bool { return a != nil }) {
-		b.acts = nil
+	if b.usage != nil && !slices.ContainsFunc(b.usage, func(u []byte) bool { return u != nil }) {
+		b.usage = nil
 	}
 	live := 0
 	for i := range b.recs {

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unique"
 )
 
 // Status is where a session is in its life. Expiry is not stored: a session whose ExpiresAt has
@@ -50,10 +49,6 @@ type Session struct {
 	PolicyRevision string
 	// Usage is what the session has done (empty until its first allowed call).
 	Usage Usage
-	// Input caches the engine's input form of the lifecycle fields above (nil if not built).
-	// It is built when the session records its first call, not when it opens, so sessions
-	// that never decide do not carry it; a change of lifecycle drops it (see Config).
-	Input any
 }
 
 // StatusAt is the session's status at now, with expiry applied.
@@ -69,19 +64,9 @@ func (s *Session) BoundTo(server string) bool {
 	return len(s.Servers) == 0 || slices.Contains(s.Servers, server)
 }
 
-// intern returns the canonical copy of v. The canonical copy lives as long as any session
-// uses it, but stays canonical only until a collection finds no handle to it, so sharing is
-// per GC cycle: enough for ids that thousands of sessions repeat, with nothing to evict.
-func intern(v string) string {
-	if v == "" {
-		return ""
-	}
-	return unique.Make(v).Value()
-}
-
 // Usage is what a session has done: allowed calls, their history and the labels the policy
-// attached. A session that has made no call holds no slice. Treat values returned by the store
-// as read-only: every slice is shared between versions and replaced, never written.
+// attached. The store keeps it encoded (see usage_codec.go); a Usage read from the store is a
+// fresh decoding whose strings share the stored bytes. Treat it as read-only.
 type Usage struct {
 	Total uint64
 	// Calls counts allowed calls by server and tool, sorted by server, then tool: one slice
@@ -149,9 +134,6 @@ type HistoryEntry struct {
 	Tool   string
 	Method string
 	At     time.Time
-	// Input is the entry as the policy input shows it, built once when the call is recorded
-	// (Config.HistoryInput) and shared by every later version of the session (nil if not built).
-	Input any
 }
 
 // Call is an allowed operation to record in a session's usage.
@@ -162,32 +144,6 @@ type Call struct {
 	At     time.Time
 	// Labels the policy attached to the call; merged into the session's labels.
 	Labels []string
-}
-
-// with returns a new Usage with call recorded, keeping at most historyLimit history entries;
-// input, if set, builds the new entry's Input.
-func (u *Usage) with(call Call, historyLimit int, input func(*HistoryEntry) any) Usage {
-	n := Usage{Total: u.Total + 1}
-
-	n.Calls = countCall(u.Calls, call.Server, call.Tool)
-	n.Labels = mergeLabels(u.Labels, call.Labels)
-
-	// The names repeat across calls and sessions and would otherwise keep each request's
-	// decoded strings alive for as long as the entry: one shared copy each.
-	entry := HistoryEntry{Server: intern(call.Server), Tool: intern(call.Tool), Method: intern(call.Method), At: call.At}
-	if input != nil {
-		entry.Input = input(&entry)
-	}
-	if historyLimit > 0 {
-		start := 0
-		if len(u.History) >= historyLimit {
-			start = len(u.History) - historyLimit + 1
-		}
-		n.History = make([]HistoryEntry, 0, len(u.History)-start+1)
-		n.History = append(n.History, u.History[start:]...)
-		n.History = append(n.History, entry)
-	}
-	return n
 }
 
 // countCall returns a copy of calls, sorted by server and tool, with one more call to tool of
@@ -206,7 +162,7 @@ func countCall(calls []CallCount, server, tool string) []CallCount {
 	}
 	out := make([]CallCount, 0, len(calls)+1)
 	out = append(out, calls[:i]...)
-	out = append(out, CallCount{Server: intern(server), Tool: intern(tool), N: 1})
+	out = append(out, CallCount{Server: server, Tool: tool, N: 1})
 	return append(out, calls[i:]...)
 }
 
@@ -219,7 +175,7 @@ func mergeLabels(have, add []string) []string {
 			continue
 		}
 		if _, found := slices.BinarySearch(have, l); !found && !slices.Contains(fresh, l) {
-			fresh = append(fresh, intern(l))
+			fresh = append(fresh, l)
 		}
 	}
 	if len(fresh) == 0 {

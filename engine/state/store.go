@@ -16,20 +16,12 @@ type Store struct {
 	db           *memdb.MemDB
 	seed         maphash.Seed
 	historyLimit int
-	sessionInput func(*Session) any
-	historyInput func(*HistoryEntry) any
 }
 
 // Config tunes a Store.
 type Config struct {
 	// HistoryLimit is how many recent calls a session keeps (default 32).
 	HistoryLimit int
-	// SessionInput, when set, builds Session.Input for an active session when it records a
-	// call and has none: once per session and lifecycle, and only for sessions that decide.
-	SessionInput func(*Session) any
-	// HistoryInput, when set, builds HistoryEntry.Input for each call recorded, from the
-	// entry's shared copies of its names.
-	HistoryInput func(*HistoryEntry) any
 }
 
 // New returns an empty store.
@@ -41,7 +33,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
 	}
-	return &Store{db: db, seed: maphash.MakeSeed(), historyLimit: cfg.HistoryLimit, sessionInput: cfg.SessionInput, historyInput: cfg.HistoryInput}, nil
+	return &Store{db: db, seed: maphash.MakeSeed(), historyLimit: cfg.HistoryLimit}, nil
 }
 
 // located is where a session is, or would be, in the store.
@@ -81,7 +73,7 @@ func (s *Store) sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
 	if !l.found {
 		return nil, ErrNotFound
 	}
-	return l.bucket.session(l.i), nil
+	return l.bucket.session(l.i)
 }
 
 // write stores b, a changed bucket, or deletes it when it holds no session.
@@ -157,7 +149,7 @@ func (s *Store) RecordCall(id string, call Call) (*Session, error) {
 }
 
 // recordCallTxn records call in session id. The lifecycle is unchanged, so the records and the
-// text are shared with the bucket's previous version and a cached input stays valid.
+// text are shared with the bucket's previous version; only the session's encoded usage is new.
 func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
 	l, err := s.locate(txn, id)
 	if err != nil {
@@ -170,32 +162,13 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
 	if old.statusAt(l.i, call.At) != StatusActive {
 		return ErrNotActive
 	}
-	a := &activity{}
-	if prev := old.activity(l.i); prev != nil {
-		a.usage, a.input = prev.usage.with(call, s.historyLimit, s.historyInput), prev.input
-	} else {
-		a.usage = (&Usage{}).with(call, s.historyLimit, s.historyInput)
+	u, err := withCall(old.usageOf(l.i), call, s.historyLimit)
+	if err != nil {
+		return fmt.Errorf("record call in session %s: %w", id, err)
 	}
-	if a.input == nil && s.sessionInput != nil {
-		// The input outlives this version of the bucket: it gets strings of its own rather than
-		// ones that would keep the bucket's text alive after a compaction.
-		a.input = s.sessionInput(owned(old.session(l.i)))
-	}
-	b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, acts: slices.Clone(old.acts)}
-	b.setActivity(l.i, a)
+	b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
+	b.setUsage(l.i, u)
 	return write(txn, b)
-}
-
-// owned returns sess with its strings copied out of the bucket's text.
-func owned(sess *Session) *Session {
-	sess.ID, sess.ClientID, sess.SubjectID = strings.Clone(sess.ID), strings.Clone(sess.ClientID), strings.Clone(sess.SubjectID)
-	sess.EndReason, sess.PolicyRevision = strings.Clone(sess.EndReason), strings.Clone(sess.PolicyRevision)
-	for _, list := range [][]string{sess.Servers, sess.Scopes} {
-		for i, v := range list {
-			list[i] = strings.Clone(v)
-		}
-	}
-	return sess
 }
 
 // Renew extends an active session to expiresAt and counts the renewal.
@@ -231,7 +204,7 @@ func renewTxn(sess *Session, expiresAt time.Time) {
 }
 
 // updateSessionTxn stores a changed copy of a session's lifecycle: mutate sees a fresh copy
-// and reports whether it changed it. The session's cached input is dropped with the change.
+// and reports whether it changed it.
 func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session) bool) error {
 	l, err := s.locate(txn, id)
 	if err != nil {
@@ -240,8 +213,10 @@ func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session
 	if !l.found {
 		return ErrNotFound
 	}
-	c := l.bucket.session(l.i)
-	c.Input = nil
+	c, err := l.bucket.session(l.i)
+	if err != nil {
+		return err
+	}
 	if !mutate(c) {
 		return nil
 	}
@@ -320,7 +295,10 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 			if b == nil {
 				b = old.clone(old.key)
 			}
-			sess := old.session(i)
+			sess, err := old.session(i)
+			if err != nil {
+				return nil, err
+			}
 			end(sess, StatusRevoked, reason, now)
 			if err := b.put(i, sess, false); err != nil {
 				return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
@@ -355,8 +333,8 @@ func (f RevokeFilter) matches(b *bucket, i int) bool {
 	if servers := b.list(r.servers); len(servers) > 0 {
 		return slices.Contains(servers, f.ServerID)
 	}
-	a := b.activity(i)
-	return a != nil && a.usage.ServerCalls(f.ServerID) > 0
+	u, err := decodeUsage(b.usageOf(i))
+	return err != nil || u.ServerCalls(f.ServerID) > 0 // unreadable usage: revoking is the safe side
 }
 
 // List returns up to f.Limit sessions matching f in id order, and whether more follow. Ids
@@ -408,7 +386,9 @@ func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
 	}
 	out := make([]*Session, len(page))
 	for k, h := range page {
-		out[k] = h.b.session(h.i)
+		if out[k], err = h.b.session(h.i); err != nil {
+			return nil, false, err
+		}
 	}
 	return out, more, nil
 }

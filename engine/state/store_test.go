@@ -3,12 +3,9 @@ package state
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"slices"
-	"strings"
 	"testing"
 	"time"
-	"unsafe"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -213,41 +210,6 @@ func TestCallCountsByServerAndTool(t *testing.T) {
 	}
 }
 
-func TestSessionInputCachedFromFirstCall(t *testing.T) {
-	built := 0
-	s, err := New(Config{SessionInput: func(sess *Session) any {
-		built++
-		return fmt.Sprintf("%s expires %s renewals %d", sess.ID, sess.ExpiresAt.Format(time.RFC3339), sess.Renewals)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	open(t, s, "a", "c", "u", time.Hour)
-	if sess, _, _ := s.Get("a"); sess.Input != nil || built != 0 {
-		t.Fatalf("a session that never decided carries input %v (built %d times)", sess.Input, built)
-	}
-	for range 3 {
-		if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if sess, _, _ := s.Get("a"); sess.Input != "a expires 2026-11-26T13:00:00Z renewals 0" || built != 1 {
-		t.Fatalf("after three calls: input %v, built %d times, want it built once", sess.Input, built)
-	}
-	if _, err := s.Renew("a", t0.Add(2*time.Hour), t0); err != nil {
-		t.Fatal(err)
-	}
-	if sess, _, _ := s.Get("a"); sess.Input != nil {
-		t.Fatalf("a renewal kept the input of the old lifecycle: %v", sess.Input)
-	}
-	if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
-		t.Fatal(err)
-	}
-	if sess, _, _ := s.Get("a"); sess.Input != "a expires 2026-11-26T14:00:00Z renewals 1" {
-		t.Errorf("after the renewal and a call: input %v", sess.Input)
-	}
-}
-
 func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
 	s := newStore(t)
 	for i := range 3000 { // more than one delete batch
@@ -264,41 +226,5 @@ func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
 	}
 	if got := s.Count(); got != 2 {
 		t.Errorf("%d sessions left, want the renewed and the live one", got)
-	}
-}
-
-// TestHistoryEntriesShareTheirNames records calls whose names are fresh strings, as decoding
-// each request makes them: every history entry holds one shared copy of each name, not the
-// request's, and its input is built from the entry.
-func TestHistoryEntriesShareTheirNames(t *testing.T) {
-	// Interned copies are shared within a collection cycle (see intern): none may end mid-test.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	s, err := New(Config{HistoryInput: func(h *HistoryEntry) any { return h.Server + "/" + h.Tool + " " + h.Method }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"a", "b"} {
-		open(t, s, id, "c", "u", time.Hour)
-		for range 2 {
-			call := Call{Server: strings.Clone("github"), Tool: strings.Clone("create_issue"), Method: strings.Clone("tools/call"),
-				Labels: []string{strings.Clone("external_write")}, At: t0}
-			if _, err := s.RecordCall(id, call); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	_, a, _ := s.Get("a")
-	_, b, _ := s.Get("b")
-	same := func(what string, x, y string) {
-		if unsafe.StringData(x) != unsafe.StringData(y) {
-			t.Errorf("%s: two copies of %q", what, x)
-		}
-	}
-	same("server across sessions", a.History[0].Server, b.History[1].Server)
-	same("tool across calls", a.History[0].Tool, a.History[1].Tool)
-	same("method across sessions", a.History[1].Method, b.History[0].Method)
-	same("label across sessions", a.Labels[0], b.Labels[0])
-	if got := a.History[1].Input; got != "github/create_issue tools/call" {
-		t.Errorf("history input %v", got)
 	}
 }

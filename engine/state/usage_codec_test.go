@@ -1,0 +1,105 @@
+package state
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUsageRoundTrips(t *testing.T) {
+	for _, u := range []Usage{
+		{},
+		{Total: 1, Calls: []CallCount{{Server: "fs", N: 1}}},
+		{
+			Total:  1 << 40,
+			Calls:  []CallCount{{Server: "fs", Tool: "read", N: 3}, {Server: "github", Tool: "", N: 1 << 33}},
+			Labels: []string{"private_data", "ünïcode", strings.Repeat("l", 300)},
+			History: []HistoryEntry{
+				{Server: "fs", Tool: "read", Method: "tools/call", At: t0},
+				{Server: "github", Method: "resources/read", At: time.Time{}},
+				{Server: "", Tool: "", Method: "", At: t0.Add(-time.Hour)},
+			},
+		},
+	} {
+		got, err := decodeUsage(encodeUsage(&u))
+		if err != nil {
+			t.Fatalf("decode %+v: %v", u, err)
+		}
+		if !reflect.DeepEqual(got, u) {
+			t.Errorf("round trip:\n got %+v\nwant %+v", got, u)
+		}
+	}
+}
+
+// TestMalformedUsageIsAnError: the store decodes only what it encoded, but a bug must show as
+// an error (a decision fails closed), not as a session with less usage than it has.
+func TestMalformedUsageIsAnError(t *testing.T) {
+	u := Usage{Total: 2, Calls: []CallCount{{Server: "fs", Tool: "read", N: 2}}, History: []HistoryEntry{{Server: "fs", Tool: "read", Method: "tools/call", At: t0}}}
+	enc := encodeUsage(&u)
+	for _, bad := range [][]byte{
+		enc[:len(enc)-1],                   // cut short
+		append(enc[:len(enc):len(enc)], 0), // trailing bytes
+		{0x05, 0xff},                       // a count larger than what follows
+	} {
+		if _, err := decodeUsage(bad); err == nil {
+			t.Errorf("decodeUsage(%x) succeeded", bad)
+		}
+	}
+}
+
+// with is the model withCall is checked against: a new Usage with call recorded, keeping at
+// most historyLimit history entries.
+func (u *Usage) with(call Call, historyLimit int) Usage {
+	n := Usage{Total: u.Total + 1}
+
+	n.Calls = countCall(u.Calls, call.Server, call.Tool)
+	n.Labels = mergeLabels(u.Labels, call.Labels)
+
+	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At}
+	if historyLimit > 0 {
+		start := 0
+		if len(u.History) >= historyLimit {
+			start = len(u.History) - historyLimit + 1
+		}
+		n.History = make([]HistoryEntry, 0, len(u.History)-start+1)
+		n.History = append(n.History, u.History[start:]...)
+		n.History = append(n.History, entry)
+	}
+	return n
+}
+
+// TestWithCallMatchesTheModel records a sequence of calls with withCall, on the encoded
+// usage, and with the decoded model, under several history limits.
+func TestWithCallMatchesTheModel(t *testing.T) {
+	calls := []Call{
+		{Server: "fs", Tool: "read", Method: "tools/call", At: t0, Labels: []string{"private_data"}},
+		{Server: "github", Tool: "", Method: "resources/read", At: t0.Add(time.Second)},
+		{Server: "fs", Tool: "read", Method: "tools/call", At: t0.Add(2 * time.Second), Labels: []string{"untrusted_content", "private_data"}},
+		{Server: "fs", Tool: "write", Method: "tools/call", At: t0.Add(3 * time.Second)},
+		{Server: "a", Tool: "ünïcode", Method: "tools/call", At: time.Time{}},
+	}
+	for _, limit := range []int{0, 1, 2, 3, 32} {
+		var enc []byte
+		var model Usage
+		for round := range 3 {
+			for _, c := range calls {
+				var err error
+				if enc, err = withCall(enc, c, limit); err != nil {
+					t.Fatal(err)
+				}
+				model = model.with(c, limit)
+				got, err := decodeUsage(enc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, model) {
+					t.Fatalf("limit %d, round %d, after %+v:\n got %+v\nwant %+v", limit, round, c, got, model)
+				}
+			}
+		}
+	}
+	if _, err := withCall([]byte{0x01, 0x09}, calls[0], 32); err == nil {
+		t.Error("withCall on malformed usage succeeded")
+	}
+}
