@@ -157,7 +157,7 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 		{entry("a", 1), entry("x", 2), entry("c", 3)}, // same start, another entry in the middle
 		{entry("c", 3), entry("d", 4), entry("e", 5)}, // moved by two
 		{entry("b", 2), entry("c", 3), entry("d", 4)}, // moved by one
-		{entry("z", 9)},                               // nothing in common
+		{entry("z", 9)}, // nothing in common
 	} {
 		u := &state.Usage{History: h}
 		got, _ := sessionTerm(nil, cached, sess, u)
