@@ -66,6 +66,27 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideUncached is BenchmarkDecide when the session's input terms are not cached:
+// two sessions alternate over a one-session cache, so every decision builds its session's
+// history terms afresh (a gateway with more sessions deciding at once than
+// Config.InputCacheSessions).
+func BenchmarkDecideUncached(b *testing.B) {
+	e, err := engine.New(context.Background(), engine.Config{InputCacheSessions: 1}, benchPolicy(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs := []*engine.Request{benchRequest(benchSession(b, e)), benchRequest(benchSession(b, e))}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if d, err := e.Decide(ctx, reqs[i%2]); err != nil || d.Outcome != engine.Allow {
+			b.Fatalf("%+v %v", d, err)
+		}
+	}
+}
+
 // BenchmarkDecideParallel is BenchmarkDecide from GOMAXPROCS goroutines, each in its own session.
 func BenchmarkDecideParallel(b *testing.B) {
 	e, err := engine.New(context.Background(), engine.Config{}, benchPolicy(b))

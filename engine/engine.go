@@ -41,6 +41,11 @@ type Config struct {
 	MaxSessionLifetime time.Duration
 	// HistoryLimit is how many recent calls a session keeps for the policy (default 32).
 	HistoryLimit int
+	// InputCacheSessions is how many recently used sessions keep their input.session terms
+	// built (default 1024). A decision in a session outside it builds its history's terms
+	// afresh, about 10 allocations per entry; each session in it holds ~10 heap objects per
+	// history entry for the collector to mark.
+	InputCacheSessions int
 	// Logger receives policy errors and other events (default: discard).
 	Logger *slog.Logger
 	// Recorder takes every decision's record (default: discard).
@@ -56,6 +61,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.EvalConcurrency <= 0 {
 		c.EvalConcurrency = runtime.GOMAXPROCS(0)
+	}
+	if c.InputCacheSessions <= 0 {
+		c.InputCacheSessions = defaultInputCacheSessions
 	}
 	if c.DefaultSessionTTL <= 0 {
 		c.DefaultSessionTTL = 15 * time.Minute
@@ -103,6 +111,7 @@ func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, store: store, seed: maphash.MakeSeed(), slots: make(chan struct{}, cfg.EvalConcurrency)}
+	e.inputs.max = cfg.InputCacheSessions
 	if err := e.Activate(ctx, p); err != nil {
 		return nil, err
 	}

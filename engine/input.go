@@ -161,8 +161,8 @@ func serverTerm(s Server) *ast.Term {
 // lifecycle items and the history entries' terms come from cached when they describe the same
 // lifecycle and entries (nil: all built here); it returns the term and what to cache next.
 func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage) (*ast.Term, *cachedSession) {
-	next := &cachedSession{expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
-	if cached != nil && cached.expires == next.expires && cached.renewals == next.renewals {
+	next := &cachedSession{created: sess.CreatedAt.UnixNano(), expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
+	if cached != nil && cached.created == next.created && cached.expires == next.expires && cached.renewals == next.renewals {
 		next.lifecycle = cached.lifecycle
 	} else {
 		next.lifecycle = sessionItems(names, sess)
@@ -199,11 +199,14 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 	}
 	for i := range u.History {
 		h := &u.History[i]
-		next.history[i] = keyOf(h)
-		if cached != nil && off+i < len(cached.history) && cached.history[off+i] == next.history[i] {
-			next.terms[i] = cached.terms[off+i]
+		k := keyOf(h)
+		if cached != nil && off+i < len(cached.history) && cached.history[off+i] == k {
+			next.terms[i], next.history[i] = cached.terms[off+i], cached.history[off+i]
 		} else {
 			next.terms[i] = historyTerm(names, h.Server, h.Tool, h.Method, h.At)
+			o := next.terms[i].Value.(ast.Object)
+			str := func(key *ast.Term) string { return string(o.Get(key).Value.(ast.String)) }
+			next.history[i] = historyKey{str(keyServer), str(keyTool), str(keyMethod), k.at}
 		}
 	}
 	items := make([][2]*ast.Term, 0, len(next.lifecycle)+3)
@@ -269,7 +272,7 @@ const (
 
 func (n *nameTerms) term(s string) *ast.Term {
 	if n == nil || len(s) > maxNameBytes {
-		return ast.StringTerm(s)
+		return ast.StringTerm(strings.Clone(s))
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -326,19 +329,24 @@ func objectTerm(m map[string]any) (*ast.Term, error) {
 // rarely (the lifecycle items) or by one entry per call (the history entries' terms), so a
 // decision builds only the counts, the labels and the newest entry. The store keeps sessions
 // in a form the collector does not look into; the terms here are what it would have to mark
-// (~10 objects per history entry), so the cache is bounded: past maxCachedSessions an
-// arbitrary entry makes room, and a session not in the cache has its terms built afresh.
+// (~10 objects per history entry), so the cache is bounded: past max sessions
+// (Config.InputCacheSessions) an arbitrary entry makes room, and a session not in the cache
+// has its terms built afresh.
 type sessionTerms struct {
 	names nameTerms
+	max   int
 	mu    sync.Mutex
 	m     map[string]*cachedSession
 }
 
-const maxCachedSessions = 1024
+const defaultInputCacheSessions = 1024
 
 // cachedSession is immutable once stored: a decision and a FilterTools call in the same
 // session may read it at once.
 type cachedSession struct {
+	// The lifecycle the items describe: the rest of it (id, client, subject, servers, scopes)
+	// never changes for a stored session, and only active sessions are evaluated.
+	created   int64
 	expires   int64
 	renewals  int
 	lifecycle [][2]*ast.Term
@@ -366,7 +374,7 @@ func (c *sessionTerms) term(sess *state.Session, u *state.Usage) *ast.Term {
 	if c.m == nil {
 		c.m = make(map[string]*cachedSession)
 	}
-	if _, ok := c.m[sess.ID]; !ok && len(c.m) >= maxCachedSessions {
+	if _, ok := c.m[sess.ID]; !ok && len(c.m) >= max(c.max, 1) {
 		for k := range c.m {
 			delete(c.m, k)
 			break
@@ -374,4 +382,13 @@ func (c *sessionTerms) term(sess *state.Session, u *state.Usage) *ast.Term {
 	}
 	c.m[strings.Clone(sess.ID)] = next
 	return t
+}
+
+// forget drops the cached terms of sessions that ended: they are not evaluated again.
+func (c *sessionTerms) forget(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		delete(c.m, id)
+	}
 }

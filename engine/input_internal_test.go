@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -132,20 +133,30 @@ func TestSessionTermsAreCachedAndShared(t *testing.T) {
 	}
 }
 
-// TestSessionTermsStayBounded: past maxCachedSessions, sessions make room for each other.
+// TestSessionTermsStayBounded: past their bound, sessions make room for each other.
 func TestSessionTermsStayBounded(t *testing.T) {
-	var c sessionTerms
+	c := sessionTerms{max: 100}
 	now := time.Now()
-	for i := range maxCachedSessions + 50 {
+	for i := range c.max + 50 {
 		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{})
 	}
-	if len(c.m) != maxCachedSessions {
-		t.Errorf("the cache holds %d sessions, want %d", len(c.m), maxCachedSessions)
+	if len(c.m) != c.max {
+		t.Errorf("the cache holds %d sessions, want %d", len(c.m), c.max)
+	}
+	var some []string
+	for id := range c.m {
+		if some = append(some, id); len(some) == 2 {
+			break
+		}
+	}
+	c.forget(append(some, "never cached")...)
+	if len(c.m) != c.max-2 || c.m[some[0]] != nil {
+		t.Errorf("forgetting two sessions left %d cached", len(c.m))
 	}
 }
 
-// TestSessionTermReusesOnlyMatchingEntries: a cached history entry's term is reused only for
-// the same entry; the window may also move by more than one.
+// TestSessionTermReusesOnlyMatchingEntries: a cached history entry's term is reused for the
+// same entry wherever the window has moved it, and never for another entry.
 func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	entry := func(tool string, s int) state.HistoryEntry {
@@ -153,6 +164,7 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 	}
 	sess := &state.Session{ID: "ses_1", ExpiresAt: now.Add(time.Hour)}
 	_, cached := sessionTerm(nil, nil, sess, &state.Usage{History: []state.HistoryEntry{entry("a", 1), entry("b", 2), entry("c", 3)}})
+	termOf := map[string]*ast.Term{"a": cached.terms[0], "b": cached.terms[1], "c": cached.terms[2]}
 	for _, h := range [][]state.HistoryEntry{
 		{entry("a", 1), entry("x", 2), entry("c", 3)}, // same start, another entry in the middle
 		{entry("c", 3), entry("d", 4), entry("e", 5)}, // moved by two
@@ -160,10 +172,52 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 		{entry("z", 9)}, // nothing in common
 	} {
 		u := &state.Usage{History: h}
-		got, _ := sessionTerm(nil, cached, sess, u)
+		got, next := sessionTerm(nil, cached, sess, u)
 		want, _ := sessionTerm(nil, nil, sess, u)
 		if !got.Equal(want) {
 			t.Errorf("history %v: from the cache\n%v\nwant\n%v", h, got, want)
 		}
+		for i, e := range h {
+			reusable := termOf[e.Tool] != nil && e.At.Equal(now.Add(time.Duration(map[string]int{"a": 1, "b": 2, "c": 3}[e.Tool])*time.Second))
+			if reused := next.terms[i] == termOf[e.Tool]; reused != reusable {
+				t.Errorf("history %v, entry %d (%s): reused %v, want %v", h, i, e.Tool, reused, reusable)
+			}
+		}
+	}
+}
+
+// TestRenewalRebuildsTheLifecycle: the cached lifecycle items describe one expiry and renewal
+// count; after a renewal the policy sees the new ones.
+func TestRenewalRebuildsTheLifecycle(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	sess := &state.Session{ID: "ses_1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	_, cached := sessionTerm(nil, nil, sess, &state.Usage{})
+	renewed := *sess
+	renewed.ExpiresAt, renewed.Renewals = now.Add(2*time.Hour), 1
+	got, next := sessionTerm(nil, cached, &renewed, &state.Usage{})
+	if next.lifecycle[0][1] == cached.lifecycle[0][1] {
+		t.Error("the lifecycle items were reused after a renewal")
+	}
+	if want, _ := sessionTerm(nil, nil, &renewed, &state.Usage{}); !got.Equal(want) {
+		t.Errorf("after a renewal:\n%v\nwant\n%v", got, want)
+	}
+	if _, again := sessionTerm(nil, next, &renewed, &state.Usage{}); again.lifecycle[0][1] != next.lifecycle[0][1] {
+		t.Error("an unchanged lifecycle was rebuilt")
+	}
+}
+
+// TestCachedTermsOwnTheirStrings: names longer than the name cache takes, and history keys, are
+// copies, so a cached session does not keep its stored bytes alive.
+func TestCachedTermsOwnTheirStrings(t *testing.T) {
+	long := strings.Repeat("t", maxNameBytes+1)
+	var names nameTerms
+	if got := string(names.term(long).Value.(ast.String)); unsafe.StringData(got) == unsafe.StringData(long) {
+		t.Error("a long name's term shares the caller's bytes")
+	}
+	now := time.Now()
+	h := state.HistoryEntry{Server: strings.Clone("fs"), Tool: long, Method: strings.Clone("tools/call"), At: now}
+	_, c := sessionTerm(&names, nil, &state.Session{ID: "ses_1", ExpiresAt: now}, &state.Usage{History: []state.HistoryEntry{h}})
+	if k := c.history[0]; unsafe.StringData(k.tool) == unsafe.StringData(h.Tool) || unsafe.StringData(k.server) == unsafe.StringData(h.Server) {
+		t.Error("a cached history key shares the usage's bytes")
 	}
 }

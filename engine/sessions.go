@@ -291,6 +291,7 @@ func (e *Engine) CloseSession(ctx context.Context, id, reason, actor string) (*S
 	if err != nil {
 		return nil, err
 	}
+	e.inputs.forget(id)
 	e.recordAdmin(ctx, &Record{Action: ActionSessionClose, SessionID: id, SessionStatus: string(state.StatusClosed),
 		Client: Client{ID: sess.ClientID}, SubjectID: sess.SubjectID, Actor: actor, Note: reason, Affected: []string{id}}, now)
 	return e.info(sess, &sess.Usage, now), nil
@@ -310,6 +311,7 @@ func (e *Engine) RevokeSessions(ctx context.Context, f state.RevokeFilter, reaso
 	if err != nil {
 		return nil, err
 	}
+	e.inputs.forget(ids...)
 	e.recordAdmin(ctx, &Record{Action: ActionSessionsRevoke, SessionID: f.SessionID, Client: Client{ID: f.ClientID},
 		SubjectID: f.SubjectID, Server: Server{ID: f.ServerID}, Actor: actor, Note: reason, Affected: ids}, now)
 	return ids, nil

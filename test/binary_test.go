@@ -102,7 +102,8 @@ func serveBinary(t *testing.T, args ...string) *running {
 }
 
 func TestServeBinary(t *testing.T) {
-	srv := serveBinary(t)
+	// A two-session input cache: decisions work whether their session's terms are cached or not.
+	srv := serveBinary(t, "--input-cache-sessions", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -67,6 +67,7 @@ type serveFlags struct {
 	logLevel         string
 	evalTimeout      time.Duration
 	evalConcurrency  int
+	inputCache       int
 	sessionTTL       time.Duration
 	sessionMaxTTL    time.Duration
 	reapInterval     time.Duration
@@ -104,6 +105,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take, from when it starts; longer is denied")
 	fs.IntVar(&f.evalConcurrency, "eval-concurrency", 0, "policy evaluations running at once; the rest wait their turn (default: the number of CPUs Go uses)")
+	fs.IntVar(&f.inputCache, "input-cache-sessions", 1024, "recently used sessions whose policy-input terms stay built; a decision in another session builds its history's terms afresh")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 15*time.Minute, "session lifetime when the opener asks for none")
 	fs.DurationVar(&f.sessionMaxTTL, "session-max-ttl", 8*time.Hour, "longest lifetime one open or renewal can give a session")
 	fs.DurationVar(&f.sessionLifetime, "session-max-lifetime", 24*time.Hour, "longest a session can live from its creation, whatever renewals are approved")
@@ -249,6 +251,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Recorder:           decisionLog,
 		EvalTimeout:        f.evalTimeout,
 		EvalConcurrency:    f.evalConcurrency,
+		InputCacheSessions: f.inputCache,
 		DefaultSessionTTL:  f.sessionTTL,
 		MaxSessionTTL:      f.sessionMaxTTL,
 		MaxSessionLifetime: f.sessionLifetime,

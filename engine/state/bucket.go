@@ -164,8 +164,18 @@ func (b *bucket) statusAt(i int, now time.Time) Status {
 // session decodes session i and its usage. Its strings share the bucket's text and the
 // encoded usage, which never change.
 func (b *bucket) session(i int) (*Session, error) {
+	s := b.lifecycle(i)
+	var err error
+	if s.Usage, err = decodeUsage(b.usageOf(i)); err != nil {
+		return nil, fmt.Errorf("session %s: %w", s.ID, err)
+	}
+	return s, nil
+}
+
+// lifecycle decodes session i without its usage.
+func (b *bucket) lifecycle(i int) *Session {
 	r := &b.recs[i]
-	s := &Session{
+	return &Session{
 		ID:             b.str(r.id),
 		Status:         statuses[r.status],
 		ClientID:       b.str(r.client),
@@ -179,11 +189,6 @@ func (b *bucket) session(i int) (*Session, error) {
 		EndedAt:        decodeNanos(r.ended),
 		PolicyRevision: b.str(r.revision),
 	}
-	var err error
-	if s.Usage, err = decodeUsage(b.usageOf(i)); err != nil {
-		return nil, fmt.Errorf("session %s: %w", s.ID, err)
-	}
-	return s, nil
 }
 
 // clone returns a copy of b to change: records and activities copied, text shared.

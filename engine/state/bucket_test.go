@@ -409,3 +409,42 @@ func TestFarTimesStayInOrder(t *testing.T) {
 		t.Errorf("record a call: %v", err)
 	}
 }
+
+// TestRevokeIsNotStoppedByUnreadableUsage: revocation reads lifecycles only, so a session whose
+// stored usage cannot be decoded (a bug, never written by the store) is revoked with the rest,
+// and reading it fails rather than showing less usage than it has.
+func TestRevokeIsNotStoppedByUnreadableUsage(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 5)
+	for _, id := range ids {
+		open(t, s, id, "c", "u", time.Hour)
+		if _, err := s.RecordCall(id, Call{Server: "fs", Tool: "read", At: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn := s.db.Txn(true)
+	l, err := s.locate(txn, ids[2])
+	if err != nil || !l.found {
+		t.Fatal(l, err)
+	}
+	b := l.bucket.clone(l.key)
+	b.setUsage(l.i, []byte{0x05, 0x05, 0x01})
+	if err := write(txn, b); err != nil {
+		t.Fatal(err)
+	}
+	txn.Commit()
+
+	if _, _, err := s.Get(ids[2]); err == nil {
+		t.Error("a session with unreadable usage reads back")
+	}
+	revoked, err := s.Revoke(RevokeFilter{ClientID: "c"}, "incident", t0)
+	if err != nil || len(revoked) != len(ids) {
+		t.Fatalf("revoked %d of %d: %v", len(revoked), len(ids), err)
+	}
+	if revoked, err := s.Revoke(RevokeFilter{ServerID: "fs"}, "again", t0); err != nil || len(revoked) != 0 {
+		t.Errorf("revoking again: %v, %v", revoked, err)
+	}
+	if _, err := s.RecordCall(ids[2], Call{Server: "fs", At: t0}); err != ErrNotActive {
+		t.Errorf("a call in the revoked session: %v, want ErrNotActive", err)
+	}
+}

@@ -295,10 +295,9 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 			if b == nil {
 				b = old.clone(old.key)
 			}
-			sess, err := old.session(i)
-			if err != nil {
-				return nil, err
-			}
+			// The lifecycle only: a session whose usage cannot be read is still revoked, and
+			// does not stop the others from being.
+			sess := old.lifecycle(i)
 			end(sess, StatusRevoked, reason, now)
 			if err := b.put(i, sess, false); err != nil {
 				return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
