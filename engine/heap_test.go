@@ -26,9 +26,10 @@ import (
 // idle: sessions stored as OpenSession stores them (through the engine's store, without a
 // policy evaluation each, as the benchmark harness's library server grows its store), every
 // string a fresh copy as decoding a request makes it. decided: each session has then made one
-// allowed Decide, so it holds usage, one history entry and the cached input (slow: one policy
+// allowed Decide, so it holds encoded usage with one history entry, and the engine's input
+// cache holds the terms of the last Config.InputCacheSessions sessions (slow: one policy
 // evaluation per session; use -benchtime 20000x). full: 32 allowed calls each, a full history
-// (use -benchtime 2000x).
+// (use -benchtime 5000x).
 func BenchmarkSessionHeap(b *testing.B) {
 	b.Run("idle", func(b *testing.B) { benchSessionHeap(b, 0) })
 	b.Run("decided", func(b *testing.B) { benchSessionHeap(b, 1) })
