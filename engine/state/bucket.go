@@ -32,7 +32,8 @@ import (
 // copies ~23 KB of records.
 
 const (
-	// bucketBits is log2 of the number of buckets.
+	// bucketBits is log2 of the number of buckets (three 4-bit digits in the index, see
+	// bucketIndex).
 	bucketBits = 12
 	// textSlack is how much unreferenced text a bucket keeps before it is compacted.
 	textSlack = 1024

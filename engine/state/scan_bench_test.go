@@ -46,6 +46,17 @@ func BenchmarkScans(b *testing.B) {
 			}
 		}
 	})
+	// Not a scan: the write every allowed decision makes, on a store this size.
+	b.Run("record-call", func(b *testing.B) {
+		b.ReportAllocs()
+		at := now
+		for b.Loop() {
+			at = at.Add(time.Millisecond)
+			if _, err := s.RecordCall("ses_00000007", Call{Server: "github", Tool: "create_issue", Method: "tools/call", At: at}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("counts", func(b *testing.B) {
 		for range b.N {
 			if counts, _ := s.Counts(now); counts[StatusActive]+counts[StatusRevoked] != scanSessions {
