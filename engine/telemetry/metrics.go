@@ -150,6 +150,11 @@ var (
 // reaching the admin listener could keep a CPU busy by scraping.
 const reuseFactor = 20
 
+// reuseFrom is the store size from which a count is reused: counting fewer sessions costs
+// next to nothing, and a small count that took long because the process was descheduled must
+// not hide the sessions opened since.
+const reuseFrom = 10_000
+
 type sessionCollector struct {
 	counts func() (map[string]int, int)
 
@@ -157,18 +162,23 @@ type sessionCollector struct {
 	at       time.Time
 	took     time.Duration
 	sessions map[string]int
+	total    int // sessions in the last count
 	pending  int
 }
 
-// current returns the counts, counting again unless the last count is younger than
-// reuseFactor times the time it took.
+// current returns the counts, counting again unless the last count found at least reuseFrom
+// sessions and is younger than reuseFactor times the time it took.
 func (c *sessionCollector) current() (map[string]int, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sessions == nil || time.Since(c.at) >= reuseFactor*c.took {
+	if c.sessions == nil || c.total < reuseFrom || time.Since(c.at) >= reuseFactor*c.took {
 		start := time.Now()
 		c.sessions, c.pending = c.counts()
 		c.at, c.took = time.Now(), time.Since(start)
+		c.total = 0
+		for _, n := range c.sessions {
+			c.total += n
+		}
 	}
 	return c.sessions, c.pending
 }

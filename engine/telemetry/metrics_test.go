@@ -1,6 +1,7 @@
 package telemetry_test
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -19,7 +20,7 @@ func TestSessionCountsAreReusedForAWhile(t *testing.T) {
 	m.Sessions(func() (map[string]int, int) {
 		calls.Add(1)
 		time.Sleep(50 * time.Millisecond) // a large store: the window is at least 1 s
-		return map[string]int{"active": int(calls.Load())}, 0
+		return map[string]int{"active": int(calls.Load()), "expired": 50_000}, 0
 	})
 	scrape := func() string {
 		rec := httptest.NewRecorder()
@@ -49,5 +50,24 @@ func TestSessionCountsAreReusedForAWhile(t *testing.T) {
 	}
 	if !strings.Contains(scrape(), `arbiter_sessions{status="active"} 2`) {
 		t.Error("the refreshed count is not served")
+	}
+}
+
+// TestSmallStoresAreCountedEveryScrape: a count of a few sessions is never reused, however long
+// it took (a descheduled process), so a session opened since shows on the next scrape.
+func TestSmallStoresAreCountedEveryScrape(t *testing.T) {
+	m := telemetry.New()
+	var calls atomic.Int32
+	m.Sessions(func() (map[string]int, int) {
+		calls.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		return map[string]int{"active": int(calls.Load())}, 0
+	})
+	for want := 1; want <= 3; want++ {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if line := fmt.Sprintf(`arbiter_sessions{status="active"} %d`, want); !strings.Contains(rec.Body.String(), line) {
+			t.Fatalf("scrape %d: no %s", want, line)
+		}
 	}
 }
