@@ -101,6 +101,8 @@ type Engine struct {
 	slots chan struct{}
 	// inputs caches input.session terms of recently used sessions.
 	inputs sessionTerms
+	// modules is the last compiled policy code, reused by revisions that change only data.
+	modules compiledModules
 }
 
 // New compiles p and returns an engine serving it.
@@ -137,7 +139,7 @@ type Prepared struct {
 // Prepare compiles p and checks it as Activate would, without changing what serves: the
 // caller can persist the policy before it swaps it in.
 func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
-	pq, err := compile(ctx, p)
+	pq, err := compile(ctx, p, &e.modules)
 	if err != nil {
 		return nil, err
 	}

@@ -221,3 +221,71 @@ func TestCachedTermsOwnTheirStrings(t *testing.T) {
 		t.Error("a cached history key shares the usage's bytes")
 	}
 }
+
+// TestDataOnlyRevisionsReuseCompiledCode: a revision whose modules are the same code as the
+// serving one's (parsed anew, as a bundle push parses them) keeps its compiled modules and
+// serves its own data; a change of code, or of where the code sits in its file, compiles again;
+// a revision that fails to compile changes nothing.
+func TestDataOnlyRevisionsReuseCompiledCode(t *testing.T) {
+	ctx := context.Background()
+	const src = "package mcp\n\ndecision := {\"result\": data.answer}\n"
+	load := func(source string, answer string) Policy {
+		t.Helper()
+		m, err := ast.ParseModuleWithOpts("p.rego", source, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Policy{Revision: answer, Modules: map[string]*ast.Module{"p.rego": m}, Data: map[string]any{"answer": answer}}
+	}
+	e, err := New(ctx, Config{}, load(src, "allow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiler := func() *ast.Compiler { return e.policy.Load().compiler }
+	outcome := func() Outcome {
+		t.Helper()
+		d, err := e.Decide(ctx, &Request{Client: Client{ID: "c"}, Server: Server{ID: "s"}, Operation: Operation{Method: "tools/call", Tool: "t"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Outcome
+	}
+	first := compiler()
+
+	if err := e.Activate(ctx, load(src, "deny")); err != nil {
+		t.Fatal(err)
+	}
+	if compiler() != first {
+		t.Error("the same code parsed anew was compiled again")
+	}
+	if got := outcome(); got != Deny {
+		t.Errorf("after a data-only revision: %s, want deny (the new data)", got)
+	}
+
+	if err := e.Activate(ctx, load("package mcp\n\ndecision := {\"result\": data.answer} if { input.action }\n", "allow")); err == nil {
+		// input.action is a string, so this is a valid policy; it must be compiled.
+		if compiler() == first {
+			t.Error("changed code was not compiled")
+		}
+	} else {
+		t.Fatal(err)
+	}
+	if err := e.Activate(ctx, load("package mcp\n\ndecision := {\"result\": data.answer}\n\n", "allow")); err != nil {
+		t.Fatal(err)
+	}
+	reformatted := compiler()
+	if err := e.Activate(ctx, load("package mcp\n\n\ndecision := {\"result\": data.answer}\n", "allow")); err != nil {
+		t.Fatal(err)
+	}
+	if compiler() == reformatted {
+		t.Error("code moved to another line kept the old compiled locations")
+	}
+
+	before := compiler()
+	if err := e.Activate(ctx, load("package mcp\n\ndecision := {\"result\": data.answer} if { nope }\n", "deny")); err == nil {
+		t.Fatal("a policy that does not compile was activated")
+	}
+	if compiler() != before || outcome() != Allow {
+		t.Error("a failed activation changed what serves")
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -74,6 +76,7 @@ func LoadPolicyFS(fsys fs.FS, root, name string) (Policy, error) {
 type prepared struct {
 	revision string
 	query    rego.PreparedEvalQuery
+	compiler *ast.Compiler
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
 	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
@@ -92,8 +95,64 @@ const ToolVerdictsRule = "tool_verdicts"
 // expression undefined, which could let a deny rule quietly not fire.
 var decisionOpts = []func(*rego.Rego){rego.GenerateJSON(keepTerm), rego.StrictBuiltinErrors(true)}
 
+// compiledModules remembers the last modules compiled and their compiler. A revision whose
+// modules are the same as the last one's (a push that changes only data, such as a catalog
+// update) reuses that compiler instead of compiling them again: OPA's compiler does not read
+// data, and it is read-only once compiled (the serving query already shares it).
+type compiledModules struct {
+	mu       sync.Mutex
+	modules  map[string]*ast.Module
+	compiler *ast.Compiler
+}
+
+// get returns a compiler of modules, compiling them unless they are the last ones compiled.
+func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.compiler != nil && sameModules(c.modules, modules) {
+		return c.compiler, nil
+	}
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+	}
+	c.modules, c.compiler = maps.Clone(modules), compiler
+	return compiler, nil
+}
+
+// sameModules reports whether a and b are the same code at the same places: equal modules
+// whose nodes also sit at the same rows and columns, since evaluation errors and explanations
+// cite them (reformatting a file changes the locations, not the modules).
+func sameModules(a, b map[string]*ast.Module) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, m := range a {
+		n, ok := b[name]
+		if !ok {
+			return false
+		}
+		if m != n && (!m.Equal(n) || !slices.Equal(locations(m), locations(n))) {
+			return false
+		}
+	}
+	return true
+}
+
+// locations lists where each node of m is, in walk order.
+func locations(m *ast.Module) [][2]int {
+	var out [][2]int
+	ast.WalkNodes(m, func(n ast.Node) bool {
+		if l := n.Loc(); l != nil {
+			out = append(out, [2]int{l.Row, l.Col})
+		}
+		return false
+	})
+	return out
+}
+
 // compile compiles p into a prepared query, checking that the entry point is a rule.
-func compile(ctx context.Context, p Policy) (*prepared, error) {
+func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared, error) {
 	entry := p.Entrypoint
 	if entry == "" {
 		entry = DefaultEntrypoint
@@ -102,9 +161,9 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
 		return nil, fmt.Errorf("entry point %q is not a ground reference under data", entry)
 	}
-	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
-	if compiler.Compile(p.Modules); compiler.Failed() {
-		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+	compiler, err := modules.get(p.Modules)
+	if err != nil {
+		return nil, err
 	}
 	if len(compiler.GetRulesForVirtualDocument(ref)) == 0 && len(compiler.GetRulesExact(ref)) == 0 {
 		return nil, fmt.Errorf("entry point %s is not defined by any rule", entry)
@@ -128,7 +187,7 @@ func compile(ctx context.Context, p Policy) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: *q}
+	pq := &prepared{revision: p.Revision, query: *q, compiler: compiler}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
 		if pq.verdicts, err = prepare(verdicts, decisionOpts...); err != nil {

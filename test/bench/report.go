@@ -264,7 +264,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		if s.Via == SwapViaEngine {
 			how = "activated through the engine's API (policy loaded, compiled, prepared, probed, swapped)"
 		}
-		p("A new revision (data.bench.revision changed) %s every %s for %s.\n\n", how, c.SwapInterval, c.SwapDuration)
+		p("A new revision (data.bench.revision and a rule, data.bench.code_revision, changed, so every activation compiles) %s every %s for %s.\n\n", how, c.SwapInterval, c.SwapDuration)
 		p("| phase " + statsHeader + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		p("| steady %s\n| swapping %s\n\n", statsCells(s.Steady), statsCells(s.Swapping))
 		took := slices.Clone(s.ActivationTook)

@@ -60,10 +60,24 @@ func Policy(revision int) (engine.Policy, error) {
 	}
 	p.Revision = "bench@r0"
 	if revision > 0 {
+		// Data and code both change, so each activation compiles: a data-only revision would
+		// reuse the compiled modules (see engine.compiledModules) and measure less.
 		p.Data["bench"] = map[string]any{"revision": revision}
+		m, err := ast.ParseModuleWithOpts(revisionModule, revisionSource(revision), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return engine.Policy{}, err
+		}
+		p.Modules[revisionModule] = m
 		p.Revision = fmt.Sprintf("bench@r%d", revision)
 	}
 	return p, nil
+}
+
+// revisionModule is the file of the rule each revision changes.
+const revisionModule = "bench_revision.rego"
+
+func revisionSource(revision int) string {
+	return fmt.Sprintf("package bench\n\ncode_revision := %d\n", revision)
 }
 
 // toolboxCatalog is a server with ToolboxTools tools of every kind the policy tells apart.
@@ -116,6 +130,13 @@ func WritePolicyDir(dir string, revision int) ([]string, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("write policy: %w", err)
+	}
+	if revision > 0 {
+		dst := filepath.Join(dir, revisionModule)
+		files = append(files, dst)
+		if err := os.WriteFile(dst, []byte(revisionSource(revision)), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	data, err := json.MarshalIndent(p.Data, "", "  ")
 	if err != nil {
