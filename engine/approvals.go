@@ -66,7 +66,7 @@ func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 				d.ApprovalID, d.ApprovalExpiresAt = a.ID, a.ExpiresAt
 				return d, nil
 			case errors.Is(err, state.ErrNotActive), errors.Is(err, state.ErrNotFound):
-				sess, _, _ := e.store.Get(req.SessionID)
+				sess, _ := e.store.Get(req.SessionID)
 				reason, _ := sessionDenial(sess, req, d.At)
 				return d.deny(reason), nil
 			case errors.Is(err, state.ErrGrantUsed), errors.Is(err, state.ErrApprovalExpired):

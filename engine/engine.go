@@ -287,7 +287,7 @@ func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, stat
 	if req.SessionID == "" {
 		return ast.NullTerm(), "", nil, nil
 	}
-	sess, usage, err := e.store.Get(req.SessionID)
+	sess, err := e.store.Get(req.SessionID)
 	if sess != nil {
 		status = string(sess.StatusAt(now))
 	}
@@ -300,7 +300,7 @@ func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, stat
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
-	return e.inputs.term(sess, usage), status, nil, nil
+	return e.inputs.term(sess, &sess.Usage), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

@@ -336,8 +336,13 @@ type sessionTerms struct {
 	names nameTerms
 	max   int
 	mu    sync.Mutex
-	m     map[string]*cachedSession
+	m     map[string]*cacheSlot
 }
+
+// cacheSlot holds a session's latest terms. Replacing them goes through the slot, under the
+// lock, so the map keeps the key it was given (a copy: a session's id points into its bucket's
+// stored text) and a decision in a cached session stores nothing new in the map.
+type cacheSlot struct{ terms *cachedSession }
 
 const defaultInputCacheSessions = 1024
 
@@ -365,22 +370,29 @@ func keyOf(h *state.HistoryEntry) historyKey {
 
 // term returns input.session for sess, an active session, and its usage u.
 func (c *sessionTerms) term(sess *state.Session, u *state.Usage) *ast.Term {
+	var cached *cachedSession
 	c.mu.Lock()
-	cached := c.m[sess.ID]
+	if slot := c.m[sess.ID]; slot != nil {
+		cached = slot.terms
+	}
 	c.mu.Unlock()
 	t, next := sessionTerm(&c.names, cached, sess, u)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]*cachedSession)
+	if slot := c.m[sess.ID]; slot != nil {
+		slot.terms = next
+		return t
 	}
-	if _, ok := c.m[sess.ID]; !ok && len(c.m) >= max(c.max, 1) {
+	if c.m == nil {
+		c.m = make(map[string]*cacheSlot)
+	}
+	if len(c.m) >= max(c.max, 1) {
 		for k := range c.m {
 			delete(c.m, k)
 			break
 		}
 	}
-	c.m[strings.Clone(sess.ID)] = next
+	c.m[strings.Clone(sess.ID)] = &cacheSlot{terms: next}
 	return t
 }
 

@@ -73,11 +73,11 @@ func TestSessionTermsAreCachedAndShared(t *testing.T) {
 	cached := func(id string) *cachedSession {
 		e.inputs.mu.Lock()
 		defer e.inputs.mu.Unlock()
-		c := e.inputs.m[id]
-		if c == nil {
+		slot := e.inputs.m[id]
+		if slot == nil {
 			t.Fatalf("session %s has no cached terms", id)
 		}
-		return c
+		return slot.terms
 	}
 	var ids []string
 	for _, subject := range []string{"alice", "bob"} {
@@ -119,10 +119,11 @@ func TestSessionTermsAreCachedAndShared(t *testing.T) {
 	if item(a, keyClientID) != item(b, keyClientID) {
 		t.Error("client_id: two terms across sessions")
 	}
-	sess, u, err := e.store.Get(ids[1])
+	sess, err := e.store.Get(ids[1])
 	if err != nil {
 		t.Fatal(err)
 	}
+	u := &sess.Usage
 	fromCache, _ := sessionTerm(&e.inputs.names, cached(ids[1]), sess, u)
 	afresh, _ := sessionTerm(nil, nil, sess, u)
 	if !fromCache.Equal(afresh) {
@@ -219,6 +220,21 @@ func TestCachedTermsOwnTheirStrings(t *testing.T) {
 	_, c := sessionTerm(&names, nil, &state.Session{ID: "ses_1", ExpiresAt: now}, &state.Usage{History: []state.HistoryEntry{h}})
 	if k := c.history[0]; unsafe.StringData(k.tool) == unsafe.StringData(h.Tool) || unsafe.StringData(k.server) == unsafe.StringData(h.Server) {
 		t.Error("a cached history key shares the usage's bytes")
+	}
+	// The cache's key is a copy too, kept when a later decision replaces the terms.
+	cache := sessionTerms{max: 4}
+	id := strings.Clone("ses_1")
+	sess := &state.Session{ID: id, ExpiresAt: now}
+	for range 2 {
+		cache.term(sess, &state.Usage{})
+		for k := range cache.m {
+			if unsafe.StringData(k) == unsafe.StringData(id) {
+				t.Fatal("the cache is keyed by the session's own bytes")
+			}
+		}
+	}
+	if len(cache.m) != 1 {
+		t.Errorf("one session holds %d cache entries", len(cache.m))
 	}
 }
 

@@ -158,7 +158,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	mu := e.sessionLock(req.SessionID)
 	mu.Lock()
 	defer mu.Unlock()
-	sess, usage, err := e.store.Get(req.SessionID)
+	sess, err := e.store.Get(req.SessionID)
 	if err != nil {
 		return Decision{}, nil, err
 	}
@@ -174,7 +174,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
 
-	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, e.inputs.term(sess, usage), now)
+	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, e.inputs.term(sess, &sess.Usage), now)
 	if err != nil {
 		return Decision{}, nil, err
 	}
@@ -259,11 +259,11 @@ func minTime(a, b time.Time) time.Time {
 
 // GetSession returns a session with its status now.
 func (e *Engine) GetSession(id string) (*SessionInfo, error) {
-	sess, u, err := e.store.Get(id)
+	sess, err := e.store.Get(id)
 	if err != nil {
 		return nil, err
 	}
-	return e.info(sess, u, e.cfg.Clock()), nil
+	return e.info(sess, e.cfg.Clock()), nil
 }
 
 // ListSessions lists sessions matching f (Now is filled in) and whether more follow.
@@ -276,7 +276,7 @@ func (e *Engine) ListSessions(f state.ListFilter) ([]*SessionInfo, bool, error) 
 	}
 	out := make([]*SessionInfo, 0, len(sessions))
 	for _, s := range sessions {
-		out = append(out, e.info(s, &s.Usage, now))
+		out = append(out, e.info(s, now))
 	}
 	return out, more, nil
 }
@@ -294,7 +294,7 @@ func (e *Engine) CloseSession(ctx context.Context, id, reason, actor string) (*S
 	e.inputs.forget(id)
 	e.recordAdmin(ctx, &Record{Action: ActionSessionClose, SessionID: id, SessionStatus: string(state.StatusClosed),
 		Client: Client{ID: sess.ClientID}, SubjectID: sess.SubjectID, Actor: actor, Note: reason, Affected: []string{id}}, now)
-	return e.info(sess, &sess.Usage, now), nil
+	return e.info(sess, now), nil
 }
 
 // RevokeSessions revokes every active or pending session matching f and returns their ids.
@@ -345,6 +345,6 @@ func (e *Engine) Counts() (map[state.Status]int, int) {
 	return e.store.Counts(e.cfg.Clock())
 }
 
-func (e *Engine) info(s *state.Session, u *state.Usage, now time.Time) *SessionInfo {
-	return &SessionInfo{Session: s, Usage: u, Status: s.StatusAt(now)}
+func (e *Engine) info(s *state.Session, now time.Time) *SessionInfo {
+	return &SessionInfo{Session: s, Usage: &s.Usage, Status: s.StatusAt(now)}
 }

@@ -118,7 +118,7 @@ func TestBucketsKeepEverySession(t *testing.T) {
 		sameSession(t, got, want[i], calls[i])
 	}
 	for i := range want {
-		got, _, err := s.Get(want[i].ID)
+		got, err := s.Get(want[i].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,7 +168,7 @@ func TestBucketTextStaysBounded(t *testing.T) {
 	for round := range 500 {
 		if round == 1 {
 			var err error
-			if early, _, err = s.Get(ids[1]); err != nil {
+			if early, err = s.Get(ids[1]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -202,7 +202,7 @@ func TestBucketTextStaysBounded(t *testing.T) {
 		t.Errorf("a session read after round 0 changed: reason %.12q, subject %q", early.EndReason, early.SubjectID)
 	}
 	for _, id := range ids[1:] {
-		got, _, err := s.Get(id)
+		got, err := s.Get(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +306,7 @@ func TestReapKeepsTheRestOfABucket(t *testing.T) {
 		t.Fatalf("reaped %d, %v; want 3", n, err)
 	}
 	for i, id := range ids {
-		_, u, err := s.Get(id)
+		sess, err := s.Get(id)
 		if i%2 == 1 {
 			if err != ErrNotFound {
 				t.Errorf("%s expired but reads back: %v", id, err)
@@ -317,8 +317,11 @@ func TestReapKeepsTheRestOfABucket(t *testing.T) {
 		if i%3 == 2 {
 			want = 0
 		}
-		if err != nil || u.Total != want || u.ByTool()["fs"][fmt.Sprint("t", i)] != want {
-			t.Errorf("%s: usage %+v, %v; want %d call", id, u, err, want)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if u := sess.Usage; u.Total != want || u.ByTool()["fs"][fmt.Sprint("t", i)] != want {
+			t.Errorf("%s: usage %+v; want %d call", id, u, want)
 		}
 	}
 	if n, err := s.Reap(t0.Add(2 * time.Hour)); err != nil || n != 3 || s.Count() != 0 {
@@ -382,10 +385,10 @@ func TestStringsOutliveAnAbortedWrite(t *testing.T) {
 	if read.EndReason != "AAAA" {
 		t.Errorf("a string read before the abort now reads %q", read.EndReason)
 	}
-	if got, _, _ := s.Get(ids[1]); got.EndReason != "BBBB" {
+	if got, _ := s.Get(ids[1]); got.EndReason != "BBBB" {
 		t.Errorf("the committed change reads %q", got.EndReason)
 	}
-	if got, _, _ := s.Get(ids[0]); got.EndReason != "" {
+	if got, _ := s.Get(ids[0]); got.EndReason != "" {
 		t.Errorf("the aborted change was kept: %q", got.EndReason)
 	}
 }
@@ -398,7 +401,7 @@ func TestFarTimesStayInOrder(t *testing.T) {
 	if err := s.Open(&Session{ID: "a", Status: StatusActive, CreatedAt: time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: far}, nil); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := s.Get("a")
+	got, err := s.Get("a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +437,7 @@ func TestRevokeIsNotStoppedByUnreadableUsage(t *testing.T) {
 	}
 	txn.Commit()
 
-	if _, _, err := s.Get(ids[2]); err == nil {
+	if _, err := s.Get(ids[2]); err == nil {
 		t.Error("a session with unreadable usage reads back")
 	}
 	revoked, err := s.Revoke(RevokeFilter{ClientID: "c"}, "incident", t0)

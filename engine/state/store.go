@@ -125,13 +125,9 @@ func (s *Store) Open(sess *Session, pending *Approval) error {
 	return nil
 }
 
-// Get returns a session and its usage (the session's own Usage), or ErrNotFound.
-func (s *Store) Get(id string) (*Session, *Usage, error) {
-	sess, err := s.sessionTxn(s.db.Txn(false), id)
-	if err != nil {
-		return nil, nil, err
-	}
-	return sess, &sess.Usage, nil
+// Get returns a session with its usage, or ErrNotFound.
+func (s *Store) Get(id string) (*Session, error) {
+	return s.sessionTxn(s.db.Txn(false), id)
 }
 
 // RecordCall records an allowed call in the session's usage. It fails with ErrNotActive (and

@@ -41,7 +41,8 @@ func TestRecordCallCopiesOnWrite(t *testing.T) {
 	if _, err := s.RecordCall("a", Call{Server: "fs", Tool: "read", At: t0, Labels: []string{"private_data"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, before, _ := s.Get("a")
+	beforeSess, _ := s.Get("a")
+	before := &beforeSess.Usage
 	for i, tool := range []string{"read", "write", "read"} {
 		if _, err := s.RecordCall("a", Call{Server: "fs", Tool: tool, At: t0.Add(time.Duration(i+1) * time.Second), Labels: []string{"untrusted_content", "private_data"}}); err != nil {
 			t.Fatal(err)
@@ -50,7 +51,8 @@ func TestRecordCallCopiesOnWrite(t *testing.T) {
 	if before.Total != 1 || before.ByTool()["fs"]["read"] != 1 || len(before.History) != 1 || len(before.Labels) != 1 {
 		t.Fatalf("a usage read earlier was changed in place: %+v", before)
 	}
-	_, after, _ := s.Get("a")
+	afterSess, _ := s.Get("a")
+	after := &afterSess.Usage
 	if after.Total != 4 || after.ByTool()["fs"]["read"] != 3 || after.ByTool()["fs"]["write"] != 1 || after.ByServer()["fs"] != 4 {
 		t.Errorf("counts %+v", after)
 	}
@@ -159,10 +161,10 @@ func TestReapRemovesExpiredSessions(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("reaped %d (%v), want 2", n, err)
 	}
-	if _, _, err := s.Get("mid"); err != ErrNotFound {
+	if _, err := s.Get("mid"); err != ErrNotFound {
 		t.Errorf("mid should be gone: %v", err)
 	}
-	if _, _, err := s.Get("long"); err != nil {
+	if _, err := s.Get("long"); err != nil {
 		t.Errorf("long should remain: %v", err)
 	}
 	if counts, _ := s.Counts(t0.Add(time.Hour)); counts[StatusActive] != 1 || len(counts) != 1 {
@@ -194,7 +196,8 @@ func TestCallCountsByServerAndTool(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, u, _ := s.Get("a")
+	uSess, _ := s.Get("a")
+	u := &uSess.Usage
 	want := []CallCount{{"docs", "", 1}, {"docs", "search", 1}, {"fs", "", 1}, {"fs", "read", 2}, {"fs", "write", 1}}
 	if !slices.Equal(u.Calls, want) {
 		t.Errorf("calls %v, want %v", u.Calls, want)

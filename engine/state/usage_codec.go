@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 	"unsafe"
 )
 
@@ -11,18 +12,19 @@ import (
 // decodes the usage, adds the call and encodes a new slice; reading it decodes it, with the
 // strings pointing into the slice, which is never written once encoded.
 
+// encodeUsage encodes u whole. The store writes usage only through withCall; this is the
+// form withCall keeps, written in one go.
 func encodeUsage(u *Usage) []byte {
-	size := 16
-	for _, c := range u.Calls {
-		size += len(c.Server) + len(c.Tool) + 12
-	}
-	for _, l := range u.Labels {
-		size += len(l) + 2
-	}
+	b := appendHead(nil, *u)
+	b = binary.AppendUvarint(b, uint64(len(u.History)))
 	for _, h := range u.History {
-		size += len(h.Server) + len(h.Tool) + len(h.Method) + 16
+		b = appendEntry(b, h.Server, h.Tool, h.Method, h.At)
 	}
-	b := make([]byte, 0, size)
+	return b
+}
+
+// appendHead appends what precedes the history: the total, the call counts and the labels.
+func appendHead(b []byte, u Usage) []byte {
 	b = binary.AppendUvarint(b, u.Total)
 	b = binary.AppendUvarint(b, uint64(len(u.Calls)))
 	for _, c := range u.Calls {
@@ -33,12 +35,12 @@ func encodeUsage(u *Usage) []byte {
 	for _, l := range u.Labels {
 		b = appendString(b, l)
 	}
-	b = binary.AppendUvarint(b, uint64(len(u.History)))
-	for _, h := range u.History {
-		b = appendString(appendString(appendString(b, h.Server), h.Tool), h.Method)
-		b = binary.AppendVarint(b, encodeNanos(h.At))
-	}
 	return b
+}
+
+func appendEntry(b []byte, server, tool, method string, at time.Time) []byte {
+	b = appendString(appendString(appendString(b, server), tool), method)
+	return binary.AppendVarint(b, encodeNanos(at))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -54,16 +56,16 @@ type usageDecoder struct {
 
 func (d *usageDecoder) uvarint() uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return advance(d, v, n)
 }
 
 func (d *usageDecoder) varint() int64 {
 	v, n := binary.Varint(d.b)
+	return advance(d, v, n)
+}
+
+// advance consumes the n bytes a varint read took, or fails when it read none.
+func advance[T uint64 | int64](d *usageDecoder, v T, n int) T {
 	if n <= 0 {
 		d.fail()
 		return 0
@@ -103,13 +105,9 @@ func (d *usageDecoder) fail() {
 	d.b = nil
 }
 
-func decodeUsage(b []byte) (Usage, error) {
-	var u Usage
-	if len(b) == 0 {
-		return u, nil
-	}
-	d := usageDecoder{b: b}
-	u.Total = d.uvarint()
+// head reads what appendHead wrote into a Usage without history.
+func (d *usageDecoder) head() Usage {
+	u := Usage{Total: d.uvarint()}
 	if n := d.count(); n > 0 {
 		u.Calls = make([]CallCount, n)
 		for i := range u.Calls {
@@ -122,16 +120,34 @@ func decodeUsage(b []byte) (Usage, error) {
 			u.Labels[i] = d.str()
 		}
 	}
-	if n := d.count(); n > 0 {
-		u.History = make([]HistoryEntry, n)
-		for i := range u.History {
-			u.History[i] = HistoryEntry{Server: d.str(), Tool: d.str(), Method: d.str(), At: decodeNanos(d.varint())}
-		}
-	}
+	return u
+}
+
+func (d *usageDecoder) entry() HistoryEntry {
+	return HistoryEntry{Server: d.str(), Tool: d.str(), Method: d.str(), At: decodeNanos(d.varint())}
+}
+
+// end fails unless the whole slice was read.
+func (d *usageDecoder) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()
 	}
-	return u, d.err
+	return d.err
+}
+
+func decodeUsage(b []byte) (Usage, error) {
+	if len(b) == 0 {
+		return Usage{}, nil
+	}
+	d := usageDecoder{b: b}
+	u := d.head()
+	if n := d.count(); n > 0 {
+		u.History = make([]HistoryEntry, n)
+		for i := range u.History {
+			u.History[i] = d.entry()
+		}
+	}
+	return u, d.end()
 }
 
 // withCall returns the encoded usage enc with call recorded, keeping at most historyLimit
@@ -141,61 +157,30 @@ func decodeUsage(b []byte) (Usage, error) {
 func withCall(enc []byte, call Call, historyLimit int) ([]byte, error) {
 	d := usageDecoder{b: enc}
 	var u Usage
+	entries := 0
 	if len(enc) > 0 {
-		u.Total = d.uvarint()
-		if n := d.count(); n > 0 {
-			u.Calls = make([]CallCount, n)
-			for i := range u.Calls {
-				u.Calls[i] = CallCount{Server: d.str(), Tool: d.str(), N: d.uvarint()}
-			}
-		}
-		if n := d.count(); n > 0 {
-			u.Labels = make([]string, n)
-			for i := range u.Labels {
-				u.Labels[i] = d.str()
-			}
-		}
-	}
-	// The history as encoded: its count, then each entry's bytes; find where the kept ones start.
-	var entries int
-	if len(enc) > 0 {
+		u = d.head()
 		entries = d.count()
 	}
+	// Skip the entries that drop out of the window, then check the kept ones are whole.
 	keep := min(entries, max(historyLimit-1, 0))
 	for range entries - keep {
-		d.str()
-		d.str()
-		d.str()
-		d.varint()
+		d.entry()
 	}
 	kept := d.b
 	for range keep {
-		d.str()
-		d.str()
-		d.str()
-		d.varint()
+		d.entry()
 	}
-	if d.err != nil || len(d.b) != 0 {
-		return nil, fmt.Errorf("session usage is malformed")
+	if err := d.end(); err != nil {
+		return nil, err
 	}
 
 	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
-	b := make([]byte, 0, len(enc)+len(call.Server)+len(call.Tool)+len(call.Method)+32)
-	b = binary.AppendUvarint(b, n.Total)
-	b = binary.AppendUvarint(b, uint64(len(n.Calls)))
-	for _, c := range n.Calls {
-		b = appendString(appendString(b, c.Server), c.Tool)
-		b = binary.AppendUvarint(b, c.N)
-	}
-	b = binary.AppendUvarint(b, uint64(len(n.Labels)))
-	for _, l := range n.Labels {
-		b = appendString(b, l)
-	}
+	b := appendHead(make([]byte, 0, len(enc)+len(call.Server)+len(call.Tool)+len(call.Method)+32), n)
 	if historyLimit <= 0 {
 		return binary.AppendUvarint(b, 0), nil
 	}
 	b = binary.AppendUvarint(b, uint64(keep+1))
 	b = append(b, kept...)
-	b = appendString(appendString(appendString(b, call.Server), call.Tool), call.Method)
-	return binary.AppendVarint(b, encodeNanos(call.At)), nil
+	return appendEntry(b, call.Server, call.Tool, call.Method, call.At), nil
 }
