@@ -223,6 +223,18 @@ func TestServeRefusesNonLoopback(t *testing.T) {
 	}
 }
 
+// TestServeRefusesABadDecisionLogFlushInterval: the flag is named, and nothing is served.
+func TestServeRefusesABadDecisionLogFlushInterval(t *testing.T) {
+	out, err := exec.Command(arbiterBinary(t), "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--decision-log-flush-interval", "-5ms").CombinedOutput()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 1 {
+		t.Fatalf("serve with a negative flush interval exited with %v, want status 1", err)
+	}
+	if !strings.Contains(string(out), "--decision-log-flush-interval: -5ms is negative") || strings.Contains(string(out), "arbiter serving") {
+		t.Errorf("message %q does not name the flag, or the service started", out)
+	}
+}
+
 // TestEvalGolden runs `arbiter eval` on every testdata/eval/*.input.json and compares result,
 // reasons and labels with the matching .want.json.
 func TestEvalGolden(t *testing.T) {

@@ -46,6 +46,7 @@ type serveFlags struct {
 	logQueue         int
 	logWhenFull      string
 	logBlockTimeout  time.Duration
+	logFlush         time.Duration
 	logArguments     bool
 	logMask          string
 	dataDir          string
@@ -99,6 +100,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.IntVar(&f.logQueue, "decision-log-queue", 4096, "decision records that may wait to be written")
 	fs.StringVar(&f.logWhenFull, "decision-log-when-full", "block", "when the queue is full: block (up to --decision-log-block-timeout, then deny) or deny")
 	fs.DurationVar(&f.logBlockTimeout, "decision-log-block-timeout", 100*time.Millisecond, "longest a decision waits for room in a full decision log before it is denied")
+	fs.DurationVar(&f.logFlush, "decision-log-flush-interval", audit.DefaultFlushInterval, "shortest time between two writes of the decision log: records arriving meanwhile go out in one write (a lone record is written at once)")
 	fs.BoolVar(&f.logArguments, "decision-log-arguments", false, "log raw tool arguments (masked by --decision-log-mask); by default only their digest")
 	fs.StringVar(&f.logMask, "decision-log-mask", "", "comma-separated JSON pointers into the arguments to mask, e.g. /password,/headers/authorization")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
@@ -467,6 +469,9 @@ func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fal
 // newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
 // records are still counted in the metrics but written nowhere.
 func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, policyMask func(context.Context, *engine.Record) ([]string, error)) (*audit.Log, func(), error) {
+	if f.logFlush < 0 {
+		return nil, nil, fmt.Errorf("--decision-log-flush-interval: %s is negative", f.logFlush)
+	}
 	var sink io.Writer
 	closeSink := func() {}
 	switch f.decisionLog {
@@ -482,15 +487,16 @@ func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, 
 		mask = strings.Split(f.logMask, ",")
 	}
 	dl, err := audit.New(audit.Config{
-		Sink:         sink,
-		Queue:        f.logQueue,
-		WhenFull:     audit.WhenFull(f.logWhenFull),
-		BlockTimeout: f.logBlockTimeout,
-		Arguments:    f.logArguments,
-		Mask:         mask,
-		PolicyMask:   policyMask,
-		Observe:      metrics.Observe,
-		OnWriteError: func(err error) { log.Error("decision log write failed", slog.Any("error", err)) },
+		Sink:          sink,
+		Queue:         f.logQueue,
+		WhenFull:      audit.WhenFull(f.logWhenFull),
+		BlockTimeout:  f.logBlockTimeout,
+		FlushInterval: f.logFlush,
+		Arguments:     f.logArguments,
+		Mask:          mask,
+		PolicyMask:    policyMask,
+		Observe:       metrics.Observe,
+		OnWriteError:  func(err error) { log.Error("decision log write failed", slog.Any("error", err)) },
 	})
 	if err != nil {
 		closeSink()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -275,5 +276,64 @@ func TestPolicyDrivenMask(t *testing.T) {
 	args := sink.lines(t)[0]["arguments"].(map[string]any)
 	if args["token"] != audit.Masked || args["auth"].(map[string]any)["password"] != audit.Masked || args["title"] != "x" {
 		t.Fatalf("arguments after the policy's mask and the configured one: %v", args)
+	}
+}
+
+// countingSink counts the writes that reach it (the log's flushes) beside the lines.
+type countingSink struct {
+	syncBuffer
+	writes atomic.Int64
+}
+
+func (c *countingSink) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.syncBuffer.Write(p)
+}
+
+func TestRecordsAreWrittenInBatches(t *testing.T) {
+	sink := &countingSink{}
+	// An interval far longer than the test: the batching below cannot depend on timing.
+	log, err := audit.New(audit.Config{Sink: sink, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engineWith(t, log)
+	decide := func() {
+		t.Helper()
+		if _, err := e.Decide(context.Background(), call("")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A lone record on an idle log is written at once, not after the interval.
+	decide()
+	deadline := time.Now().Add(10 * time.Second)
+	for sink.writes.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first record was not written within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Records that follow within the interval wait, and go out together.
+	for range 9 {
+		decide()
+	}
+	if n := sink.writes.Load(); n != 1 {
+		t.Fatalf("%d writes before the interval passed, want 1", n)
+	}
+	// Close does not wait out the interval: the rest is written in one more write.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := log.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.writes.Load(); n != 2 {
+		t.Fatalf("%d writes, want 2 (the first record, then the nine queued behind the pause)", n)
+	}
+	if n := len(sink.lines(t)); n != 10 {
+		t.Fatalf("%d records written, want 10", n)
+	}
+	if _, err := audit.New(audit.Config{FlushInterval: -time.Second}); err == nil {
+		t.Fatal("a negative flush interval was accepted")
 	}
 }
