@@ -116,7 +116,11 @@ func TestHarnessSmoke(t *testing.T) {
 	if rep.Swap == nil {
 		t.Fatal("swap not measured")
 	}
-	check("swap steady", rep.Swap.Steady, true)
+	check("swap steady before", rep.Swap.SteadyBefore, true)
+	check("swap steady after", rep.Swap.SteadyAfter, true)
+	if n, want := rep.Swap.Steady.Latency.Count(), rep.Swap.SteadyBefore.Latency.Count()+rep.Swap.SteadyAfter.Latency.Count(); n != want {
+		t.Errorf("swap steady state: %d decisions, want both steady windows' %d", n, want)
+	}
 	check("swap swapping", rep.Swap.Swapping, true)
 	if rep.Swap.Activations == 0 || len(rep.Swap.ActivationErrors) > 0 {
 		t.Errorf("swap: %d activations, errors %v", rep.Swap.Activations, rep.Swap.ActivationErrors)

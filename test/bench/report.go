@@ -264,9 +264,10 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		if s.Via == SwapViaEngine {
 			how = "activated through the engine's API (policy loaded, compiled, prepared, probed, swapped)"
 		}
-		p("A new revision (data.bench.revision and a rule, data.bench.code_revision, changed, so every activation compiles) %s every %s for %s.\n\n", how, c.SwapInterval, c.SwapDuration)
+		p("A new revision (data.bench.revision and a rule, data.bench.code_revision, changed, so every activation compiles) %s every %s for %s, between two windows of steady load (%s each) whose merged figures are the steady state.\n\n", how, c.SwapInterval, c.SwapDuration, c.Duration)
 		p("| phase " + statsHeader + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-		p("| steady %s\n| swapping %s\n\n", statsCells(s.Steady), statsCells(s.Swapping))
+		p("| steady before %s\n| swapping %s\n| steady after %s\n| steady (before and after) %s\n\n",
+			statsCells(s.SteadyBefore), statsCells(s.Swapping), statsCells(s.SteadyAfter), statsCells(s.Steady))
 		took := slices.Clone(s.ActivationTook)
 		slices.Sort(took)
 		if len(took) > 0 {
