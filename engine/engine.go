@@ -241,7 +241,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		mu.Lock()
 		defer mu.Unlock()
 	}
-	sessTerm, status, denial, err := e.sessionInput(req, now)
+	sessTerm, status, denial, err := e.sessionInput(req, pq, now)
 	d.sessionStatus = status
 	if err != nil {
 		return Decision{}, err
@@ -283,11 +283,15 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 // session) and the session's status now. When the session must be denied before any policy
 // runs, denial says why. A session opened with scopes narrows req's credential scopes to
 // them: the policy sees what the session may use.
-func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, status string, denial *Reason, err error) {
+func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *ast.Term, status string, denial *Reason, err error) {
 	if req.SessionID == "" {
 		return ast.NullTerm(), "", nil, nil
 	}
-	sess, err := e.store.Get(req.SessionID)
+	get := e.store.GetWithoutHistory
+	if pq.history {
+		get = e.store.Get
+	}
+	sess, err := get(req.SessionID)
 	if sess != nil {
 		status = string(sess.StatusAt(now))
 	}
@@ -300,7 +304,7 @@ func (e *Engine) sessionInput(req *Request, now time.Time) (term *ast.Term, stat
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
-	return e.inputs.term(sess, &sess.Usage), status, nil, nil
+	return e.inputs.term(sess, &sess.Usage, pq.history), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

@@ -160,7 +160,9 @@ func serverTerm(s Server) *ast.Term {
 // sessionTerm is input.session: the session as the policy sees it, for an active session. The
 // lifecycle items and the history entries' terms come from cached when they describe the same
 // lifecycle and entries (nil: all built here); it returns the term and what to cache next.
-func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage) (*ast.Term, *cachedSession) {
+// Without history (the policy cannot read it, see readsHistory), input.session has no
+// "history" key, and u.History is not looked at.
+func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage, history bool) (*ast.Term, *cachedSession) {
 	next := &cachedSession{created: sess.CreatedAt.UnixNano(), expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
 	if cached != nil && cached.created == next.created && cached.expires == next.expires && cached.renewals == next.renewals {
 		next.lifecycle = cached.lifecycle
@@ -186,6 +188,19 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(tools...)))
 		}
 	}
+	items := make([][2]*ast.Term, 0, len(next.lifecycle)+3)
+	items = append(items, next.lifecycle...)
+	items = append(items,
+		ast.Item(keyCalls, ast.ObjectTerm(
+			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
+			ast.Item(keyByServer, ast.ObjectTerm(byServer...)),
+			ast.Item(keyByTool, ast.ObjectTerm(byTool...)),
+		)),
+		ast.Item(keyLabels, stringsTerm(u.Labels)),
+	)
+	if !history {
+		return ast.ObjectTerm(items...), next
+	}
 	next.history = make([]historyKey, len(u.History))
 	next.terms = make([]*ast.Term, len(u.History))
 	// The history is a window that moves forward by one entry per call: find where the cached
@@ -209,17 +224,7 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 			next.history[i] = historyKey{str(keyServer), str(keyTool), str(keyMethod), k.at}
 		}
 	}
-	items := make([][2]*ast.Term, 0, len(next.lifecycle)+3)
-	items = append(items, next.lifecycle...)
-	items = append(items,
-		ast.Item(keyCalls, ast.ObjectTerm(
-			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
-			ast.Item(keyByServer, ast.ObjectTerm(byServer...)),
-			ast.Item(keyByTool, ast.ObjectTerm(byTool...)),
-		)),
-		ast.Item(keyLabels, stringsTerm(u.Labels)),
-		ast.Item(keyHistory, ast.ArrayTerm(next.terms...)), // shared with the cache: input terms are never changed
-	)
+	items = append(items, ast.Item(keyHistory, ast.ArrayTerm(next.terms...))) // shared with the cache: input terms are never changed
 	return ast.ObjectTerm(items...), next
 }
 
@@ -368,15 +373,16 @@ func keyOf(h *state.HistoryEntry) historyKey {
 	return historyKey{h.Server, h.Tool, h.Method, h.At.UnixNano()}
 }
 
-// term returns input.session for sess, an active session, and its usage u.
-func (c *sessionTerms) term(sess *state.Session, u *state.Usage) *ast.Term {
+// term returns input.session for sess, an active session, and its usage u, with the history
+// when history is true.
+func (c *sessionTerms) term(sess *state.Session, u *state.Usage, history bool) *ast.Term {
 	var cached *cachedSession
 	c.mu.Lock()
 	if slot := c.m[sess.ID]; slot != nil {
 		cached = slot.terms
 	}
 	c.mu.Unlock()
-	t, next := sessionTerm(&c.names, cached, sess, u)
+	t, next := sessionTerm(&c.names, cached, sess, u, history)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slot := c.m[sess.ID]; slot != nil {

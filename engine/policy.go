@@ -79,6 +79,9 @@ type prepared struct {
 	compiler *ast.Compiler
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
+	// history says whether the policy can read input.session.history (readsHistory): a policy
+	// that cannot is given input.session without it, which saves building it per decision.
+	history bool
 	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
 	// the policy defines it: FilterTools then evaluates once per call instead of once per tool.
 	verdicts *rego.PreparedEvalQuery
@@ -103,21 +106,31 @@ type compiledModules struct {
 	mu       sync.Mutex
 	modules  map[string]*ast.Module
 	compiler *ast.Compiler
+	history  bool // readsHistory of the modules
 }
 
-// get returns a compiler of modules, compiling them unless they are the last ones compiled.
-func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, error) {
+// get returns a compiler of modules, compiling them unless they are the last ones compiled,
+// and whether they can read input.session.history.
+func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.compiler != nil && sameModules(c.modules, modules) {
-		return c.compiler, nil
+		return c.compiler, c.history, nil
 	}
-	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	// The modules are read once their references are resolved (imports such as
+	// "import input.session" spelled out), before later stages rewrite them into forms that
+	// hide what is read (object.get(input, ...) becomes "x = input; object.get(x, ...)").
+	history := true
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false).
+		WithStageAfterID(ast.StageResolveRefs, ast.CompilerStageDefinition{
+			Name: "arbiter_reads_history", MetricName: "compile_stage_arbiter_reads_history",
+			Stage: func(c *ast.Compiler) *ast.Error { history = readsHistory(c.Modules); return nil },
+		})
 	if compiler.Compile(modules); compiler.Failed() {
-		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+		return nil, false, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
-	c.modules, c.compiler = maps.Clone(modules), compiler
-	return compiler, nil
+	c.modules, c.compiler, c.history = maps.Clone(modules), compiler, history
+	return compiler, history, nil
 }
 
 // sameModules reports whether a and b are the same code at the same places: equal modules
@@ -161,7 +174,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
 		return nil, fmt.Errorf("entry point %q is not a ground reference under data", entry)
 	}
-	compiler, err := modules.get(p.Modules)
+	compiler, history, err := modules.get(p.Modules)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +200,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: *q, compiler: compiler}
+	pq := &prepared{revision: p.Revision, query: *q, compiler: compiler, history: history}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
 		if pq.verdicts, err = prepare(verdicts, decisionOpts...); err != nil {
@@ -200,4 +213,112 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 		}
 	}
 	return pq, nil
+}
+
+// readsHistory reports whether any of modules can read input.session.history:
+// whether some reference to input can reach it. Only a reference that names a key other than
+// "session" (input.action), or a key of the session other than "history"
+// (input.session.calls), is known not to, and so is object.get(input, PATH, DEFAULT) with a
+// constant PATH that does not reach it; the bare input, input.session and references with a
+// variable where such a key would be (input[k], input.session[k]) are taken to read it.
+func readsHistory(modules map[string]*ast.Module) bool {
+	reads := false
+	var vis *ast.GenericVisitor
+	walk := func(ts []*ast.Term) {
+		for _, t := range ts {
+			vis.Walk(t)
+		}
+	}
+	// objectGet checks a call's operator and operands; it reports whether it was an
+	// object.get of input with a constant path, whose operands it then walked itself.
+	objectGet := func(op *ast.Term, args []*ast.Term) bool {
+		if op.Value.Compare(ast.ObjectGet.Ref()) != 0 || len(args) < 2 {
+			return false
+		}
+		if !isInput(args[0].Value) {
+			return false
+		}
+		path := ast.Ref{ast.InputRootDocument}
+		switch p := args[1].Value.(type) {
+		case ast.String:
+			path = append(path, args[1])
+		case *ast.Array:
+			if !p.IsGround() {
+				return false
+			}
+			p.Foreach(func(t *ast.Term) { path = append(path, t) })
+		default:
+			return false
+		}
+		reads = reads || readsSessionHistory(path)
+		walk(args[1:])
+		return true
+	}
+	vis = ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Expr:
+			if x.IsCall() {
+				terms := x.Terms.([]*ast.Term)
+				return objectGet(terms[0], terms[1:])
+			}
+		case ast.Call:
+			return objectGet(x[0], x[1:])
+		case ast.Var:
+			reads = reads || x.Equal(ast.InputRootDocument.Value)
+		case ast.Ref:
+			if x[0].Value.Compare(ast.InputRootDocument.Value) != 0 {
+				return false
+			}
+			reads = reads || readsSessionHistory(x)
+			walk(x[1:])
+			return true
+		}
+		return false
+	})
+	for _, m := range modules {
+		// The rules, not the imports: an import of input.session reads nothing until a rule
+		// uses it, and by now every such use is spelled out in full.
+		for _, r := range m.Rules {
+			vis.Walk(r)
+		}
+		if reads {
+			return true
+		}
+	}
+	return false
+}
+
+// isInput reports whether v is the bare input document, as a variable or a reference.
+func isInput(v ast.Value) bool {
+	if r, ok := v.(ast.Ref); ok && len(r) == 1 {
+		v = r[0].Value
+	}
+	return v.Compare(ast.InputRootDocument.Value) == 0
+}
+
+// readsSessionHistory reports whether ref, a reference into input, can reach
+// input.session.history.
+func readsSessionHistory(ref ast.Ref) bool {
+	return !keyOtherThan(ref, 1, "session") && !(keyIs(ref, 1, "session") && keyOtherThan(ref, 2, "history"))
+}
+
+// keyIs reports whether ref[i] is the string key.
+func keyIs(ref ast.Ref, i int, key string) bool {
+	s, ok := refKey(ref, i)
+	return ok && s == key
+}
+
+// keyOtherThan reports whether ref[i] is a string other than key.
+func keyOtherThan(ref ast.Ref, i int, key string) bool {
+	s, ok := refKey(ref, i)
+	return ok && s != key
+}
+
+// refKey returns ref[i] if it is a string.
+func refKey(ref ast.Ref, i int) (string, bool) {
+	if i >= len(ref) {
+		return "", false
+	}
+	s, ok := ref[i].Value.(ast.String)
+	return string(s), ok
 }

@@ -174,7 +174,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
 
-	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, e.inputs.term(sess, &sess.Usage), now)
+	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, e.inputs.term(sess, &sess.Usage, pq.history), now)
 	if err != nil {
 		return Decision{}, nil, err
 	}

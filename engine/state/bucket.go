@@ -162,12 +162,12 @@ func (b *bucket) statusAt(i int, now time.Time) Status {
 	return st
 }
 
-// session decodes session i and its usage. Its strings share the bucket's text and the
-// encoded usage, which never change.
-func (b *bucket) session(i int) (*Session, error) {
+// session decodes session i and its usage, with its history unless history is false. Its
+// strings share the bucket's text and the encoded usage, which never change.
+func (b *bucket) session(i int, history bool) (*Session, error) {
 	s := b.lifecycle(i)
 	var err error
-	if s.Usage, err = decodeUsage(b.usageOf(i)); err != nil {
+	if s.Usage, err = decodeUsage(b.usageOf(i), history); err != nil {
 		return nil, fmt.Errorf("session %s: %w", s.ID, err)
 	}
 	return s, nil

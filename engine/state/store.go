@@ -66,6 +66,11 @@ func (s *Store) bucketOf(id string) uint16 {
 
 // sessionTxn returns session id as stored, or ErrNotFound.
 func (s *Store) sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
+	return s.sessionTxnWith(txn, id, true)
+}
+
+// sessionTxnWith is sessionTxn, leaving the usage's history out unless history is true.
+func (s *Store) sessionTxnWith(txn *memdb.Txn, id string, history bool) (*Session, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
 		return nil, err
@@ -73,7 +78,7 @@ func (s *Store) sessionTxn(txn *memdb.Txn, id string) (*Session, error) {
 	if !l.found {
 		return nil, ErrNotFound
 	}
-	return l.bucket.session(l.i)
+	return l.bucket.session(l.i, history)
 }
 
 // write stores b, a changed bucket, or deletes it when it holds no session.
@@ -128,6 +133,13 @@ func (s *Store) Open(sess *Session, pending *Approval) error {
 // Get returns a session with its usage, or ErrNotFound.
 func (s *Store) Get(id string) (*Session, error) {
 	return s.sessionTxn(s.db.Txn(false), id)
+}
+
+// GetWithoutHistory is Get for a caller that does not need the call history: Usage.History
+// is nil, which saves decoding it (the history is still read through, so unreadable usage is
+// an error all the same).
+func (s *Store) GetWithoutHistory(id string) (*Session, error) {
+	return s.sessionTxnWith(s.db.Txn(false), id, false)
 }
 
 // RecordCall records an allowed call in the session's usage. It fails with ErrNotActive (and
@@ -209,7 +221,7 @@ func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session
 	if !l.found {
 		return ErrNotFound
 	}
-	c, err := l.bucket.session(l.i)
+	c, err := l.bucket.session(l.i, true)
 	if err != nil {
 		return err
 	}
@@ -328,7 +340,7 @@ func (f RevokeFilter) matches(b *bucket, i int) bool {
 	if servers := b.list(r.servers); len(servers) > 0 {
 		return slices.Contains(servers, f.ServerID)
 	}
-	u, err := decodeUsage(b.usageOf(i))
+	u, err := decodeUsage(b.usageOf(i), false)
 	return err != nil || u.ServerCalls(f.ServerID) > 0 // unreadable usage: revoking is the safe side
 }
 
@@ -381,7 +393,7 @@ func (s *Store) List(f ListFilter) ([]*Session, bool, error) {
 	}
 	out := make([]*Session, len(page))
 	for k, h := range page {
-		if out[k], err = h.b.session(h.i); err != nil {
+		if out[k], err = h.b.session(h.i, true); err != nil {
 			return nil, false, err
 		}
 	}

@@ -135,16 +135,22 @@ func (d *usageDecoder) end() error {
 	return d.err
 }
 
-func decodeUsage(b []byte) (Usage, error) {
+// decodeUsage reads usage encodeUsage or withCall wrote, with its history only when history
+// is true; the history is read through either way, so a malformed one is always an error.
+func decodeUsage(b []byte, history bool) (Usage, error) {
 	if len(b) == 0 {
 		return Usage{}, nil
 	}
 	d := usageDecoder{b: b}
 	u := d.head()
-	if n := d.count(); n > 0 {
+	n := d.count()
+	if history && n > 0 {
 		u.History = make([]HistoryEntry, n)
-		for i := range u.History {
-			u.History[i] = d.entry()
+	}
+	for i := range n {
+		e := d.entry() // read even when not kept: a malformed history is still an error
+		if u.History != nil {
+			u.History[i] = e
 		}
 	}
 	return u, d.end()

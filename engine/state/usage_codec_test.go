@@ -22,12 +22,19 @@ func TestUsageRoundTrips(t *testing.T) {
 			},
 		},
 	} {
-		got, err := decodeUsage(encodeUsage(&u))
+		got, err := decodeUsage(encodeUsage(&u), true)
 		if err != nil {
 			t.Fatalf("decode %+v: %v", u, err)
 		}
 		if !reflect.DeepEqual(got, u) {
 			t.Errorf("round trip:\n got %+v\nwant %+v", got, u)
+		}
+		// Without the history: everything else, and no history.
+		got, err = decodeUsage(encodeUsage(&u), false)
+		want := u
+		want.History = nil
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("without history: %+v, %v; want %+v", got, err, want)
 		}
 	}
 }
@@ -42,8 +49,10 @@ func TestMalformedUsageIsAnError(t *testing.T) {
 		append(enc[:len(enc):len(enc)], 0), // trailing bytes
 		{0x05, 0xff},                       // a count larger than what follows
 	} {
-		if _, err := decodeUsage(bad); err == nil {
-			t.Errorf("decodeUsage(%x) succeeded", bad)
+		for _, history := range []bool{true, false} {
+			if _, err := decodeUsage(bad, history); err == nil {
+				t.Errorf("decodeUsage(%x, history %v) succeeded", bad, history)
+			}
 		}
 	}
 }
@@ -89,7 +98,7 @@ func TestWithCallMatchesTheModel(t *testing.T) {
 					t.Fatal(err)
 				}
 				model = model.with(c, limit)
-				got, err := decodeUsage(enc)
+				got, err := decodeUsage(enc, true)
 				if err != nil {
 					t.Fatal(err)
 				}

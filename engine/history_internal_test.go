@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/arbiter-mcp/arbiter/engine/state"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func TestReadsHistory(t *testing.T) {
+	for _, tc := range []struct {
+		src   string
+		reads bool
+	}{
+		{"x := input.action", false},
+		{"x := input.session.calls.total", false},
+		{"x := input.session.labels[_]", false},
+		{`x := object.get(input, ["session", "labels"], [])`, false},
+		{`x := object.get(input, "action", "")`, false},
+		{"import input.session as s\n\nx := s.calls", false},
+		{"x := input.session.history", true},
+		{"x := input.session.history[0].tool", true},
+		{`x := input.session["history"]`, true},
+		{"x := input.session", true},
+		{"x := input", true},
+		{"x := count(input)", true},
+		{"x := [v | some k; v := input.session[k]]", true},
+		{"x := [v | some k; v := input[k]]", true},
+		{"import input.session as s\n\nx := s.history", true},
+		{"import input.session\n\nx := session", true},
+		{`x := object.get(input, ["session", "history"], [])`, true},
+		{`x := object.get(input, "session", {})`, true},
+		{"p := [\"action\"]\n\nx := object.get(input, p, [])", true},
+		{"x := [v | walk(input, v)]", true},
+		{"f(s) := s.history\n\nx := f(input.session)", true},
+		{"x := y if { y := data.z with input.session.history as [] }", true},
+	} {
+		m, err := ast.ParseModuleWithOpts("p.rego", "package p\n\n"+tc.src+"\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.src, err)
+		}
+		_, got, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.src, err)
+		}
+		if got != tc.reads {
+			t.Errorf("%q: reads history %v, want %v", tc.src, got, tc.reads)
+		}
+	}
+}
+
+// TestOnlyPoliciesThatReadTheHistoryGetIt: a policy that cannot read input.session.history is
+// given input.session without it (and nothing is cached for it); one that reads it sees every
+// call, including those made under a policy that did not.
+func TestOnlyPoliciesThatReadTheHistoryGetIt(t *testing.T) {
+	ctx := context.Background()
+	counting := policyOf(t, "counting", "package mcp\n\ndecision := {\"result\": \"allow\"} if input.action == \"session/open\"\nelse := {\"result\": \"allow\", \"obligations\": {\"seen\": count(input.session.history), \"keys\": object.keys(input.session)}}\n")
+	blind := policyOf(t, "blind", "package mcp\n\ndecision := {\"result\": \"allow\"} if input.action == \"session/open\"\nelse := {\"result\": \"allow\", \"obligations\": {\"labels\": input.session.labels, \"calls\": input.session.calls.total}}\n")
+	e, err := New(ctx, Config{}, counting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, info, err := e.OpenSession(ctx, &OpenRequest{Client: Client{ID: "c"}, Subject: Subject{ID: "s"}})
+	if err != nil || info == nil {
+		t.Fatalf("open: %+v %v", d, err)
+	}
+	call := func() Decision {
+		t.Helper()
+		d, err := e.Decide(ctx, &Request{SessionID: info.Session.ID, Client: Client{ID: "c"}, Subject: Subject{ID: "s"},
+			Server: Server{ID: "fs"}, Operation: Operation{Method: "tools/call", Tool: "read"}})
+		if err != nil || d.Outcome != Allow {
+			t.Fatalf("decide: %+v %v", d, err)
+		}
+		return d
+	}
+	if d := call(); fmt.Sprint(d.Obligations["seen"]) != "0" || !contains(d.Obligations["keys"], "history") {
+		t.Fatalf("first call under a policy reading the history: %v", d.Obligations)
+	}
+	if err := e.Activate(ctx, blind); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if d := call(); fmt.Sprint(d.Obligations["calls"]) != fmt.Sprint(i+1) {
+			t.Fatalf("call %d under a policy not reading the history: %v", i+2, d.Obligations)
+		}
+	}
+	e.inputs.mu.Lock()
+	cachedTerms := len(e.inputs.m[info.Session.ID].terms.terms)
+	e.inputs.mu.Unlock()
+	if cachedTerms != 0 {
+		t.Errorf("%d history terms cached for a policy that cannot read them", cachedTerms)
+	}
+	if err := e.Activate(ctx, counting); err != nil {
+		t.Fatal(err)
+	}
+	if d := call(); fmt.Sprint(d.Obligations["seen"]) != "4" {
+		t.Fatalf("the history after three calls under the other policy: %v, want 4 entries", d.Obligations["seen"])
+	}
+}
+
+// Without history, input.session has no history key, whatever the usage holds.
+func TestSessionTermWithoutHistory(t *testing.T) {
+	u := &state.Usage{Total: 1, History: []state.HistoryEntry{{Server: "fs", Tool: "read", Method: "tools/call", At: time.Now()}}}
+	sess := &state.Session{ID: "ses_1", ExpiresAt: time.Now().Add(time.Hour)}
+	without, next := sessionTerm(nil, nil, sess, u, false)
+	if without.Value.(ast.Object).Get(keyHistory) != nil || len(next.terms)+len(next.history) != 0 {
+		t.Errorf("input.session %v (cached %d terms) has a history", without, len(next.terms))
+	}
+	with, _ := sessionTerm(nil, nil, sess, u, true)
+	if h := with.Value.(ast.Object).Get(keyHistory); h == nil || h.Value.(*ast.Array).Len() != 1 {
+		t.Errorf("input.session %v has no history of one entry", with)
+	}
+	if with.Value.(ast.Object).Len() != without.Value.(ast.Object).Len()+1 {
+		t.Errorf("%v and %v differ by more than the history", with, without)
+	}
+}
+
+func contains(v any, s string) bool {
+	list, _ := v.([]any)
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func policyOf(t *testing.T, name, rego string) Policy {
+	t.Helper()
+	p, err := LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte(rego)}}, ".", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
