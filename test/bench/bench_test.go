@@ -131,6 +131,13 @@ func TestHarnessSmoke(t *testing.T) {
 	for _, pt := range rep.Scale.Points {
 		check(fmt.Sprintf("scale %d closed", pt.Sessions), pt.Closed, true)
 		check(fmt.Sprintf("scale %d open", pt.Sessions), pt.Open, true)
+		n := uint64(0)
+		for _, w := range pt.OpenWindows {
+			n += w.Latency.Count()
+		}
+		if len(pt.OpenWindows) != 3 || n != pt.Open.Latency.Count() {
+			t.Errorf("scale %d: %d open-loop windows of %d decisions, merged into %d; want 3 windows, all merged", pt.Sessions, len(pt.OpenWindows), n, pt.Open.Latency.Count())
+		}
 		if pt.Idle.HeapAlloc == 0 || pt.Idle.RSS == 0 {
 			t.Errorf("scale %d: no memory figures: %+v", pt.Sessions, pt.Idle)
 		}

@@ -280,7 +280,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	}
 	if s := r.Scale; s != nil {
 		p("## Session scale\n\n")
-		p("Open loop measured for %s at each size, after %s of warm-up.\n\n", r.Config.ScaleDuration, r.Config.Warmup)
+		p("Each size has its own server, all running at once. Open loop measured for %s at each size, in %d windows that alternate between the sizes (each after %s of warm-up), merged.\n\n", r.Config.ScaleDuration, r.Config.ScaleRounds, r.Config.Warmup)
 		p("| live sessions | closed req/s | closed p99 | open rate | open p50 | open p99 | open p99.9 | failed | live heap | RSS after GC | RSS under load | GC cycles during the runs | GC pause during the runs |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, pt := range s.Points {
@@ -289,6 +289,15 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 				pt.Closed.Failed()+pt.Open.Failed(), bytesOf(float64(pt.Idle.HeapAlloc)), bytesOf(float64(pt.Idle.RSS)), bytesOf(float64(pt.Loaded.RSS)),
 				pt.Loaded.NumGC-pt.Settled.NumGC, dur(pt.Loaded.PauseTotal-pt.Settled.PauseTotal))
 		}
+		p("\nOpen-loop p99 of each window, in the order each size ran them:")
+		for _, pt := range r.Scale.Points {
+			var ws []string
+			for _, w := range pt.OpenWindows {
+				ws = append(ws, dur(w.Latency.Quantile(0.99)))
+			}
+			p(" %s sessions %s;", count(pt.Sessions), strings.Join(ws, ", "))
+		}
+		p("\n")
 		p("\nBefore the measured runs at each size, the open-loop load ran until the server completed a collection cycle after growing the store (its heap grown to the collector's goal, as in a server that has held that many sessions for a while): ")
 		for i, pt := range s.Points {
 			if i > 0 {

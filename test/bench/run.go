@@ -50,6 +50,9 @@ type Config struct {
 	// reaches only every half minute or so on the benchmark machine. The load that settles
 	// the server before it runs for at most three times as long.
 	ScaleDuration time.Duration
+	// ScaleRounds is how many windows ScaleDuration is split into, alternating between the
+	// sizes (3).
+	ScaleRounds int
 	// SwapDuration and SwapInterval: activations during load (30s, every 1s).
 	SwapDuration, SwapInterval time.Duration
 	// Arbiter is the server the comparison, discovery and swap scenarios measure:
@@ -98,6 +101,9 @@ func (c *Config) setDefaults() {
 	def(&c.SwapInterval, time.Second)
 	def(&c.InProcessDuration, 2*time.Second)
 	def(&c.ScaleDuration, time.Minute)
+	if c.ScaleRounds <= 0 {
+		c.ScaleRounds = 3
+	}
 	if c.Rounds <= 0 {
 		c.Rounds = 3
 	}
@@ -206,7 +212,9 @@ type ScalePoint struct {
 	Sessions int
 	Rate     float64
 	Closed   *Stats
-	Open     *Stats
+	// Open is the open-loop windows (OpenWindows, alternated with the other sizes') merged.
+	Open        *Stats
+	OpenWindows []*Stats
 	// Idle is the server's memory after a collection at this size; Settled after the load
 	// that settles it (see settle); Loaded at the open-loop run's end. Only Idle forces a
 	// collection.
@@ -574,27 +582,63 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Scale = &ScaleResult{}
 		sizes := slices.Clone(cfg.ScaleSessions)
 		sort.Ints(sizes)
-		for _, n := range sizes {
+		// One server per size, all kept running: their open-loop windows then alternate, so
+		// the machine's drift over the minutes of the scenario (closed-loop capacity moved
+		// by ±20% between runs of the same server) weighs on every size alike.
+		servers := make([]*arbiterServer, len(sizes))
+		defer func() {
+			for _, s := range servers[1:] {
+				s.stop()
+			}
+		}()
+		for i, n := range sizes {
+			srv := lib
+			if i > 0 {
+				logf("session scale: starting another library server for %d sessions", n)
+				if srv, err = startArbiter(ArbiterLib); err != nil {
+					return nil, err
+				}
+			}
+			servers[i] = srv
 			logf("session scale: growing the store to %d sessions", n)
-			pre, err := lib.child.Prefill(ctx, n)
+			pre, err := srv.child.Prefill(ctx, n)
 			if err != nil {
 				return nil, fmt.Errorf("prefill %d: %w", n, err)
 			}
 			pt := ScalePoint{Sessions: pre.After.Sessions, Rate: arbiterRate, Prefill: pre, Idle: pre.After}
 			logf("session scale: %d sessions: load at %.0f/s until the server completes a collection cycle", pt.Sessions, arbiterRate)
 			settleFor := 3 * cfg.ScaleDuration
-			if pt.Settle, pt.Settled, err = settle(ctx, lib.child, lib.client.DecideCall(lib.load, want), arbiterRate, cfg.MaxInFlight, pre.After.NumGC, settleFor); err != nil {
+			if pt.Settle, pt.Settled, err = settle(ctx, srv.child, srv.client.DecideCall(srv.load, want), arbiterRate, cfg.MaxInFlight, pre.After.NumGC, settleFor); err != nil {
 				return nil, err
 			}
-			logf("session scale: %d sessions: closed loop, then open loop at %.0f/s", pt.Sessions, arbiterRate)
-			pt.Closed = closed(lib.client.DecideCall(lib.load, want))
-			profile(lib, fmt.Sprintf("scale-%d-open", pt.Sessions), func() {
-				pt.Open = RunOpen(ctx, lib.client.DecideCall(lib.load, want), arbiterRate, cfg.MaxInFlight, cfg.Warmup, cfg.ScaleDuration)
-			})
-			if pt.Loaded, err = lib.child.Stats(ctx, false); err != nil {
-				return nil, err
-			}
+			logf("session scale: %d sessions: closed loop", pt.Sessions)
+			pt.Closed = closed(srv.client.DecideCall(srv.load, want))
 			rep.Scale.Points = append(rep.Scale.Points, pt)
+		}
+		rounds := max(cfg.ScaleRounds, 1)
+		window := cfg.ScaleDuration / time.Duration(rounds)
+		opens := make([][]*Stats, len(sizes))
+		for r := range rounds {
+			for i, srv := range servers {
+				pt := &rep.Scale.Points[i]
+				logf("session scale: %d sessions: open loop at %.0f/s, window %d of %d (%s)", pt.Sessions, arbiterRate, r+1, rounds, window)
+				run := func() {
+					opens[i] = append(opens[i], RunOpen(ctx, srv.client.DecideCall(srv.load, want), arbiterRate, cfg.MaxInFlight, cfg.Warmup, window))
+				}
+				if r == 0 {
+					profile(srv, fmt.Sprintf("scale-%d-open", pt.Sessions), run)
+				} else {
+					run()
+				}
+			}
+		}
+		for i, srv := range servers {
+			pt := &rep.Scale.Points[i]
+			pt.Open = Merged(opens[i])
+			pt.OpenWindows = opens[i]
+			if pt.Loaded, err = srv.child.Stats(ctx, false); err != nil {
+				return nil, err
+			}
 		}
 	}
 	lib.stop()

@@ -49,6 +49,7 @@ func run() error {
 	fs.IntVar(&cfg.LoadSessions, "sessions", 0, "sessions the load runs in, opened through the API (default 200)")
 	fs.StringVar(&scale, "scale", "", "store sizes of the session scale scenario, comma-separated (default 1000,1000000)")
 	fs.DurationVar(&cfg.ScaleDuration, "scale-duration", 0, "open-loop measurement of the session scale scenario at each size (default 1m, to take in a collection cycle with a million sessions)")
+	fs.IntVar(&cfg.ScaleRounds, "scale-rounds", 0, "windows the scale scenario's open loop is split into, alternating between the sizes, each served by its own server (default 3)")
 	fs.DurationVar(&cfg.SwapDuration, "swap-duration", 0, "how long policies are swapped under load (default 30s)")
 	fs.DurationVar(&cfg.SwapInterval, "swap-interval", 0, "time between policy activations (default 1s)")
 	fs.StringVar(&cfg.SwapVia, "swap-via", "", "how the swap scenario activates revisions: push (the bundle API, default) or engine (engine.Activate in the library server; needs -arbiter lib)")
