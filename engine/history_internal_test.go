@@ -39,6 +39,12 @@ func TestReadsHistory(t *testing.T) {
 		{"x := [v | walk(input, v)]", true},
 		{"f(s) := s.history\n\nx := f(input.session)", true},
 		{"x := y if { y := data.z with input.session.history as [] }", true},
+		{"x := $\"{input.session.history}\"", true},
+		{"x := $\"{input.action} {input.session.labels}\"", false},
+		{"x := 1 if false else := count(input.session.history)", true},
+		{"x contains input.session.history[0].tool", true},
+		{"x if { every h in input.session.history { h.tool != \"t\" } }", true},
+		{"default x := 0\n\nx := n if { some n in input.session.history }", true},
 	} {
 		m, err := ast.ParseModuleWithOpts("p.rego", "package p\n\n"+tc.src+"\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
