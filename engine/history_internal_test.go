@@ -39,6 +39,11 @@ func TestReadsHistory(t *testing.T) {
 		{"x := [v | walk(input, v)]", true},
 		{"f(s) := s.history\n\nx := f(input.session)", true},
 		{"x := y if { y := data.z with input.session.history as [] }", true},
+		{"x := h if { object.get(input, \"action\", null, h) with input.action as input.session.history }", true},
+		{"x if { object.get(input, \"action\", false) with input.action as input.session.history }", true},
+		{"f(x, p, d) := x.session.history\n\nx := h if { h := object.get(input, \"action\", null) with object.get as f }", true},
+		{"f(x, p, d) := x.session.history\n\ng := object.get(input, \"action\", null)\n\nx := h if { h := g with object.get as f }", true},
+		{"x := y if { y := object.get(input, \"action\", null) with input as {\"action\": 1} }", true},
 		{"x := $\"{input.session.history}\"", true},
 		{"x := $\"{input.action} {input.session.labels}\"", false},
 		{"x := 1 if false else := count(input.session.history)", true},
@@ -106,6 +111,50 @@ func TestOnlyPoliciesThatReadTheHistoryGetIt(t *testing.T) {
 	}
 	if d := call(); fmt.Sprint(d.Obligations["seen"]) != "4" {
 		t.Fatalf("the history after three calls under the other policy: %v, want 4 entries", d.Obligations["seen"])
+	}
+}
+
+// FilterTools and renewals see the history too when the policy reads it: the policy here
+// allows only where the session has a history.
+func TestFilterToolsAndRenewalsGetTheHistory(t *testing.T) {
+	ctx := context.Background()
+	p := policyOf(t, "needs-history", `package mcp
+
+decision := {"result": "allow"} if input.action == "session/open"
+else := {"result": "allow"} if input.operation.tool == "first"
+else := {"result": "allow"} if count(input.session.history) >= 1
+else := {"result": "deny", "reasons": [{"code": "no_history", "message": "no history"}]}
+`)
+	e, err := New(ctx, Config{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, subject := Client{ID: "c"}, Subject{ID: "s"}
+	d, info, err := e.OpenSession(ctx, &OpenRequest{Client: client, Subject: subject, TTL: time.Minute})
+	if err != nil || info == nil {
+		t.Fatalf("open: %+v %v", d, err)
+	}
+	req := func(tool string) *Request {
+		return &Request{SessionID: info.Session.ID, Client: client, Subject: subject, Server: Server{ID: "fs"},
+			Operation: Operation{Method: "tools/call", Tool: tool}}
+	}
+	if d, err := e.Decide(ctx, req("first")); err != nil || d.Outcome != Allow {
+		t.Fatalf("first call: %+v %v", d, err)
+	}
+	list := req("")
+	list.Operation.Method = "tools/list"
+	f, err := e.FilterTools(ctx, list, []Tool{{Name: "a"}, {Name: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range f.Tools {
+		if v.Outcome != Allow {
+			t.Errorf("FilterTools: %s is %s %v; with the history it is allowed", v.Name, v.Outcome, v.Reasons)
+		}
+	}
+	d, _, err = e.RenewSession(ctx, &RenewRequest{SessionID: info.Session.ID, Client: client, Subject: subject, TTL: time.Minute})
+	if err != nil || d.Outcome != Allow {
+		t.Errorf("renewal: %+v %v; with the history it is allowed", d, err)
 	}
 }
 

@@ -219,8 +219,9 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 // whether some reference to input can reach it. Only a reference that names a key other than
 // "session" (input.action), or a key of the session other than "history"
 // (input.session.calls), is known not to, and so is object.get(input, PATH, DEFAULT) with a
-// constant PATH that does not reach it; the bare input, input.session and references with a
-// variable where such a key would be (input[k], input.session[k]) are taken to read it.
+// constant PATH that does not reach it, unless a "with" modifies that expression or replaces
+// object.get anywhere; the bare input, input.session and references with a variable where such
+// a key would be (input[k], input.session[k]) are taken to read it.
 func readsHistory(modules map[string]*ast.Module) bool {
 	reads := false
 	var vis *ast.GenericVisitor
@@ -257,9 +258,17 @@ func readsHistory(modules map[string]*ast.Module) bool {
 	vis = ast.NewGenericVisitor(func(x any) bool {
 		switch x := x.(type) {
 		case *ast.Expr:
-			if x.IsCall() {
+			// An expression with "with" modifiers is walked whole, modifiers included: they
+			// can change what input or object.get are.
+			if x.IsCall() && len(x.With) == 0 {
 				terms := x.Terms.([]*ast.Term)
 				return objectGet(terms[0], terms[1:])
+			}
+		case *ast.With:
+			// Replacing object.get (here or in any rule it reaches) voids what a constant
+			// path says about what it reads: the replacement is handed input whole.
+			if x.Target.Value.Compare(ast.ObjectGet.Ref()) == 0 {
+				reads = true
 			}
 		case ast.Call:
 			return objectGet(x[0], x[1:])

@@ -451,3 +451,52 @@ func TestRevokeIsNotStoppedByUnreadableUsage(t *testing.T) {
 		t.Errorf("a call in the revoked session: %v, want ErrNotActive", err)
 	}
 }
+
+// GetWithoutHistory leaves the history out and nothing else, and still fails on a session whose
+// history cannot be read (the decision then fails closed).
+func TestGetWithoutHistory(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 2)
+	for _, id := range ids {
+		open(t, s, id, "c", "u", time.Hour)
+		if _, err := s.RecordCall(id, Call{Server: "fs", Tool: "read", Method: "tools/call", At: t0, Labels: []string{"private_data"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, err := s.Get(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := s.GetWithoutHistory(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(full.Usage.History) != 1 || without.Usage.History != nil {
+		t.Fatalf("history: %d entries with, %v without", len(full.Usage.History), without.Usage.History)
+	}
+	full.Usage.History = nil
+	if !reflect.DeepEqual(full, without) {
+		t.Errorf("without the history:\n%+v\nwant\n%+v", without, full)
+	}
+
+	// Cut the last byte off the stored usage of the second session: its head is whole, its
+	// one history entry is not.
+	txn := s.db.Txn(true)
+	l, err := s.locate(txn, ids[1])
+	if err != nil || !l.found {
+		t.Fatal(l, err)
+	}
+	b := l.bucket.clone(l.key)
+	u := b.usageOf(l.i)
+	b.setUsage(l.i, u[:len(u)-1:len(u)-1])
+	if err := write(txn, b); err != nil {
+		t.Fatal(err)
+	}
+	txn.Commit()
+	if _, err := s.GetWithoutHistory(ids[1]); err == nil {
+		t.Error("a session whose history cannot be read reads back without it")
+	}
+	if _, err := s.Get(ids[1]); err == nil {
+		t.Error("a session whose history cannot be read reads back")
+	}
+}
