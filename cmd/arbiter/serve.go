@@ -100,7 +100,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.IntVar(&f.logQueue, "decision-log-queue", 4096, "decision records that may wait to be written")
 	fs.StringVar(&f.logWhenFull, "decision-log-when-full", "block", "when the queue is full: block (up to --decision-log-block-timeout, then deny) or deny")
 	fs.DurationVar(&f.logBlockTimeout, "decision-log-block-timeout", 100*time.Millisecond, "longest a decision waits for room in a full decision log before it is denied")
-	fs.DurationVar(&f.logFlush, "decision-log-flush-interval", audit.DefaultFlushInterval, "shortest time between two writes of the decision log: records arriving meanwhile go out in one write (a lone record is written at once)")
+	fs.DurationVar(&f.logFlush, "decision-log-flush-interval", audit.DefaultFlushInterval, "how long the decision log's writer waits after a batch of records before it takes the next, so that records arriving meanwhile go out in one write (a lone record is written at once; 0 writes every record as soon as it is queued)")
 	fs.BoolVar(&f.logArguments, "decision-log-arguments", false, "log raw tool arguments (masked by --decision-log-mask); by default only their digest")
 	fs.StringVar(&f.logMask, "decision-log-mask", "", "comma-separated JSON pointers into the arguments to mask, e.g. /password,/headers/authorization")
 	fs.StringVar(&f.logFormat, "log-format", "text", "service log format: text or json")
@@ -468,6 +468,15 @@ func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fal
 
 // newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
 // records are still counted in the metrics but written nowhere.
+// flushInterval is the writer's pause for --decision-log-flush-interval: 0 there means no
+// batching, which a pause of a nanosecond amounts to (audit.Config reads 0 as its default).
+func flushInterval(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return time.Nanosecond
+	}
+	return flag
+}
+
 func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, policyMask func(context.Context, *engine.Record) ([]string, error)) (*audit.Log, func(), error) {
 	if f.logFlush < 0 {
 		return nil, nil, fmt.Errorf("--decision-log-flush-interval: %s is negative", f.logFlush)
@@ -491,7 +500,7 @@ func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, 
 		Queue:         f.logQueue,
 		WhenFull:      audit.WhenFull(f.logWhenFull),
 		BlockTimeout:  f.logBlockTimeout,
-		FlushInterval: f.logFlush,
+		FlushInterval: flushInterval(f.logFlush),
 		Arguments:     f.logArguments,
 		Mask:          mask,
 		PolicyMask:    policyMask,

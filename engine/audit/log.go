@@ -59,9 +59,12 @@ type Config struct {
 	Observe func(*engine.Record)
 	// OnWriteError is told of each failed write.
 	OnWriteError func(error)
-	// FlushInterval is the shortest time between the starts of two writes to Sink (default
-	// 5ms): records that arrive meanwhile wait in the queue and go out in one write. A record
-	// reaches Sink at most about FlushInterval after it was committed.
+	// FlushInterval is how long the writer waits, from the start of one batch of records,
+	// before it takes the next (default 5ms): records committed meanwhile queue and go out
+	// together, in one write unless they fill the 64 KiB buffer. A record reaches Sink at
+	// most about FlushInterval after it was committed; the wait ends early once half the
+	// queue is taken, so the queue never fills because of it. A lone record on an idle log
+	// is written at once.
 	FlushInterval time.Duration
 }
 
@@ -72,6 +75,7 @@ type Log struct {
 	records chan *engine.Record
 	done    chan struct{}
 	closed  chan struct{} // closed by Close: the writer stops pausing between batches
+	wake    chan struct{} // the queue is half full: the writer stops pausing
 	closing sync.Once
 	mask    [][]string
 
@@ -107,6 +111,7 @@ func New(cfg Config) (*Log, error) {
 		records: make(chan *engine.Record, cfg.Queue),
 		done:    make(chan struct{}),
 		closed:  make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}
 	for _, p := range cfg.Mask {
 		segs, err := parsePointer(p)
@@ -154,6 +159,12 @@ func (s slot) Commit(rec *engine.Record) {
 		s.l.cfg.Observe(rec)
 	}
 	s.l.records <- rec
+	if 2*len(s.l.records) >= cap(s.l.records) {
+		select {
+		case s.l.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Depth is how many records wait to be written.
@@ -233,13 +244,18 @@ func (l *Log) run() {
 	}
 }
 
-// pause waits d, or less when Close asks for the queue to be written.
+// pause waits d, or less when Close asks for the queue to be written or half the queue is
+// taken.
 func (l *Log) pause(d time.Duration) {
+	if 2*len(l.records) >= cap(l.records) {
+		return
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-l.closed:
+	case <-l.wake:
 	}
 }
 

@@ -337,3 +337,38 @@ func TestRecordsAreWrittenInBatches(t *testing.T) {
 		t.Fatal("a negative flush interval was accepted")
 	}
 }
+
+// A small queue and a long pause: the pause ends once half the queue is taken, so decisions
+// neither wait for room nor are denied for it, and closing twice is harmless.
+func TestThePauseNeverFillsTheQueue(t *testing.T) {
+	sink := &countingSink{}
+	log, err := audit.New(audit.Config{Sink: sink, Queue: 4, WhenFull: audit.Block, BlockTimeout: 10 * time.Second, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engineWith(t, log)
+	start := time.Now()
+	for i := range 200 {
+		d, err := e.Decide(context.Background(), call(""))
+		if err != nil || d.Outcome != engine.Allow {
+			t.Fatalf("decision %d: %+v %v", i, d, err)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("200 decisions took %s: they waited for room in the queue", took)
+	}
+	if log.Full() != 0 {
+		t.Errorf("%d decisions found the queue full", log.Full())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := log.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Close(ctx); err != nil {
+		t.Fatalf("closing again: %v", err)
+	}
+	if n := len(sink.lines(t)); n != 200 {
+		t.Fatalf("%d records written, want 200", n)
+	}
+}
