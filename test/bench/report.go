@@ -264,7 +264,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		if s.Via == SwapViaEngine {
 			how = "activated through the engine's API (policy loaded, compiled, prepared, probed, swapped)"
 		}
-		p("A new revision (data.bench.revision and a rule, data.bench.code_revision, changed, so every activation compiles) %s every %s for %s, between two windows of steady load (%s each) whose merged figures are the steady state.\n\n", how, c.SwapInterval, c.SwapDuration, c.Duration)
+		p("A new revision (data.bench.revision and a rule, data.bench.code_revision, changed, so every activation compiles) %s every %s for %s, between two windows of steady load (%s each, after %s of warm-up) whose merged figures are the steady state.\n\n", how, c.SwapInterval, c.SwapDuration, c.Duration, c.Warmup)
 		p("| phase " + statsHeader + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		p("| steady before %s\n| swapping %s\n| steady after %s\n| steady (before and after) %s\n\n",
 			statsCells(s.SteadyBefore), statsCells(s.Swapping), statsCells(s.SteadyAfter), statsCells(s.Steady))

@@ -586,11 +586,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		// the machine's drift over the minutes of the scenario (closed-loop capacity moved
 		// by ±20% between runs of the same server) weighs on every size alike.
 		servers := make([]*arbiterServer, len(sizes))
-		defer func() {
-			for _, s := range servers[1:] {
-				s.stop()
+		stopExtra := func() {
+			for i := 1; i < len(servers); i++ {
+				servers[i].stop()
+				servers[i] = nil
 			}
-		}()
+		}
+		defer stopExtra() // on an error; otherwise they stop as soon as the scenario ends
 		for i, n := range sizes {
 			srv := lib
 			if i > 0 {
@@ -630,16 +632,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				} else {
 					run()
 				}
+				if r == rounds-1 { // right after its last window, while its heap is as the load left it
+					if pt.Loaded, err = srv.child.Stats(ctx, false); err != nil {
+						return nil, err
+					}
+				}
 			}
 		}
-		for i, srv := range servers {
+		for i := range servers {
 			pt := &rep.Scale.Points[i]
 			pt.Open = Merged(opens[i])
 			pt.OpenWindows = opens[i]
-			if pt.Loaded, err = srv.child.Stats(ctx, false); err != nil {
-				return nil, err
-			}
 		}
+		stopExtra()
 	}
 	lib.stop()
 	if lib == primary {
@@ -693,7 +698,9 @@ func runSwap(ctx context.Context, cfg Config, act Activator, call CallFunc, rate
 	res := &SwapResult{Rate: rate, Via: cfg.SwapVia}
 	res.SteadyBefore = RunOpen(ctx, call, rate, cfg.MaxInFlight, cfg.Warmup, cfg.Duration)
 	defer func() {
-		res.SteadyAfter = RunOpen(ctx, call, rate, cfg.MaxInFlight, 0, cfg.Duration)
+		// After the same warm-up as the window before: the last activation's garbage is not
+		// counted as steady state.
+		res.SteadyAfter = RunOpen(ctx, call, rate, cfg.MaxInFlight, cfg.Warmup, cfg.Duration)
 		res.Steady = Merged([]*Stats{res.SteadyBefore, res.SteadyAfter})
 	}()
 
@@ -746,7 +753,11 @@ func Merged(runs []*Stats) *Stats {
 		return nil
 	}
 	out := newStats(runs[0].Mode, 0)
+	out.Offered = runs[0].Offered
 	for _, r := range runs {
+		if r.Offered != out.Offered {
+			out.Offered = 0 // runs at different rates have no one offered rate
+		}
 		out.Duration += r.Duration
 		out.Latency.Merge(&r.Latency)
 		for k, v := range r.Errors {
