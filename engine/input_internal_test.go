@@ -260,7 +260,12 @@ func TestDataOnlyRevisionsReuseCompiledCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compiler := func() *ast.Compiler { return e.policy.Load().compiler }
+	// The compiler of the code last compiled, which the serving revision was prepared with.
+	compiler := func() *ast.Compiler {
+		e.modules.mu.Lock()
+		defer e.modules.mu.Unlock()
+		return e.modules.compiler
+	}
 	outcome := func() Outcome {
 		t.Helper()
 		d, err := e.Decide(ctx, &Request{Client: Client{ID: "c"}, Server: Server{ID: "s"}, Operation: Operation{Method: "tools/call", Tool: "t"}})

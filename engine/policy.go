@@ -76,7 +76,6 @@ func LoadPolicyFS(fsys fs.FS, root, name string) (Policy, error) {
 type prepared struct {
 	revision string
 	query    rego.PreparedEvalQuery
-	compiler *ast.Compiler
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
 	// history says whether the policy can read input.session.history (readsHistory): a policy
@@ -200,7 +199,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: *q, compiler: compiler, history: history}
+	pq := &prepared{revision: p.Revision, query: *q, history: history}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
 		if pq.verdicts, err = prepare(verdicts, decisionOpts...); err != nil {
@@ -306,21 +305,15 @@ func isInput(v ast.Value) bool {
 }
 
 // readsSessionHistory reports whether ref, a reference into input, can reach
-// input.session.history.
+// input.session.history: unless its first key is a string other than "session", or it is
+// "session" and the second a string other than "history".
 func readsSessionHistory(ref ast.Ref) bool {
-	return !keyOtherThan(ref, 1, "session") && !(keyIs(ref, 1, "session") && keyOtherThan(ref, 2, "history"))
-}
-
-// keyIs reports whether ref[i] is the string key.
-func keyIs(ref ast.Ref, i int, key string) bool {
-	s, ok := refKey(ref, i)
-	return ok && s == key
-}
-
-// keyOtherThan reports whether ref[i] is a string other than key.
-func keyOtherThan(ref ast.Ref, i int, key string) bool {
-	s, ok := refKey(ref, i)
-	return ok && s != key
+	first, ok := refKey(ref, 1)
+	if ok && first != "session" {
+		return false
+	}
+	second, ok2 := refKey(ref, 2)
+	return !(ok && ok2 && second != "history")
 }
 
 // refKey returns ref[i] if it is a string.

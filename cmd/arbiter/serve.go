@@ -466,8 +466,6 @@ func newBundleManager(ctx context.Context, f serveFlags, eng *engine.Engine, fal
 	return m, nil
 }
 
-// newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
-// records are still counted in the metrics but written nowhere.
 // flushInterval is the writer's pause for --decision-log-flush-interval: 0 there means no
 // batching, which a pause of a nanosecond amounts to (audit.Config reads 0 as its default).
 func flushInterval(flag time.Duration) time.Duration {
@@ -477,6 +475,8 @@ func flushInterval(flag time.Duration) time.Duration {
 	return flag
 }
 
+// newDecisionLog opens the decision log's sink and starts the log. With --decision-log off,
+// records are still counted in the metrics but written nowhere.
 func newDecisionLog(f serveFlags, metrics *telemetry.Metrics, log *slog.Logger, policyMask func(context.Context, *engine.Record) ([]string, error)) (*audit.Log, func(), error) {
 	if f.logFlush < 0 {
 		return nil, nil, fmt.Errorf("--decision-log-flush-interval: %s is negative", f.logFlush)

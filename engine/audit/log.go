@@ -74,8 +74,7 @@ type Log struct {
 	slots   chan struct{}
 	records chan *engine.Record
 	done    chan struct{}
-	closed  chan struct{} // closed by Close: the writer stops pausing between batches
-	wake    chan struct{} // the queue is half full: the writer stops pausing
+	wake    chan struct{} // the queue is half full, or closed: the writer stops pausing
 	closing sync.Once
 	mask    [][]string
 
@@ -110,7 +109,6 @@ func New(cfg Config) (*Log, error) {
 		slots:   make(chan struct{}, cfg.Queue),
 		records: make(chan *engine.Record, cfg.Queue),
 		done:    make(chan struct{}),
-		closed:  make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 	}
 	for _, p := range cfg.Mask {
@@ -160,10 +158,15 @@ func (s slot) Commit(rec *engine.Record) {
 	}
 	s.l.records <- rec
 	if 2*len(s.l.records) >= cap(s.l.records) {
-		select {
-		case s.l.wake <- struct{}{}:
-		default:
-		}
+		s.l.nudge()
+	}
+}
+
+// nudge ends the writer's pause between batches, if it is pausing or about to.
+func (l *Log) nudge() {
+	select {
+	case l.wake <- struct{}{}:
+	default: // a nudge is already waiting
 	}
 }
 
@@ -180,8 +183,8 @@ func (l *Log) WriteFailures() uint64 { return l.failed.Load() }
 // ends. Callers must not Reserve after Close.
 func (l *Log) Close(ctx context.Context) error {
 	l.closing.Do(func() {
-		close(l.closed)
 		close(l.records)
+		l.nudge()
 	})
 	select {
 	case <-l.done:
@@ -245,7 +248,7 @@ func (l *Log) run() {
 }
 
 // pause waits d, or less when Close asks for the queue to be written or half the queue is
-// taken.
+// taken (see nudge).
 func (l *Log) pause(d time.Duration) {
 	if 2*len(l.records) >= cap(l.records) {
 		return
@@ -254,7 +257,6 @@ func (l *Log) pause(d time.Duration) {
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-l.closed:
 	case <-l.wake:
 	}
 }
