@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 	"github.com/arbiter-mcp/arbiter/engine/state"
 )
 
@@ -50,6 +51,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Recorder takes every decision's record (default: discard).
 	Recorder Recorder
+	// Evaluator is what runs decisions: EvaluatorIR (the default) or EvaluatorTopdown.
+	Evaluator string
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +86,9 @@ func (c *Config) setDefaults() {
 	if c.Recorder == nil {
 		c.Recorder = discard{}
 	}
+	if c.Evaluator == "" {
+		c.Evaluator = EvaluatorIR
+	}
 }
 
 // sessionLockStripes is the number of locks decisions within a session serialise on. A
@@ -108,6 +114,9 @@ type Engine struct {
 // New compiles p and returns an engine serving it.
 func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
+	if cfg.Evaluator != EvaluatorIR && cfg.Evaluator != EvaluatorTopdown {
+		return nil, fmt.Errorf("evaluator %q: want %q or %q", cfg.Evaluator, EvaluatorIR, EvaluatorTopdown)
+	}
 	store, err := state.New(state.Config{HistoryLimit: cfg.HistoryLimit})
 	if err != nil {
 		return nil, err
@@ -139,12 +148,19 @@ type Prepared struct {
 // Prepare compiles p and checks it as Activate would, without changing what serves: the
 // caller can persist the policy before it swaps it in.
 func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
-	pq, err := compile(ctx, p, &e.modules)
+	pq, err := compile(ctx, p, &e.modules, e.cfg.Evaluator)
 	if err != nil {
 		return nil, err
 	}
+	if pq.program != nil {
+		e.checkPlan(ctx, pq)
+	}
 	if err := e.probe(ctx, pq); err != nil {
 		return nil, err
+	}
+	if pq.program == nil && e.cfg.Evaluator == EvaluatorIR {
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "policy runs on OPA's topdown evaluator",
+			slog.String("policy_revision", pq.revision), slog.String("reason", pq.planless))
 	}
 	return &Prepared{p: pq}, nil
 }
@@ -153,6 +169,9 @@ func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
 func (e *Engine) Swap(p *Prepared) {
 	e.policy.Store(p.p)
 }
+
+// probeTime is the clock of the probe requests.
+var probeTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // probeInput is a plain tool call, evaluated once before a policy is activated.
 var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T00:00:00Z",
@@ -167,13 +186,13 @@ var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T
 // probe evaluates pq once: a policy whose entry point errors or answers in the wrong shape is
 // refused before it can serve. An undefined answer passes (it denies, as at run time).
 func (e *Engine) probe(ctx context.Context, pq *prepared) error {
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := probeTime
 	_, _, err := e.evaluate(ctx, pq, probeInput, at)
 	if err != nil && !errors.Is(err, errUndefined) {
 		return fmt.Errorf("entry point check on a sample tools/call: %w", err)
 	}
 	if pq.verdicts != nil {
-		t, _, err := e.evalQuery(ctx, pq.verdicts, probeListInput, at)
+		t, _, err := e.evalQuery(ctx, pq, pq.verdicts, probeListInput, at)
 		if err == nil {
 			err = readVerdicts(t, probeTools, make([]ToolVerdict, len(probeTools)))
 		}
@@ -327,7 +346,7 @@ func (e *Engine) decideWith(ctx context.Context, pq *prepared, input ast.Value, 
 // evaluate runs the prepared query. Any error, an undefined result or a malformed one is an
 // error: the caller denies.
 func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, now time.Time) (policyResult, time.Duration, error) {
-	t, took, err := e.evalQuery(ctx, &pq.query, input, now)
+	t, took, err := e.evalQuery(ctx, pq, &pq.query, input, now)
 	if err != nil {
 		return policyResult{}, took, err
 	}
@@ -335,9 +354,10 @@ func (e *Engine) evaluate(ctx context.Context, pq *prepared, input ast.Value, no
 	return res, took, err
 }
 
-// evalQuery runs one prepared query under the evaluation timeout and returns its single result
-// as an AST term. Any error or an undefined result is an error.
-func (e *Engine) evalQuery(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, now time.Time) (*ast.Term, time.Duration, error) {
+// evalQuery runs one decision query of pq, on its plan when it has one, under the evaluation
+// timeout and returns its single result as an AST term. Any error or an undefined result is an
+// error.
+func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input ast.Value, now time.Time) (*ast.Term, time.Duration, error) {
 	// Wait for a slot first (waiters are served in order), so the timeout below measures the
 	// evaluation rather than the queue in front of it.
 	select {
@@ -360,7 +380,22 @@ func (e *Engine) evalQuery(ctx context.Context, q *rego.PreparedEvalQuery, input
 	defer context.AfterFunc(ctx, cancel.Cancel)()
 
 	start := time.Now()
-	rs, err := q.Eval(ctx,
+	if q.plan != "" {
+		t, err := pq.program.Eval(ctx, q.plan, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
+		took := time.Since(start)
+		switch {
+		case err != nil && timedOut.Load():
+			return nil, took, fmt.Errorf("evaluation timed out after %s: %w", e.cfg.EvalTimeout, err)
+		case err != nil && ctx.Err() != nil:
+			return nil, took, fmt.Errorf("caller went away during evaluation: %w", err)
+		case err != nil:
+			return nil, took, fmt.Errorf("evaluate: %w", err)
+		case t == nil:
+			return nil, took, errUndefined
+		}
+		return t, took, nil
+	}
+	rs, err := q.topdown.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalTime(now),
 		rego.EvalExternalCancel(cancel),

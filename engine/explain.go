@@ -92,7 +92,7 @@ func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation
 	tr := &ruleTracer{seen: map[*ast.Rule]int{}}
 	ctx, cancel := context.WithTimeout(ctx, max(e.cfg.EvalTimeout, 10*time.Second))
 	defer cancel()
-	rs, err := pq.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalTime(d.At), rego.EvalQueryTracer(tr))
+	rs, err := pq.query.topdown.Eval(ctx, rego.EvalParsedInput(v), rego.EvalTime(d.At), rego.EvalQueryTracer(tr))
 	ex.Rules = tr.hits
 	switch {
 	case err != nil:

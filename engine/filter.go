@@ -110,7 +110,7 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 	input := base.document(ActionToolsList,
 		ast.Item(keyOperation, operationTerm(&op, emptyTerm)),
 		ast.Item(keyTools, ast.ArrayTerm(list...)))
-	t, _, err := e.evalQuery(ctx, pq.verdicts, input, now)
+	t, _, err := e.evalQuery(ctx, pq, pq.verdicts, input, now)
 	if err == nil {
 		err = readVerdicts(t, tools, out.Tools)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 )
 
 // logMaskRef is the rule a policy masks decision log arguments with, as OPA's own
@@ -75,7 +77,7 @@ func LoadPolicyFS(fsys fs.FS, root, name string) (Policy, error) {
 // prepared is a compiled policy revision. It is immutable and swapped as a whole.
 type prepared struct {
 	revision string
-	query    rego.PreparedEvalQuery
+	query    query
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
 	// history says whether the policy can read input.session.history (readsHistory): a policy
@@ -83,7 +85,20 @@ type prepared struct {
 	history bool
 	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
 	// the policy defines it: FilterTools then evaluates once per call instead of once per tool.
-	verdicts *rego.PreparedEvalQuery
+	verdicts *query
+	// program runs the queries that have a plan, over data (the base document as a term);
+	// nil when topdown decides, for the reason in planless.
+	program  *irexec.Program
+	data     *ast.Term
+	planless string
+}
+
+// evaluator names what decides for the revision: EvaluatorIR or EvaluatorTopdown.
+func (pq *prepared) evaluator() string {
+	if pq.program != nil {
+		return EvaluatorIR
+	}
+	return EvaluatorTopdown
 }
 
 // ToolVerdictsRule is the rule, in the entry point's package, that FilterTools evaluates once
@@ -106,6 +121,8 @@ type compiledModules struct {
 	modules  map[string]*ast.Module
 	compiler *ast.Compiler
 	history  bool // readsHistory of the modules
+	// plan is the modules' plan for the entry points last asked for (see plan).
+	plan *planned
 }
 
 // get returns a compiler of modules, compiling them unless they are the last ones compiled,
@@ -128,8 +145,21 @@ func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, bo
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, false, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
-	c.modules, c.compiler, c.history = maps.Clone(modules), compiler, history
+	c.modules, c.compiler, c.history, c.plan = maps.Clone(modules), compiler, history, nil
 	return compiler, history, nil
+}
+
+// planFor returns the plan of the last modules compiled for entrypoints, planning them unless
+// the last plan was for the same entry points. Like the compiler, a plan does not depend on
+// data: revisions that change only data reuse it.
+func (c *compiledModules) planFor(ctx context.Context, entrypoints []string) planned {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.plan == nil || !slices.Equal(c.plan.entrypoints, entrypoints) {
+		p := planPolicy(ctx, c.modules, entrypoints)
+		c.plan = &p
+	}
+	return *c.plan
 }
 
 // sameModules reports whether a and b are the same code at the same places: equal modules
@@ -163,8 +193,9 @@ func locations(m *ast.Module) [][2]int {
 	return out
 }
 
-// compile compiles p into a prepared query, checking that the entry point is a rule.
-func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared, error) {
+// compile compiles p into a prepared query, checking that the entry point is a rule, and
+// plans its decision queries unless evaluator is EvaluatorTopdown.
+func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator string) (*prepared, error) {
 	entry := p.Entrypoint
 	if entry == "" {
 		entry = DefaultEntrypoint
@@ -199,12 +230,17 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: *q, history: history}
+	pq := &prepared{revision: p.Revision, query: query{topdown: q, plan: planPath(ref)}, history: history}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
-		if pq.verdicts, err = prepare(verdicts, decisionOpts...); err != nil {
+		vq, err := prepare(verdicts, decisionOpts...)
+		if err != nil {
 			return nil, err
 		}
+		pq.verdicts = &query{topdown: vq, plan: planPath(verdicts)}
+	}
+	if err := pq.usePlan(ctx, modules, evaluator, data); err != nil {
+		return nil, err
 	}
 	if len(compiler.GetRulesWithPrefix(logMaskRef)) > 0 {
 		if pq.mask, err = prepare(logMaskRef); err != nil {
@@ -212,6 +248,43 @@ func compile(ctx context.Context, p Policy, modules *compiledModules) (*prepared
 		}
 	}
 	return pq, nil
+}
+
+// usePlan gives pq the plan of its decision queries, unless evaluator says topdown or the
+// policy cannot be planned; either way pq keeps its topdown queries.
+func (pq *prepared) usePlan(ctx context.Context, modules *compiledModules, evaluator string, data map[string]any) error {
+	if evaluator == EvaluatorTopdown {
+		pq.topdownOnly(fmt.Sprintf("the evaluator is %q", EvaluatorTopdown))
+		return nil
+	}
+	entrypoints := []string{pq.query.plan}
+	if pq.verdicts != nil {
+		entrypoints = append(entrypoints, pq.verdicts.plan)
+	}
+	if slices.Contains(entrypoints, "") {
+		pq.topdownOnly("an entry point is not a plain data path")
+		return nil
+	}
+	plan := modules.planFor(ctx, entrypoints)
+	if plan.program == nil {
+		pq.topdownOnly(plan.reason)
+		return nil
+	}
+	v, err := ast.InterfaceToValue(data)
+	if err != nil {
+		return fmt.Errorf("policy data: %w", err)
+	}
+	pq.program, pq.data = plan.program, ast.NewTerm(v)
+	return nil
+}
+
+// topdownOnly makes topdown decide for pq, for reason.
+func (pq *prepared) topdownOnly(reason string) {
+	pq.program, pq.data, pq.planless = nil, nil, reason
+	pq.query.plan = ""
+	if pq.verdicts != nil {
+		pq.verdicts.plan = ""
+	}
 }
 
 // readsHistory reports whether any of modules can read input.session.history:

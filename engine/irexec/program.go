@@ -1,0 +1,432 @@
+// Package irexec runs a policy planned by OPA's planner (OPA's intermediate representation,
+// package ir): the same plans OPA compiles to WebAssembly, executed directly over AST values.
+//
+// A plan is straight-line code with blocks, loops and calls, where OPA's own evaluator (topdown)
+// unifies terms against rules with bindings and backtracking. For the policies Arbiter serves
+// that makes a decision several times cheaper. Built-in functions are OPA's own (topdown's
+// implementations, called with the same operands), so only the control flow and the handful of
+// value operations below are Arbiter's.
+//
+// A plan that uses anything this package does not run (a "with" modifier, a dynamic call, a
+// non-deterministic built-in, a built-in OPA does not implement in Go, ...) is refused by New
+// with an error wrapping ErrUnsupported: the caller then evaluates the policy with topdown.
+package irexec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// ErrUnsupported is wrapped by New's error when the plan uses something Program cannot run.
+var ErrUnsupported = errors.New("not supported by the plan executor")
+
+// Program is a planned policy ready to run: every plan and function of it resolved (calls to
+// their targets, string and number constants to terms), and checked to use only what this
+// package runs. It is immutable and safe for concurrent use.
+type Program struct {
+	plans map[string]*plan
+	// maxArgs is the most operands any built-in call passes: the scratch space of a run.
+	maxArgs int
+	// funcs counts the functions, for the per-run memo of functions of input and data alone.
+	funcs int
+	// stack is the most locals any plan's run holds at once.
+	stack    int
+	machines sync.Pool
+}
+
+type plan struct {
+	blocks []block
+	frame  int // locals of the plan itself
+	stack  int // locals of the plan and of the deepest chain of calls it makes
+}
+
+// function is a planned rule or Rego function. Its first two parameters are always the input
+// and data documents.
+type function struct {
+	name   string
+	index  int
+	params []int32
+	blocks []block
+	frame  int
+	stack  int // frame plus the deepest chain of calls below it; set by stackNeed
+	// memo: the function takes only input and data, so within one run (no "with" changes
+	// either) its result is the same every time it is called.
+	memo bool
+}
+
+type block []instr
+
+type opcode uint8
+
+const (
+	opAssignVar opcode = iota
+	opAssignVarOnce
+	opAssignInt
+	opResetLocal
+	opMakeNull
+	opMakeNumber // term holds the number
+	opMakeArray
+	opMakeObject
+	opMakeSet
+	opDot
+	opLen
+	opEqual
+	opNotEqual
+	opIsArray
+	opIsObject
+	opIsSet
+	opIsDefined
+	opIsUndefined
+	opArrayAppend
+	opObjectInsert
+	opObjectInsertOnce
+	opSetAdd
+	opCallFunc
+	opCallBuiltin
+	opBlock
+	opBreak
+	opScan
+	opNot
+	opReturn
+	opResultAdd
+	opNop
+)
+
+// operand is a local, or a constant when term is set.
+type operand struct {
+	local int32
+	term  *ast.Term
+}
+
+// instr is one statement. Which fields are used depends on op.
+type instr struct {
+	op     opcode
+	a, b   operand // sources (a: Source, Key, A, Value; b: B, Value of an insert)
+	target int32   // Target, Array, Object, Set, Result, or the break index
+	key    int32   // ScanStmt's key local
+	n      int     // MakeArrayStmt's capacity
+	term   *ast.Term
+	blocks []block // BlockStmt's blocks, or the one block of ScanStmt and NotStmt
+	fn     *function
+	bi     topdown.BuiltinFunc
+	biName string
+	args   []operand
+	loc    ir.Location
+	astLoc *ast.Location // loc, for the errors of built-ins
+}
+
+// New resolves p into a Program, or fails with an error wrapping ErrUnsupported when p uses
+// a statement or built-in the executor does not run.
+func New(p *ir.Policy) (*Program, error) {
+	if p == nil || p.Plans == nil || p.Static == nil {
+		return nil, fmt.Errorf("%w: empty plan", ErrUnsupported)
+	}
+	r := &resolver{strings: make([]*ast.Term, len(p.Static.Strings)), funcs: map[string]*function{}, builtins: map[string]bool{}}
+	for i, s := range p.Static.Strings {
+		r.strings[i] = ast.StringTerm(s.Value)
+	}
+	for _, b := range p.Static.BuiltinFuncs {
+		r.builtins[b.Name] = true
+	}
+	var funcs []*ir.Func
+	if p.Funcs != nil {
+		funcs = p.Funcs.Funcs
+	}
+	for i, f := range funcs {
+		fn := &function{name: f.Name, index: i, params: make([]int32, len(f.Params))}
+		for j, l := range f.Params {
+			fn.params[j] = int32(l)
+		}
+		fn.memo = len(f.Params) == 2 && f.Params[0] == ir.Input && f.Params[1] == ir.Data
+		r.funcs[f.Name] = fn
+	}
+	for _, f := range funcs {
+		fn := r.funcs[f.Name]
+		r.maxLocal = 0
+		for _, l := range f.Params {
+			r.use(int32(l))
+		}
+		r.use(int32(f.Return))
+		var err error
+		if fn.blocks, err = r.blocks(f.Blocks); err != nil {
+			return nil, fmt.Errorf("function %s: %w", f.Name, err)
+		}
+		fn.frame = int(r.maxLocal) + 1
+	}
+	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
+	for _, pl := range p.Plans.Plans {
+		r.maxLocal = int32(ir.Data)
+		blocks, err := r.blocks(pl.Blocks)
+		if err != nil {
+			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
+		}
+		out := &plan{blocks: blocks, frame: int(r.maxLocal) + 1}
+		need, err := stackNeed(blocks, 0)
+		if err != nil {
+			return nil, err
+		}
+		out.stack = out.frame + need
+		prog.plans[pl.Name] = out
+		prog.stack = max(prog.stack, out.stack)
+	}
+	prog.maxArgs = r.maxArgs
+	return prog, nil
+}
+
+// Plans lists the names of the plans, one per entry point (such as "mcp/decision").
+func (p *Program) Plans() []string {
+	out := make([]string, 0, len(p.plans))
+	for name := range p.plans {
+		out = append(out, name)
+	}
+	return out
+}
+
+// PlanJSON decodes a plan as OPA's compile package writes it (bundle.PlanModuleFile.Raw).
+func PlanJSON(raw []byte) (*ir.Policy, error) {
+	var p ir.Policy
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("decode plan: %w", err)
+	}
+	return &p, nil
+}
+
+// stackNeed is the most locals a chain of calls made from blocks can hold at once (calls
+// cannot recurse: Rego has no recursion, and the planner plans none).
+func stackNeed(blocks []block, depth int) (int, error) {
+	if depth > 1000 {
+		return 0, fmt.Errorf("%w: calls nested deeper than 1000", ErrUnsupported)
+	}
+	most := 0
+	for _, b := range blocks {
+		for i := range b {
+			in := &b[i]
+			if in.fn != nil {
+				if in.fn.stack == 0 {
+					need, err := stackNeed(in.fn.blocks, depth+1)
+					if err != nil {
+						return 0, err
+					}
+					in.fn.stack = in.fn.frame + need
+				}
+				most = max(most, in.fn.stack)
+			}
+			if len(in.blocks) > 0 {
+				need, err := stackNeed(in.blocks, depth)
+				if err != nil {
+					return 0, err
+				}
+				most = max(most, need)
+			}
+		}
+	}
+	return most, nil
+}
+
+// resolver turns IR statements into instructions.
+type resolver struct {
+	strings  []*ast.Term
+	funcs    map[string]*function
+	builtins map[string]bool
+	maxLocal int32
+	maxArgs  int
+}
+
+func (r *resolver) use(l int32) int32 {
+	r.maxLocal = max(r.maxLocal, l)
+	return l
+}
+
+func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
+	out := make([]block, len(in))
+	for i, b := range in {
+		if b == nil {
+			continue
+		}
+		out[i] = make(block, 0, len(b.Stmts))
+		for _, s := range b.Stmts {
+			ins, err := r.stmt(s)
+			if err != nil {
+				if loc := s.GetLocation(); loc != nil && loc.Row > 0 {
+					return nil, fmt.Errorf("row %d: %w", loc.Row, err)
+				}
+				return nil, err
+			}
+			out[i] = append(out[i], ins)
+		}
+	}
+	return out, nil
+}
+
+func (r *resolver) operand(o ir.Operand) (operand, error) {
+	switch v := o.Value.(type) {
+	case ir.Local:
+		return operand{local: r.use(int32(v))}, nil
+	case ir.StringIndex:
+		if int(v) < 0 || int(v) >= len(r.strings) {
+			return operand{}, fmt.Errorf("string constant %d out of range", v)
+		}
+		return operand{term: r.strings[v]}, nil
+	case ir.Bool:
+		return operand{term: ast.InternedTerm(bool(v))}, nil
+	// Plans decoded from JSON hold pointers.
+	case *ir.Local:
+		return r.operand(ir.Operand{Value: *v})
+	case *ir.StringIndex:
+		return r.operand(ir.Operand{Value: *v})
+	case *ir.Bool:
+		return r.operand(ir.Operand{Value: *v})
+	}
+	return operand{}, fmt.Errorf("%w: operand %T", ErrUnsupported, o.Value)
+}
+
+func (r *resolver) stmt(s ir.Stmt) (instr, error) {
+	var in instr
+	var err error
+	two := func(a, b ir.Operand) {
+		if in.a, err = r.operand(a); err == nil {
+			in.b, err = r.operand(b)
+		}
+	}
+	switch s := s.(type) {
+	case *ir.AssignVarStmt:
+		in.op, in.target = opAssignVar, r.use(int32(s.Target))
+		in.a, err = r.operand(s.Source)
+	case *ir.AssignVarOnceStmt:
+		in.op, in.target = opAssignVarOnce, r.use(int32(s.Target))
+		in.a, err = r.operand(s.Source)
+	case *ir.AssignIntStmt:
+		in.op, in.target, in.term = opAssignInt, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
+	case *ir.ResetLocalStmt:
+		in.op, in.target = opResetLocal, r.use(int32(s.Target))
+	case *ir.MakeNullStmt:
+		in.op, in.target = opMakeNull, r.use(int32(s.Target))
+	case *ir.MakeNumberIntStmt:
+		in.op, in.target, in.term = opMakeNumber, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
+	case *ir.MakeNumberRefStmt:
+		if s.Index < 0 || s.Index >= len(r.strings) {
+			return in, fmt.Errorf("number constant %d out of range", s.Index)
+		}
+		in.op, in.target, in.term = opMakeNumber, r.use(int32(s.Target)), ast.NumberTerm(json.Number(r.strings[s.Index].Value.(ast.String)))
+	case *ir.MakeArrayStmt:
+		in.op, in.target, in.n = opMakeArray, r.use(int32(s.Target)), int(s.Capacity)
+	case *ir.MakeObjectStmt:
+		in.op, in.target = opMakeObject, r.use(int32(s.Target))
+	case *ir.MakeSetStmt:
+		in.op, in.target = opMakeSet, r.use(int32(s.Target))
+	case *ir.DotStmt:
+		in.op, in.target = opDot, r.use(int32(s.Target))
+		two(s.Source, s.Key)
+	case *ir.LenStmt:
+		in.op, in.target = opLen, r.use(int32(s.Target))
+		in.a, err = r.operand(s.Source)
+	case *ir.EqualStmt:
+		in.op = opEqual
+		two(s.A, s.B)
+	case *ir.NotEqualStmt:
+		in.op = opNotEqual
+		two(s.A, s.B)
+	case *ir.IsArrayStmt:
+		in.op = opIsArray
+		in.a, err = r.operand(s.Source)
+	case *ir.IsObjectStmt:
+		in.op = opIsObject
+		in.a, err = r.operand(s.Source)
+	case *ir.IsSetStmt:
+		in.op = opIsSet
+		in.a, err = r.operand(s.Source)
+	case *ir.IsDefinedStmt:
+		in.op, in.a = opIsDefined, operand{local: r.use(int32(s.Source))}
+	case *ir.IsUndefinedStmt:
+		in.op, in.a = opIsUndefined, operand{local: r.use(int32(s.Source))}
+	case *ir.ArrayAppendStmt:
+		in.op, in.target = opArrayAppend, r.use(int32(s.Array))
+		in.a, err = r.operand(s.Value)
+	case *ir.ObjectInsertStmt:
+		in.op, in.target = opObjectInsert, r.use(int32(s.Object))
+		two(s.Key, s.Value)
+	case *ir.ObjectInsertOnceStmt:
+		in.op, in.target = opObjectInsertOnce, r.use(int32(s.Object))
+		two(s.Key, s.Value)
+	case *ir.SetAddStmt:
+		in.op, in.target = opSetAdd, r.use(int32(s.Set))
+		in.a, err = r.operand(s.Value)
+	case *ir.CallStmt:
+		err = r.call(&in, s)
+	case *ir.BlockStmt:
+		in.op = opBlock
+		in.blocks, err = r.blocks(s.Blocks)
+	case *ir.BreakStmt:
+		in.op, in.target = opBreak, int32(s.Index)
+	case *ir.ScanStmt:
+		in.op, in.a, in.key, in.target = opScan, operand{local: r.use(int32(s.Source))}, r.use(int32(s.Key)), r.use(int32(s.Value))
+		in.blocks, err = r.blocks([]*ir.Block{s.Block})
+	case *ir.NotStmt:
+		in.op = opNot
+		in.blocks, err = r.blocks([]*ir.Block{s.Block})
+	case *ir.ReturnLocalStmt:
+		in.op, in.a = opReturn, operand{local: r.use(int32(s.Source))}
+	case *ir.ResultSetAddStmt:
+		in.op, in.a = opResultAdd, operand{local: r.use(int32(s.Value))}
+	case *ir.NopStmt:
+		in.op = opNop
+	default:
+		// WithStmt, CallDynamicStmt, ObjectMergeStmt and any statement added later.
+		return in, fmt.Errorf("%w: %T", ErrUnsupported, s)
+	}
+	if loc := s.GetLocation(); loc != nil {
+		in.loc = *loc
+		in.astLoc = &ast.Location{Row: loc.Row, Col: loc.Col}
+	}
+	return in, err
+}
+
+// call resolves a CallStmt to a planned function or to OPA's implementation of a built-in.
+func (r *resolver) call(in *instr, s *ir.CallStmt) error {
+	in.target = r.use(int32(s.Result))
+	in.args = make([]operand, len(s.Args))
+	for i, a := range s.Args {
+		var err error
+		if in.args[i], err = r.operand(a); err != nil {
+			return err
+		}
+	}
+	if fn, ok := r.funcs[s.Func]; ok {
+		if len(in.args) != len(fn.params) {
+			return fmt.Errorf("call of %s with %d arguments, it takes %d", s.Func, len(in.args), len(fn.params))
+		}
+		in.op, in.fn = opCallFunc, fn
+		return nil
+	}
+	if !r.builtins[s.Func] {
+		return fmt.Errorf("call of %s, which the plan neither defines nor declares", s.Func)
+	}
+	decl, ok := ast.BuiltinMap[s.Func]
+	if !ok {
+		return fmt.Errorf("%w: built-in %s has no declaration", ErrUnsupported, s.Func)
+	}
+	// Non-deterministic built-ins (http.send, rand.intn, ...) keep state and caches only
+	// OPA's evaluator manages; time.now_ns reads the run's clock, which this package passes.
+	if decl.Nondeterministic && s.Func != ast.NowNanos.Name {
+		return fmt.Errorf("%w: non-deterministic built-in %s", ErrUnsupported, s.Func)
+	}
+	if decl.Relation {
+		return fmt.Errorf("%w: built-in relation %s", ErrUnsupported, s.Func)
+	}
+	if decl.Decl.Result() == nil {
+		return fmt.Errorf("%w: built-in %s returns nothing", ErrUnsupported, s.Func)
+	}
+	bi := topdown.GetBuiltin(s.Func)
+	if bi == nil {
+		return fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, s.Func)
+	}
+	in.op, in.bi, in.biName = opCallBuiltin, bi, s.Func
+	r.maxArgs = max(r.maxArgs, len(in.args))
+	return nil
+}
