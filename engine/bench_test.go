@@ -66,6 +66,24 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideTopdown is BenchmarkDecide with OPA's topdown evaluator deciding instead of
+// the policy's plan (Config.Evaluator).
+func BenchmarkDecideTopdown(b *testing.B) {
+	e, err := engine.New(context.Background(), engine.Config{Evaluator: engine.EvaluatorTopdown}, benchPolicy(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sess := benchSession(b, e)
+	req := benchRequest(sess)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(ctx, req); err != nil || d.Outcome != engine.Allow {
+			b.Fatalf("%+v %v", d, err)
+		}
+	}
+}
+
 // BenchmarkDecideUncached is BenchmarkDecide when the session's input terms are not cached:
 // two sessions alternate over a one-session cache, so every decision builds its session's
 // history terms afresh (a gateway with more sessions deciding at once than

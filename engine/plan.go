@@ -96,6 +96,13 @@ func containsAll(have, want []string) bool {
 	return true
 }
 
+// Evaluator says what decides for the serving revision, EvaluatorIR or EvaluatorTopdown, and
+// for topdown why: the configuration, or what kept the policy from its plan.
+func (e *Engine) Evaluator() (evaluator, reason string) {
+	pq := e.policy.Load()
+	return pq.evaluator(), pq.planless
+}
+
 // checkPlan decides the probe requests with pq's plan and with topdown. A plan that answers
 // either differently (an error on one side only counts) is dropped, and topdown decides for the
 // revision: the executor is an optimisation, OPA's evaluator the reference.

@@ -68,6 +68,7 @@ type serveFlags struct {
 	logLevel         string
 	evalTimeout      time.Duration
 	evalConcurrency  int
+	evaluator        string
 	inputCache       int
 	sessionTTL       time.Duration
 	sessionMaxTTL    time.Duration
@@ -107,6 +108,7 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "service log level: debug, info, warn or error")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 250*time.Millisecond, "longest one policy evaluation may take, from when it starts; longer is denied")
 	fs.IntVar(&f.evalConcurrency, "eval-concurrency", 0, "policy evaluations running at once; the rest wait their turn (default: the number of CPUs Go uses)")
+	fs.StringVar(&f.evaluator, "evaluator", engine.EvaluatorIR, "what decides: ir (OPA's plan of the policy, run by Arbiter's plan executor; a policy it cannot run is decided by topdown) or topdown (OPA's own evaluator, for every policy)")
 	fs.IntVar(&f.inputCache, "input-cache-sessions", 1024, "recently used sessions whose policy-input terms stay built; a decision in another session builds its history's terms afresh")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 15*time.Minute, "session lifetime when the opener asks for none")
 	fs.DurationVar(&f.sessionMaxTTL, "session-max-ttl", 8*time.Hour, "longest lifetime one open or renewal can give a session")
@@ -129,6 +131,10 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 	}
 	if (f.grpcTLSCert == "") != (f.grpcTLSKey == "") {
 		fmt.Fprintln(stderr, "--grpc-tls-cert and --grpc-tls-key go together")
+		return f, errUsage
+	}
+	if f.evaluator != engine.EvaluatorIR && f.evaluator != engine.EvaluatorTopdown {
+		fmt.Fprintf(stderr, "--evaluator must be %s or %s, not %q\n", engine.EvaluatorIR, engine.EvaluatorTopdown, f.evaluator)
 		return f, errUsage
 	}
 	return f, nil
@@ -253,6 +259,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Recorder:           decisionLog,
 		EvalTimeout:        f.evalTimeout,
 		EvalConcurrency:    f.evalConcurrency,
+		Evaluator:          f.evaluator,
 		InputCacheSessions: f.inputCache,
 		DefaultSessionTTL:  f.sessionTTL,
 		MaxSessionTTL:      f.sessionMaxTTL,

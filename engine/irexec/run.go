@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-		"time"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"

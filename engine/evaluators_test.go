@@ -1,0 +1,240 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/arbiter-mcp/arbiter/policy"
+)
+
+// evaluatorPair is the default policy served by two engines, one per evaluator.
+func evaluatorPair(t *testing.T) (ir, topdown *Engine) {
+	t.Helper()
+	p, err := LoadPolicyFS(policy.FS(), ".", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
+	if ir, err = New(context.Background(), Config{Clock: clock}, p); err != nil {
+		t.Fatal(err)
+	}
+	if topdown, err = New(context.Background(), Config{Clock: clock, Evaluator: EvaluatorTopdown}, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, why := ir.Evaluator(); got != EvaluatorIR {
+		t.Fatalf("the default policy is decided by %s (%s), not by its plan", got, why)
+	}
+	if got, _ := topdown.Evaluator(); got != EvaluatorTopdown {
+		t.Fatalf("Evaluator: topdown engine reports %s", got)
+	}
+	return ir, topdown
+}
+
+// TestEvaluatorsAgreeOnTheDefaultPolicy decides the policy guide's examples and thousands of
+// variations of them (every action, server and tool of the catalog, and unknown ones;
+// credentials, annotations, definition hashes, session counts and labels changed, fields
+// removed or mistyped) with the plan executor and with OPA's topdown evaluator: the decisions
+// must be the same in every field a gateway reads.
+func TestEvaluatorsAgreeOnTheDefaultPolicy(t *testing.T) {
+	ir, topdown := evaluatorPair(t)
+	inputs, err := filepath.Glob("../policy/examples/*/input.json")
+	if err != nil || len(inputs) < 20 {
+		t.Fatalf("examples: %d, %v", len(inputs), err)
+	}
+	var bases []map[string]any
+	for _, path := range inputs {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases = append(bases, decodeInput(t, raw))
+	}
+	variations := 3000
+	if testing.Short() {
+		variations = 300
+	}
+	rng := rand.New(rand.NewPCG(7, 26))
+	outcomes := map[Outcome]int{}
+	for i := range len(bases) + variations {
+		var input map[string]any
+		if i < len(bases) {
+			input = bases[i]
+		} else {
+			input = vary(t, bases[rng.IntN(len(bases))], rng)
+		}
+		raw, _ := json.Marshal(input)
+		want, err := topdown.EvaluateInput(context.Background(), decodeInput(t, raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ir.EvaluateInput(context.Background(), decodeInput(t, raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes[want.Outcome]++
+		if g, w := gatewayView(got), gatewayView(want); !reflect.DeepEqual(g, w) {
+			t.Fatalf("input %s\nplan decides    %s\ntopdown decides %s", raw, g, w)
+		}
+	}
+	// The variations reach every outcome, policy errors included, or they test little.
+	for _, o := range []Outcome{Allow, Deny, RequireApproval} {
+		if outcomes[o] < 20 {
+			t.Errorf("only %d decisions were %s: %v", outcomes[o], o, outcomes)
+		}
+	}
+	t.Logf("outcomes: %v", outcomes)
+}
+
+// TestEvaluatorsAgreeOnFilterTools lists every catalog tool and unknown ones, with and without
+// definition hashes, through both evaluators' tool_verdicts.
+func TestEvaluatorsAgreeOnFilterTools(t *testing.T) {
+	ir, topdown := evaluatorPair(t)
+	tools := []Tool{{Name: "read_file"}, {Name: "write_file"}, {Name: "delete_file"}, {Name: "nope"},
+		{Name: "git_status", DefinitionHash: "sha256:00"}, {Name: "git_log"}, {Name: "search_issues"}, {Name: "create_issue"}}
+	for _, server := range []string{"filesystem", "git", "github", "unknown"} {
+		var views [2]string
+		for i, e := range []*Engine{ir, topdown} {
+			_, info, err := e.OpenSession(context.Background(), &OpenRequest{Client: Client{ID: "ide-agent"}, Subject: Subject{ID: "alice"}})
+			if err != nil || info == nil {
+				t.Fatalf("open: %v", err)
+			}
+			f, err := e.FilterTools(context.Background(), &Request{SessionID: info.Session.ID, Client: Client{ID: "ide-agent", Transport: "remote"},
+				Subject: Subject{ID: "alice"}, Server: Server{ID: server, Transport: "stdio"}, Operation: Operation{Method: "tools/list"}}, tools)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := json.Marshal(f.Tools)
+			views[i] = string(out)
+		}
+		if views[0] != views[1] {
+			t.Errorf("server %s:\nplan    %s\ntopdown %s", server, views[0], views[1])
+		}
+	}
+}
+
+// TestTopdownDecidesWhatThePlanCannotRun: a policy using "with" is served, by topdown, and says
+// why; a bad evaluator name is refused.
+func TestTopdownDecidesWhatThePlanCannotRun(t *testing.T) {
+	p := Policy{Revision: "with", Modules: map[string]*ast.Module{"p.rego": ast.MustParseModule(
+		"package mcp\n\nok if input.action == \"tools/call\"\n\ndecision := {\"result\": \"allow\"} if { ok with input.action as \"tools/call\" }\n")}}
+	e, err := New(context.Background(), Config{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, why := e.Evaluator()
+	if got != EvaluatorTopdown || !strings.Contains(why, "WithStmt") {
+		t.Fatalf("Evaluator() = %s, %q; want topdown, because of the with", got, why)
+	}
+	d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "resources/read"})
+	if err != nil || d.Outcome != Allow {
+		t.Fatalf("decision %+v %v", d, err)
+	}
+	if _, err := New(context.Background(), Config{Evaluator: "fast"}, p); err == nil || !strings.Contains(err.Error(), `"fast"`) {
+		t.Fatalf("evaluator fast: %v", err)
+	}
+}
+
+func decodeInput(t *testing.T, raw []byte) map[string]any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// gatewayView is what a gateway reads of a decision.
+func gatewayView(d Decision) string {
+	out, _ := json.Marshal(struct {
+		Outcome     Outcome
+		Reasons     []Reason
+		Labels      []string
+		Obligations map[string]any
+		Approval    *ApprovalRequest
+		MaxTTL      time.Duration
+	}{d.Outcome, d.Reasons, d.Labels, d.Obligations, d.Approval, d.maxTTL})
+	return string(out)
+}
+
+var (
+	varyActions = []any{"tools/call", "tools/list", "resources/read", "resources/list", "prompts/get", "prompts/list",
+		"sampling/createMessage", "elicitation/create", "session/open", "session/renew", "bogus", "", 7, nil}
+	varyServers = []any{"github", "filesystem", "git", "research", "nope", "", nil, 3}
+	varyTools   = []any{"search_issues", "create_issue", "add_comment", "delete_repository", "get_file_contents",
+		"read_file", "list_directory", "write_file", "move_file", "delete_file", "git_status", "git_log", "git_commit", "git_push", "web_search", "nope", "", nil}
+	varyLabels = []any{"private_data", "untrusted_content", "external_communication", "other"}
+)
+
+// vary returns a copy of base with a few random fields changed, removed or mistyped.
+func vary(t *testing.T, base map[string]any, rng *rand.Rand) map[string]any {
+	t.Helper()
+	raw, _ := json.Marshal(base)
+	in := decodeInput(t, raw)
+	obj := func(key string) map[string]any {
+		m, ok := in[key].(map[string]any)
+		if !ok {
+			m = map[string]any{}
+			in[key] = m
+		}
+		return m
+	}
+	pick := func(xs []any) any { return xs[rng.IntN(len(xs))] }
+	for range 1 + rng.IntN(4) {
+		switch rng.IntN(16) {
+		case 0, 1:
+			in["action"] = pick(varyActions)
+			obj("operation")["method"] = in["action"]
+		case 2, 3:
+			obj("server")["id"] = pick(varyServers)
+		case 4, 5:
+			obj("operation")["tool"] = pick(varyTools)
+		case 6:
+			obj("server")["transport"] = pick([]any{"stdio", "remote", "", nil})
+			obj("client")["transport"] = pick([]any{"stdio", "remote", ""})
+		case 7:
+			obj("credential")["scopes"] = pick([]any{[]any{}, []any{"repo"}, "repo read", []any{"read", 5}, nil})
+			obj("credential")["audience"] = pick([]any{[]any{}, "https://mcp.github.example.com", []any{"https://other"}, nil})
+		case 8:
+			delete(in, pick([]any{"credential", "session", "operation", "server", "client", "subject"}).(string))
+		case 9:
+			obj("operation")["annotations"] = pick([]any{map[string]any{}, map[string]any{"readOnlyHint": true},
+				map[string]any{"destructiveHint": false}, map[string]any{"destructiveHint": true, "readOnlyHint": false}, "x"})
+		case 10:
+			obj("operation")["definition_hash"] = pick([]any{"", "sha256:00", "sha256:be261472ae776a08f7f47cf125196057463e7913cadaee2fcdf3653d815aea0d", 1})
+		case 11:
+			calls := map[string]any{"total": rng.IntN(400), "by_server": map[string]any{"github": rng.IntN(200), "filesystem": rng.IntN(200)},
+				"by_tool": map[string]any{"github": map[string]any{"create_issue": rng.IntN(100)}}}
+			obj("session")["calls"] = calls
+		case 12:
+			var labels []any
+			for _, l := range varyLabels {
+				if rng.IntN(2) == 0 {
+					labels = append(labels, l)
+				}
+			}
+			obj("session")["labels"] = labels
+		case 13:
+			obj("session")["renewals"] = pick([]any{0, 1, 5, 100, "2", nil})
+			obj("session")["servers"] = pick([]any{[]any{}, []any{"github"}, []any{"github", "nope"}, "git"})
+		case 14:
+			obj("client")["id"] = pick([]any{"ide-agent", "https://ide.example.com/client.json", "stranger", "", nil})
+			obj("session_request")["servers"] = pick([]any{[]any{"github", "filesystem"}, []any{"nope"}, "git", nil, []any{}})
+		case 15:
+			obj("server")["command_digest"] = pick([]any{"", "sha256:cffdd50d2f2d229bb0bddd91277eb3f97fbd07c8daa5c486d317de6ef53813d6", "sha256:bad"})
+			obj("operation")["arguments"] = pick([]any{map[string]any{}, map[string]any{"path": "/etc/passwd"}, "x", nil})
+		}
+	}
+	return in
+}
