@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,4 +239,46 @@ func vary(t *testing.T, base map[string]any, rng *rand.Rand) map[string]any {
 		}
 	}
 	return in
+}
+
+// TestPlanDecidesConcurrently: decisions running at once on one revision (sharing its plan and
+// its data) decide as they do one at a time. Run under -race, it also checks that nothing a
+// run writes is shared.
+func TestPlanDecidesConcurrently(t *testing.T) {
+	ir, _ := evaluatorPair(t)
+	inputs, err := filepath.Glob("../policy/examples/*/input.json")
+	if err != nil || len(inputs) == 0 {
+		t.Fatal(err)
+	}
+	raws := make([][]byte, len(inputs))
+	want := make([]string, len(inputs))
+	for i, path := range inputs {
+		if raws[i], err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		d, err := ir.EvaluateInput(context.Background(), decodeInput(t, raws[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = gatewayView(d)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for n := range 40 {
+				i := (g*7 + n) % len(raws)
+				d, err := ir.EvaluateInput(context.Background(), decodeInput(t, raws[i]))
+				if got := gatewayView(d); err != nil || got != want[i] {
+					errs <- fmt.Sprintf("%s: %s (error %v), alone it decides %s", inputs[i], got, err, want[i])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }

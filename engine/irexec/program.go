@@ -119,6 +119,9 @@ type instr struct {
 	args   []operand
 	loc    ir.Location
 	astLoc *ast.Location // loc, for the errors of built-ins
+	// dataPath marks a DotStmt that continues a reference rooted at data (data.a[k]): OPA
+	// reads those from its store by a path of strings, so it looks them up as the store does.
+	dataPath bool
 }
 
 // New resolves p into a Program, or fails with an error wrapping ErrUnsupported when p uses
@@ -149,6 +152,7 @@ func New(p *ir.Policy) (*Program, error) {
 	for _, f := range funcs {
 		fn := r.funcs[f.Name]
 		r.maxLocal = 0
+		r.dataPaths = dataPathLocals(f.Blocks)
 		for _, l := range f.Params {
 			r.use(int32(l))
 		}
@@ -162,6 +166,7 @@ func New(p *ir.Policy) (*Program, error) {
 	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
 	for _, pl := range p.Plans.Plans {
 		r.maxLocal = int32(ir.Data)
+		r.dataPaths = dataPathLocals(pl.Blocks)
 		blocks, err := r.blocks(pl.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
@@ -236,6 +241,9 @@ type resolver struct {
 	builtins map[string]bool
 	maxLocal int32
 	maxArgs  int
+	// dataPaths are the locals of the function being resolved that hold a document read by a
+	// reference rooted at data (see dataPathLocals).
+	dataPaths map[int32]bool
 }
 
 func (r *resolver) use(l int32) int32 {
@@ -323,6 +331,9 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 	case *ir.DotStmt:
 		in.op, in.target = opDot, r.use(int32(s.Target))
 		two(s.Source, s.Key)
+		if l, ok := localOf(s.Source); ok {
+			in.dataPath = r.dataPaths[l]
+		}
 	case *ir.LenStmt:
 		in.op, in.target = opLen, r.use(int32(s.Target))
 		in.a, err = r.operand(s.Source)
@@ -385,6 +396,123 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.astLoc = &ast.Location{Row: loc.Row, Col: loc.Col}
 	}
 	return in, err
+}
+
+// localOf is the local an operand names, if it names one.
+func localOf(o ir.Operand) (int32, bool) {
+	switch v := o.Value.(type) {
+	case ir.Local:
+		return int32(v), true
+	case *ir.Local:
+		return int32(*v), true
+	}
+	return 0, false
+}
+
+// dataPathLocals finds the locals of a function or plan that hold what a reference rooted at
+// data reads: data itself (ir.Data), and every local whose only definitions are DotStmts on
+// such a local. The planner writes data.a[k].b as a chain of DotStmts from data, while a
+// variable bound to a document (v := data.a; v[k]) is a copy (AssignVarStmt) and a loop's
+// value a ScanStmt: those OPA looks up as values, not through its store.
+func dataPathLocals(blocks []*ir.Block) map[int32]bool {
+	dotFrom := map[int32][]int32{} // target: the sources of the DotStmts defining it
+	other := map[int32]bool{}      // targets of any other definition
+	var walk func([]*ir.Block)
+	walk = func(blocks []*ir.Block) {
+		for _, b := range blocks {
+			if b == nil {
+				continue
+			}
+			for _, s := range b.Stmts {
+				if d, ok := s.(*ir.DotStmt); ok {
+					if src, ok := localOf(d.Source); ok {
+						dotFrom[int32(d.Target)] = append(dotFrom[int32(d.Target)], src)
+						continue
+					}
+					other[int32(d.Target)] = true
+					continue
+				}
+				for _, t := range definedBy(s) {
+					other[t] = true
+				}
+				switch s := s.(type) {
+				case *ir.BlockStmt:
+					walk(s.Blocks)
+				case *ir.ScanStmt:
+					walk([]*ir.Block{s.Block})
+				case *ir.NotStmt:
+					walk([]*ir.Block{s.Block})
+				case *ir.WithStmt:
+					walk([]*ir.Block{s.Block})
+				}
+			}
+		}
+	}
+	walk(blocks)
+	out := map[int32]bool{int32(ir.Data): true}
+	for changed := true; changed; {
+		changed = false
+		for target, srcs := range dotFrom {
+			if out[target] || other[target] {
+				continue
+			}
+			all := true
+			for _, src := range srcs {
+				all = all && out[src]
+			}
+			if all {
+				out[target], changed = true, true
+			}
+		}
+	}
+	return out
+}
+
+// definedBy lists the locals a statement other than DotStmt writes.
+func definedBy(s ir.Stmt) []int32 {
+	switch s := s.(type) {
+	case *ir.AssignVarStmt:
+		return []int32{int32(s.Target)}
+	case *ir.AssignVarOnceStmt:
+		return []int32{int32(s.Target)}
+	case *ir.AssignIntStmt:
+		return []int32{int32(s.Target)}
+	case *ir.ResetLocalStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeNullStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeNumberIntStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeNumberRefStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeArrayStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeObjectStmt:
+		return []int32{int32(s.Target)}
+	case *ir.MakeSetStmt:
+		return []int32{int32(s.Target)}
+	case *ir.LenStmt:
+		return []int32{int32(s.Target)}
+	case *ir.CallStmt:
+		return []int32{int32(s.Result)}
+	case *ir.CallDynamicStmt:
+		return []int32{int32(s.Result)}
+	case *ir.ScanStmt:
+		return []int32{int32(s.Key), int32(s.Value)}
+	case *ir.ArrayAppendStmt:
+		return []int32{int32(s.Array)}
+	case *ir.ObjectInsertStmt:
+		return []int32{int32(s.Object)}
+	case *ir.ObjectInsertOnceStmt:
+		return []int32{int32(s.Object)}
+	case *ir.ObjectMergeStmt:
+		return []int32{int32(s.Target)}
+	case *ir.SetAddStmt:
+		return []int32{int32(s.Set)}
+	case *ir.WithStmt:
+		return []int32{int32(s.Local)}
+	}
+	return nil
 }
 
 // call resolves a CallStmt to a planned function or to OPA's implementation of a built-in.

@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // Options are what a run needs besides its input and data.
@@ -147,9 +148,12 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 			frame[in.target] = m.get(in.a, frame)
 		case opAssignVarOnce:
 			v := m.get(in.a, frame)
-			if cur := frame[in.target]; cur != nil && v != nil && !cur.Equal(v) {
-				m.fail(in, fmt.Errorf("%w: complete rules must not produce multiple outputs", ErrConflict))
-				return stReturned
+			if cur := frame[in.target]; cur != nil && v != nil {
+				if !cur.Equal(v) {
+					m.fail(in, fmt.Errorf("%w: complete rules must not produce multiple outputs", ErrConflict))
+					return stReturned
+				}
+				continue // the first of equal values stays, as in topdown (1 before 1.0)
 			}
 			frame[in.target] = v
 		case opAssignInt, opMakeNumber:
@@ -165,7 +169,13 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 		case opMakeSet:
 			frame[in.target] = ast.NewTerm(ast.NewSet())
 		case opDot:
-			v := dot(m.get(in.a, frame), m.get(in.b, frame))
+			src, key := m.get(in.a, frame), m.get(in.b, frame)
+			var v *ast.Term
+			if in.dataPath {
+				v = dataDot(src, key)
+			} else {
+				v = dot(src, key)
+			}
 			if v == nil {
 				return stUndefined
 			}
@@ -432,6 +442,38 @@ func dot(src, key *ast.Term) *ast.Term {
 		if v.Contains(key) {
 			return key
 		}
+	}
+	return nil
+}
+
+// dataDot looks key up in src as OPA's store does for a reference rooted at data: by a path of
+// strings, so a number key finds an object's key of its digits ("1") and a string of digits
+// indexes an array. Any other key finds nothing.
+func dataDot(src, key *ast.Term) *ast.Term {
+	if src == nil || key == nil {
+		return nil
+	}
+	var path string
+	switch k := key.Value.(type) {
+	case ast.String:
+		path = string(k)
+	case ast.Number:
+		path = k.String()
+	default:
+		return nil
+	}
+	switch v := src.Value.(type) {
+	case ast.Object:
+		if _, ok := key.Value.(ast.String); ok {
+			return v.Get(key)
+		}
+		return v.Get(ast.StringTerm(path))
+	case *ast.Array:
+		i, ok := util.Atoi(path)
+		if !ok || i < 0 || i >= v.Len() {
+			return nil
+		}
+		return v.Elem(i)
 	}
 	return nil
 }
