@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	opacompile "github.com/open-policy-agent/opa/v1/compile"
+	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -172,5 +173,58 @@ func TestUnknownPlan(t *testing.T) {
 	_, err = prog.Eval(context.Background(), "p/y", ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{})
 	if err == nil || !strings.Contains(err.Error(), `"p/y"`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// handPlan is a plan "p/x" of one block of stmts, with the strings "result", "a", "b", "xs".
+func handPlan(t *testing.T, stmts ...ir.Stmt) *irexec.Program {
+	t.Helper()
+	strs := []*ir.StringConst{{Value: "result"}, {Value: "a"}, {Value: "b"}, {Value: "xs"}}
+	p := &ir.Policy{Static: &ir.Static{Strings: strs}, Plans: &ir.Plans{Plans: []*ir.Plan{{Name: "p/x", Blocks: []*ir.Block{{Stmts: stmts}}}}}}
+	prog, err := irexec.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prog
+}
+
+func local(l int) ir.Operand { return ir.Operand{Value: ir.Local(l)} }
+func str(i int) ir.Operand   { return ir.Operand{Value: ir.StringIndex(i)} }
+func result(l int) []ir.Stmt {
+	return []ir.Stmt{&ir.MakeObjectStmt{Target: 9}, &ir.ObjectInsertStmt{Key: str(0), Value: local(l), Object: 9}, &ir.ResultSetAddStmt{Value: 9}}
+}
+func runHand(t *testing.T, p *irexec.Program, input string) string {
+	t.Helper()
+	out, err := p.Eval(context.Background(), "p/x", ast.MustParseTerm(input), ast.MustParseTerm("{}"), irexec.Options{})
+	if err != nil || out == nil {
+		t.Fatalf("eval: %v %v", out, err)
+	}
+	return out.String()
+}
+
+// TestLiteralSetsStayLiteral: a literal set of constants is built once and shared by every run;
+// a statement that adds to it through another local adds to a copy, and a set that a later
+// statement adds to is not taken for a literal, so no run sees another's members.
+func TestLiteralSetsStayLiteral(t *testing.T) {
+	aliased := handPlan(t, append([]ir.Stmt{
+		&ir.MakeSetStmt{Target: 2}, &ir.SetAddStmt{Value: str(1), Set: 2},
+		&ir.AssignVarStmt{Source: local(2), Target: 3}, &ir.SetAddStmt{Value: str(2), Set: 3},
+		&ir.MakeArrayStmt{Target: 4}, &ir.ArrayAppendStmt{Value: local(2), Array: 4}, &ir.ArrayAppendStmt{Value: local(3), Array: 4},
+	}, result(4)...)...)
+	for range 2 {
+		if got := runHand(t, aliased, "{}"); got != `[{"a"}, {"a", "b"}]` {
+			t.Fatalf("got %s", got)
+		}
+	}
+	grown := handPlan(t, append([]ir.Stmt{
+		&ir.MakeSetStmt{Target: 2}, &ir.SetAddStmt{Value: str(1), Set: 2},
+		&ir.DotStmt{Source: local(0), Key: str(3), Target: 5},
+		&ir.ScanStmt{Source: 5, Key: 6, Value: 7, Block: &ir.Block{Stmts: []ir.Stmt{&ir.SetAddStmt{Value: local(7), Set: 2}}}},
+	}, result(2)...)...)
+	if got := runHand(t, grown, `{"xs": ["c", "d"]}`); got != `{"a", "c", "d"}` {
+		t.Fatalf("first run: %s", got)
+	}
+	if got := runHand(t, grown, `{"xs": ["e"]}`); got != `{"a", "e"}` {
+		t.Fatalf("second run: %s", got)
 	}
 }

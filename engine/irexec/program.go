@@ -36,7 +36,9 @@ type Program struct {
 	// funcs counts the functions, for the per-run memo of functions of input and data alone.
 	funcs int
 	// stack is the most locals any plan's run holds at once.
-	stack    int
+	stack int
+	// frozen are the literal sets built once at New and shared by every run (constSet).
+	frozen   map[*ast.Term]bool
 	machines sync.Pool
 }
 
@@ -67,10 +69,9 @@ type opcode uint8
 const (
 	opAssignVar opcode = iota
 	opAssignVarOnce
-	opAssignInt
+	opConst // term holds the value: a number, or a set of constants built once (see constSet)
 	opResetLocal
 	opMakeNull
-	opMakeNumber // term holds the number
 	opMakeArray
 	opMakeObject
 	opMakeSet
@@ -137,6 +138,7 @@ func New(p *ir.Policy) (*Program, error) {
 	for _, b := range p.Static.BuiltinFuncs {
 		r.builtins[b.Name] = true
 	}
+	r.frozen = map[*ast.Term]bool{}
 	var funcs []*ir.Func
 	if p.Funcs != nil {
 		funcs = p.Funcs.Funcs
@@ -180,7 +182,7 @@ func New(p *ir.Policy) (*Program, error) {
 		prog.plans[pl.Name] = out
 		prog.stack = max(prog.stack, out.stack)
 	}
-	prog.maxArgs = r.maxArgs
+	prog.maxArgs, prog.frozen = r.maxArgs, r.frozen
 	return prog, nil
 }
 
@@ -241,6 +243,8 @@ type resolver struct {
 	builtins map[string]bool
 	maxLocal int32
 	maxArgs  int
+	// frozen are the sets built once by constSet.
+	frozen map[*ast.Term]bool
 	// dataPaths are the locals of the function being resolved that hold a document read by a
 	// reference rooted at data (see dataPathLocals).
 	dataPaths map[int32]bool
@@ -258,7 +262,14 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 			continue
 		}
 		out[i] = make(block, 0, len(b.Stmts))
-		for _, s := range b.Stmts {
+		for j := 0; j < len(b.Stmts); j++ {
+			s := b.Stmts[j]
+			if set, n := r.constSet(b.Stmts[j:]); set != nil {
+				mk := s.(*ir.MakeSetStmt)
+				out[i] = append(out[i], instr{op: opConst, target: r.use(int32(mk.Target)), term: set})
+				j += n - 1
+				continue
+			}
 			ins, err := r.stmt(s)
 			if err != nil {
 				if loc := s.GetLocation(); loc != nil && loc.Row > 0 {
@@ -310,18 +321,18 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.target = opAssignVarOnce, r.use(int32(s.Target))
 		in.a, err = r.operand(s.Source)
 	case *ir.AssignIntStmt:
-		in.op, in.target, in.term = opAssignInt, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
+		in.op, in.target, in.term = opConst, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
 	case *ir.ResetLocalStmt:
 		in.op, in.target = opResetLocal, r.use(int32(s.Target))
 	case *ir.MakeNullStmt:
 		in.op, in.target = opMakeNull, r.use(int32(s.Target))
 	case *ir.MakeNumberIntStmt:
-		in.op, in.target, in.term = opMakeNumber, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
+		in.op, in.target, in.term = opConst, r.use(int32(s.Target)), ast.InternedTerm(int(s.Value))
 	case *ir.MakeNumberRefStmt:
 		if s.Index < 0 || s.Index >= len(r.strings) {
 			return in, fmt.Errorf("number constant %d out of range", s.Index)
 		}
-		in.op, in.target, in.term = opMakeNumber, r.use(int32(s.Target)), ast.NumberTerm(json.Number(r.strings[s.Index].Value.(ast.String)))
+		in.op, in.target, in.term = opConst, r.use(int32(s.Target)), ast.NumberTerm(json.Number(r.strings[s.Index].Value.(ast.String)))
 	case *ir.MakeArrayStmt:
 		in.op, in.target, in.n = opMakeArray, r.use(int32(s.Target)), int(s.Capacity)
 	case *ir.MakeObjectStmt:
@@ -396,6 +407,71 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.astLoc = &ast.Location{Row: loc.Row, Col: loc.Col}
 	}
 	return in, err
+}
+
+// constSet recognises a literal set of constants, as the planner writes {"a", "b"}: a
+// MakeSetStmt and the SetAddStmts of constant strings and booleans into it that follow. It
+// returns the set, built once and shared by every run, and how many statements it replaces;
+// nil when stmts does not start with one. The planner builds such a set afresh on every
+// evaluation (the default policy's "input.action in {...}" guards): here it costs nothing.
+// A run never changes it: a SetAddStmt that meets one adds to a copy (see opSetAdd).
+func (r *resolver) constSet(stmts []ir.Stmt) (*ast.Term, int) {
+	mk, ok := stmts[0].(*ir.MakeSetStmt)
+	if !ok {
+		return nil, 0
+	}
+	set := ast.NewSet()
+	n := 1
+	for _, s := range stmts[1:] {
+		add, ok := s.(*ir.SetAddStmt)
+		if !ok || add.Set != mk.Target {
+			break
+		}
+		o, err := r.operand(add.Value)
+		if err != nil || o.term == nil {
+			break
+		}
+		set.Add(o.term)
+		n++
+	}
+	if n == 1 {
+		return nil, 0
+	}
+	// A set some later statement still adds to (a computed member) is not a literal.
+	if addsTo(stmts[n:], ir.Local(mk.Target)) {
+		return nil, 0
+	}
+	set.Sorted() // sort it now, once: runs read it concurrently
+	t := ast.NewTerm(set)
+	r.frozen[t] = true
+	return t, n
+}
+
+// addsTo reports whether any of stmts, or of the blocks nested in them, adds to set.
+func addsTo(stmts []ir.Stmt, set ir.Local) bool {
+	for _, s := range stmts {
+		var nested []*ir.Block
+		switch s := s.(type) {
+		case *ir.SetAddStmt:
+			if s.Set == set {
+				return true
+			}
+		case *ir.BlockStmt:
+			nested = s.Blocks
+		case *ir.ScanStmt:
+			nested = []*ir.Block{s.Block}
+		case *ir.NotStmt:
+			nested = []*ir.Block{s.Block}
+		case *ir.WithStmt:
+			nested = []*ir.Block{s.Block}
+		}
+		for _, b := range nested {
+			if b != nil && addsTo(b.Stmts, set) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // localOf is the local an operand names, if it names one.

@@ -40,7 +40,7 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	}
 	m := p.machine()
 	defer p.release(m)
-	m.ctx, m.cancel = ctx, opts.Cancel
+	m.ctx, m.cancel, m.frozen = ctx, opts.Cancel, p.frozen
 	at := opts.Time
 	if at.IsZero() {
 		at = time.Now()
@@ -87,6 +87,7 @@ type machine struct {
 	memoSet []bool
 	args    []*ast.Term
 	results []*ast.Term
+	frozen  map[*ast.Term]bool // Program.frozen
 	err     error
 	ret     *ast.Term // the value of the return statement that ended a function
 	// out is the built-in result handed to collect.
@@ -127,7 +128,7 @@ func (p *Program) release(m *machine) {
 	clear(m.memoSet)
 	clear(m.results)
 	m.results = m.results[:0]
-	m.ctx, m.cancel, m.timeT, m.cache, m.err, m.out, m.ret = nil, nil, nil, nil, nil, nil, nil
+	m.ctx, m.cancel, m.timeT, m.cache, m.err, m.out, m.ret, m.frozen = nil, nil, nil, nil, nil, nil, nil, nil
 	p.machines.Put(m)
 }
 
@@ -156,7 +157,7 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 				continue // the first of equal values stays, as in topdown (1 before 1.0)
 			}
 			frame[in.target] = v
-		case opAssignInt, opMakeNumber:
+		case opConst:
 			frame[in.target] = in.term
 		case opResetLocal:
 			frame[in.target] = nil
@@ -234,6 +235,11 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 			if !ok || v == nil {
 				m.fail(in, errors.New("add to a non-set"))
 				return stReturned
+			}
+			if m.frozen[frame[in.target]] {
+				// A literal set built once at New: add to a copy of it.
+				set = set.Copy()
+				frame[in.target] = ast.NewTerm(set)
 			}
 			set.Add(v)
 		case opCallFunc:
