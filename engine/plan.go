@@ -51,7 +51,8 @@ func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Parsed: modules[name]})
 	}
-	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithEntrypoints(entrypoints...).WithBundle(b).WithEnablePrintStatements(false)
+	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(opacompile.PlanFormatProto).
+		WithEntrypoints(entrypoints...).WithBundle(b).WithEnablePrintStatements(false)
 	if err := c.Build(ctx); err != nil {
 		out.reason = fmt.Sprintf("the planner refused the policy: %v", err)
 		return out
@@ -60,7 +61,7 @@ func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints
 		out.reason = fmt.Sprintf("the planner wrote %d plans, not one", len(c.Bundle().PlanModules))
 		return out
 	}
-	pol, err := irexec.PlanJSON(c.Bundle().PlanModules[0].Raw)
+	pol, err := irexec.PlanProto(c.Bundle().PlanModules[0].Raw)
 	if err == nil {
 		out.program, err = irexec.New(pol)
 	}

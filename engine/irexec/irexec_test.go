@@ -21,19 +21,30 @@ import (
 	"github.com/arbiter-mcp/arbiter/engine/irexec"
 )
 
-// plan plans the entry point "p/x" of src (a module of package p) and readies it.
+// plan plans the entry point "p/x" of src (a module of package p) and readies it, from the
+// plan in OPA's protobuf format, as the engine does.
 func plan(t *testing.T, src string) (*irexec.Program, error) {
+	t.Helper()
+	return planAs(t, src, opacompile.PlanFormatProto)
+}
+
+// planAs is plan from the plan in format (opacompile.PlanFormatProto or PlanFormatJSON).
+func planAs(t *testing.T, src, format string) (*irexec.Program, error) {
 	t.Helper()
 	m, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, src)
 	}
 	b := &bundle.Bundle{Data: map[string]any{}, Modules: []bundle.ModuleFile{{URL: "p.rego", Path: "p.rego", Parsed: m}}}
-	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithEntrypoints("p/x").WithBundle(b)
+	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(format).WithEntrypoints("p/x").WithBundle(b)
 	if err := c.Build(context.Background()); err != nil {
 		t.Fatalf("plan: %v\n%s", err, src)
 	}
-	pol, err := irexec.PlanJSON(c.Bundle().PlanModules[0].Raw)
+	decode := irexec.PlanProto
+	if format == opacompile.PlanFormatJSON {
+		decode = irexec.PlanJSON
+	}
+	pol, err := decode(c.Bundle().PlanModules[0].Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +108,10 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 			if err != nil {
 				t.Fatalf("executor refused the plan: %v", err)
 			}
+			fromJSON, err := planAs(t, src, opacompile.PlanFormatJSON)
+			if err != nil {
+				t.Fatalf("executor refused the JSON plan: %v", err)
+			}
 			dataJSON := c.Data
 			if dataJSON == "" {
 				dataJSON = "{}"
@@ -116,6 +131,10 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 				}
 				want, werr := topdownEval(t, src, input, data, now)
 				got, gerr := prog.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now})
+				// The same plan read from OPA's JSON format runs alike.
+				if j, jerr := fromJSON.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
+					t.Errorf("input %s: from the protobuf plan %v (error %v), from the JSON plan %v (error %v)", in, got, gerr, j, jerr)
+				}
 				switch {
 				case werr != nil && gerr != nil:
 				case c.Stricter && werr == nil && gerr != nil:
