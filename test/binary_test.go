@@ -64,6 +64,8 @@ type running struct {
 	adminAddr string
 	logs      chan map[string]any
 	done      chan error
+	// startup are the log records written before "arbiter serving".
+	startup []map[string]any
 }
 
 // serveBinary starts `arbiter serve` on loopback port 0 and waits for its "serving" log line.
@@ -96,6 +98,7 @@ func serveBinary(t *testing.T, args ...string) *running {
 			r.adminAddr, _ = rec["admin_addr"].(string)
 			return r
 		}
+		r.startup = append(r.startup, rec)
 	}
 	t.Fatalf("arbiter serve exited before serving: %v", <-r.done)
 	return nil

@@ -64,6 +64,9 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 	c := (&service{addr: srv.grpcAddr}).as(t, "")
 
 	before := scrape(t, srv.adminAddr)
+	if !strings.Contains(before, `arbiter_policy_evaluator{evaluator="ir"} 1`) {
+		t.Errorf("metrics do not say the policy is decided by its plan:\n%s", before)
+	}
 	if !strings.Contains(before, "go_goroutines") || !strings.Contains(before, `arbiter_bundle_active_revision{bundle="default"`) {
 		t.Fatalf("runtime or bundle metrics missing:\n%s", before)
 	}
@@ -149,5 +152,30 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 	}
 	if out, err := exec.Command(arbiterBinary(t), "audit", "query", "--file", logFile, "--since", "yesterday").CombinedOutput(); err == nil {
 		t.Fatalf("a bad --since should fail: %s", out)
+	}
+}
+
+// TestTopdownDecidingIsVisible: a policy the plan executor cannot run (it uses "with") is
+// served by OPA's topdown evaluator, and both the service log and the metrics say so, as they
+// do for --evaluator topdown.
+func TestTopdownDecidingIsVisible(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package mcp\n\nread := input.action\n\ndecision := {\"result\": \"allow\"} if {\n\tread == \"tools/call\" with input.action as \"tools/call\"\n}\n"), 0o644)
+	srv := serveBinary(t, "--policy", dir)
+	var why string
+	for _, rec := range srv.startup {
+		if rec["msg"] == "policy runs on OPA's topdown evaluator" {
+			why, _ = rec["reason"].(string)
+		}
+	}
+	if !strings.Contains(why, "WithStmt") {
+		t.Errorf("no startup log line says why topdown decides: %v", srv.startup)
+	}
+	if m := scrape(t, srv.adminAddr); !strings.Contains(m, `arbiter_policy_evaluator{evaluator="topdown"} 1`) {
+		t.Errorf("metrics do not say topdown decides:\n%s", m)
+	}
+	forced := serveBinary(t, "--evaluator", "topdown")
+	if m := scrape(t, forced.adminAddr); !strings.Contains(m, `arbiter_policy_evaluator{evaluator="topdown"} 1`) {
+		t.Errorf("--evaluator topdown: metrics do not say topdown decides:\n%s", m)
 	}
 }

@@ -292,6 +292,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return out
 	})
+	metrics.PolicyEvaluator(func() string {
+		evaluator, _ := eng.Evaluator()
+		return evaluator
+	})
 
 	// Both listeners' certificates are loaded now, so a bad file stops serve before it serves.
 	grpcTLS, err := serverTLS("grpc", f.grpcTLSCert, f.grpcTLSKey)

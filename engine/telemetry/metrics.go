@@ -103,6 +103,12 @@ func (m *Metrics) BundleRevisions(active func() map[string]string) {
 	m.reg.MustRegister(&bundleCollector{active: active})
 }
 
+// PolicyEvaluator reports at scrape time what decides for the serving policy revision:
+// "ir" (its plan) or "topdown" (OPA's evaluator, after a policy the plan executor cannot run).
+func (m *Metrics) PolicyEvaluator(current func() string) {
+	m.reg.MustRegister(&evaluatorCollector{current: current})
+}
+
 // DecisionLog reports the decision log's queue depth, refusals for a full queue, and failed
 // writes.
 func (m *Metrics) DecisionLog(depth func() int, full, failures func() uint64) {
@@ -141,6 +147,7 @@ var (
 	sessionsDesc  = prometheus.NewDesc("arbiter_sessions", "Sessions in the store by status.", []string{"status"}, nil)
 	approvalsDesc = prometheus.NewDesc("arbiter_approvals_pending", "Approvals waiting for a human.", nil, nil)
 	bundleDesc    = prometheus.NewDesc("arbiter_bundle_active_revision", "1 for the active revision of each bundle.", []string{"bundle", "revision"}, nil)
+	evaluatorDesc = prometheus.NewDesc("arbiter_policy_evaluator", "1 for what decides for the serving policy revision: ir (its plan) or topdown.", []string{"evaluator"}, nil)
 )
 
 // reuseFactor bounds how much of a CPU counting the store for scrapes may take: a count is
@@ -194,6 +201,16 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions[st]), st)
 	}
 	ch <- prometheus.MustNewConstMetric(approvalsDesc, prometheus.GaugeValue, float64(pending))
+}
+
+type evaluatorCollector struct {
+	current func() string
+}
+
+func (c *evaluatorCollector) Describe(ch chan<- *prometheus.Desc) { ch <- evaluatorDesc }
+
+func (c *evaluatorCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(evaluatorDesc, prometheus.GaugeValue, 1, c.current())
 }
 
 type bundleCollector struct {
