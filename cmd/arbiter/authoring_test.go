@@ -364,6 +364,7 @@ func TestEvalBadInvocations(t *testing.T) {
 		{"missing bundle file", []string{"--input", in, "--bundle", filepath.Join(dir, "nope.tar.gz")}, 1, "--bundle"},
 		{"policy and bundle", []string{"--input", in, "--policy", dir, "--bundle", filepath.Join(dir, "b.tar.gz")}, 2, "alternatives"},
 		{"stray argument", []string{"--input", in, "extra"}, 2, "usage"},
+		{"unknown evaluator", []string{"--input", in, "--evaluator", "wasm"}, 2, `--evaluator must be ir or topdown, not "wasm"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := arbiter(t, append([]string{"eval"}, tc.args...)...)
@@ -371,6 +372,25 @@ func TestEvalBadInvocations(t *testing.T) {
 				t.Errorf("exit %d (want %d), want stderr containing %q:\n%s%s", code, tc.code, tc.contains, out, errOut)
 			}
 		})
+	}
+}
+
+// TestEvalEvaluator: --evaluator picks what decides. On a rule that topdown stops at its first
+// success, the plan evaluates every element and meets a failing built-in: the stricter answer
+// the policy guide describes, a policy_error deny, with the error on stderr.
+func TestEvalEvaluator(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"p.rego":  "package mcp\n\npositive if {\n\tsome v in input.vals\n\tto_number(v) > 0\n}\n\ndecision := {\"result\": \"allow\"} if positive\n\nelse := {\"result\": \"deny\"}\n",
+		"in.json": `{"action": "tools/call", "vals": ["1", "a"]}`,
+	})
+	in := filepath.Join(dir, "in.json")
+	code, out, errOut := arbiter(t, "eval", "--input", in, "--policy", dir, "--evaluator", "topdown")
+	if d := decision(t, out); code != 0 || d.Result != "allow" {
+		t.Errorf("topdown: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = arbiter(t, "eval", "--input", in, "--policy", dir)
+	if d := decision(t, out); code != 0 || d.Result != "deny" || d.Reasons[0].Code != "policy_error" || !strings.Contains(errOut, "to_number") {
+		t.Errorf("plan: exit %d\n%s%s", code, out, errOut)
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 	arbiterv1 "github.com/arbiter-mcp/arbiter/proto/arbiter/v1"
 )
 
-const evalUsage = "usage: arbiter eval --input FILE [--policy DIR | --bundle FILE] [--session FILE] [--now TIME] [--explain]"
+const evalUsage = "usage: arbiter eval --input FILE [--policy DIR | --bundle FILE] [--session FILE] [--now TIME] [--evaluator ir|topdown] [--explain]"
 
 // maxEvalBundleFileBytes bounds any one file of a bundle given to eval, as OPA's reader
 // counts it after decompression: a guard against gzip bombs.
@@ -47,6 +47,7 @@ func evalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		now = t
 		return nil
 	})
+	evaluator := fs.String("evaluator", engine.EvaluatorIR, "what decides, as serve --evaluator: ir (the policy's plan; topdown for a policy the plan executor cannot run) or topdown (OPA's evaluator)")
 	explain := fs.Bool("explain", false, "after the decision, print the policy's result, which rule produced each reason and every rule that held")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -58,6 +59,10 @@ func evalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *policyDir != "" && *bundlePath != "" {
 		fmt.Fprintln(stderr, "--policy and --bundle are alternatives: give one")
 		fmt.Fprintln(stderr, evalUsage)
+		return errUsage
+	}
+	if *evaluator != engine.EvaluatorIR && *evaluator != engine.EvaluatorTopdown {
+		fmt.Fprintf(stderr, "--evaluator must be %s or %s, not %q\n", engine.EvaluatorIR, engine.EvaluatorTopdown, *evaluator)
 		return errUsage
 	}
 
@@ -82,7 +87,7 @@ func evalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	} else {
 		input["now"] = now.UTC().Format(time.RFC3339Nano)
 	}
-	cfg := engine.Config{Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	cfg := engine.Config{Logger: slog.New(slog.NewTextHandler(stderr, nil)), Evaluator: *evaluator}
 	if !now.IsZero() {
 		cfg.Clock = func() time.Time { return now }
 	}
