@@ -38,6 +38,10 @@ type Explanation struct {
 	Reasons []ExplainedReason
 	// Rules are the rules that held during evaluation, each once, in the order they first did.
 	Rules []RuleHit
+	// Traced says which evaluator the explanation comes from when it is not the one that made
+	// Decision and the two disagree: the explanation traces OPA's topdown evaluator, while the
+	// policy's plan decides (see Engine.Evaluator), and in a few cases the plan is stricter.
+	Traced string
 }
 
 // ExplainedReason is a reason of the decision and the rule that produced it.
@@ -65,6 +69,17 @@ type RuleHit struct {
 	Function bool
 	// Element is true for a rule that adds Value to a set ("contains").
 	Element bool
+}
+
+// topdownAnswer says in a few words what the traced evaluation answered.
+func topdownAnswer(ex Explanation) string {
+	if ex.Error != "" {
+		return "with an error"
+	}
+	if m, ok := ex.Result.(map[string]any); ok {
+		return fmt.Sprint(m["result"])
+	}
+	return "nothing"
 }
 
 // Explain decides input as EvaluateInput does and, when the policy runs, evaluates it again
@@ -106,6 +121,12 @@ func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation
 	}
 	if perr := resultContractError(rs); perr != nil && ex.Error == "" {
 		ex.Error = perr.Error()
+	}
+	if pq.program != nil {
+		planFailed := d.Outcome == Deny && len(d.Reasons) == 1 && d.Reasons[0].Code == ReasonPolicyError
+		if planFailed != (ex.Error != "") {
+			ex.Traced = fmt.Sprintf("the policy's plan decided %s; what follows traces OPA's topdown evaluator, which answered %s", d.Outcome, topdownAnswer(ex))
+		}
 	}
 
 	for _, r := range d.Reasons {

@@ -392,6 +392,11 @@ func TestEvalEvaluator(t *testing.T) {
 	if d := decision(t, out); code != 0 || d.Result != "deny" || d.Reasons[0].Code != "policy_error" || !strings.Contains(errOut, "to_number") {
 		t.Errorf("plan: exit %d\n%s%s", code, out, errOut)
 	}
+	// --explain traces topdown, and says that it answered otherwise than the plan.
+	code, out, errOut = arbiter(t, "eval", "--input", in, "--policy", dir, "--explain")
+	if code != 0 || !strings.Contains(out, "note: the policy's plan decided deny; what follows traces OPA's topdown evaluator, which answered allow") {
+		t.Errorf("--explain: exit %d\n%s%s", code, out, errOut)
+	}
 }
 
 func TestEvalExplainPolicyError(t *testing.T) {

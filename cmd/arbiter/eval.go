@@ -264,6 +264,9 @@ func printExplanation(w io.Writer, ex engine.Explanation) {
 		fmt.Fprintf(w, "no policy ran: %s\n", ex.EngineReason)
 		return
 	}
+	if ex.Traced != "" {
+		fmt.Fprintf(w, "note: %s (see \"How a policy is evaluated\" in the policy guide)\n", ex.Traced)
+	}
 	if ex.Error != "" {
 		fmt.Fprintf(w, "policy error: %s\n", ex.Error)
 	}
