@@ -274,8 +274,25 @@ func (pq *prepared) usePlan(ctx context.Context, modules *compiledModules, evalu
 	if err != nil {
 		return fmt.Errorf("policy data: %w", err)
 	}
+	sortAll(v)
 	pq.program, pq.data = plan.program, ast.NewTerm(v)
 	return nil
+}
+
+// sortAll sorts every object and set in v now. AST collections sort their keys the first time
+// they are read in order; runs share the data document, and a built-in copying an object while
+// another run sorts it would race.
+func sortAll(v ast.Value) {
+	switch v := v.(type) {
+	case ast.Object:
+		for _, k := range v.Keys() {
+			sortAll(v.Get(k).Value)
+		}
+	case ast.Set:
+		v.Foreach(func(t *ast.Term) { sortAll(t.Value) })
+	case *ast.Array:
+		v.Foreach(func(t *ast.Term) { sortAll(t.Value) })
+	}
 }
 
 // topdownOnly makes topdown decide for pq, for reason.

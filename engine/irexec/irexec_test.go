@@ -247,3 +247,24 @@ func TestLiteralSetsStayLiteral(t *testing.T) {
 		t.Fatalf("second run: %s", got)
 	}
 }
+
+// TestRefusesMalformedPlans: a plan calling what it does not declare, or a built-in with the
+// wrong number of arguments, is refused at New with the row, never run.
+func TestRefusesMalformedPlans(t *testing.T) {
+	for _, tc := range []struct {
+		stmt ir.Stmt
+		want string
+	}{
+		{&ir.CallStmt{Func: "count", Args: nil, Result: 2}, "call of count with 0 arguments, it takes 1"},
+		{&ir.CallStmt{Func: "g0.data.p.nope", Args: []ir.Operand{local(0), local(1)}, Result: 2}, "neither defines nor declares"},
+		{&ir.AssignVarStmt{Source: local(1), Target: 2}, "whole data document"},
+	} {
+		tc.stmt.SetLocation(0, 7, 1, "", nil)
+		p := &ir.Policy{Static: &ir.Static{Strings: []*ir.StringConst{{Value: "result"}}, BuiltinFuncs: []*ir.BuiltinFunc{{Name: "count"}}},
+			Plans: &ir.Plans{Plans: []*ir.Plan{{Name: "p/x", Blocks: []*ir.Block{{Stmts: []ir.Stmt{&ir.BlockStmt{Blocks: []*ir.Block{{Stmts: []ir.Stmt{tc.stmt}}}}}}}}}}}
+		_, err := irexec.New(p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "row 7") != 1 {
+			t.Errorf("%T: got %v, want an error naming row 7 once and saying %q", tc.stmt, err, tc.want)
+		}
+	}
+}

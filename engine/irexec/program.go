@@ -7,15 +7,18 @@
 // implementations, called with the same operands), so only the control flow and the handful of
 // value operations below are Arbiter's.
 //
-// A plan that uses anything this package does not run (a "with" modifier, a dynamic call, a
-// non-deterministic built-in, a built-in OPA does not implement in Go, ...) is refused by New
-// with an error wrapping ErrUnsupported: the caller then evaluates the policy with topdown.
+// A plan that uses anything this package does not run (a "with" replacing input or data, a
+// dynamic call, a non-deterministic built-in, a built-in OPA does not implement in Go, the whole
+// data document read as a value, ...) is refused by New with an error wrapping ErrUnsupported:
+// the caller then evaluates the policy with topdown. ("with" replacing a function or built-in
+// is planned away by OPA: the plan calls the replacement.)
 package irexec
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -120,6 +123,9 @@ type instr struct {
 	args   []operand
 	loc    ir.Location
 	astLoc *ast.Location // loc, for the errors of built-ins
+	// lastWins marks the ObjectInsertOnceStmt of an object comprehension (see
+	// comprehensionInserts).
+	lastWins bool
 	// dataPath marks a DotStmt that continues a reference rooted at data (data.a[k]): OPA
 	// reads those from its store by a path of strings, so it looks them up as the store does.
 	dataPath bool
@@ -138,7 +144,7 @@ func New(p *ir.Policy) (*Program, error) {
 	for _, b := range p.Static.BuiltinFuncs {
 		r.builtins[b.Name] = true
 	}
-	r.frozen = map[*ast.Term]bool{}
+	r.frozen, r.lastWins = map[*ast.Term]bool{}, map[*ir.ObjectInsertOnceStmt]bool{}
 	var funcs []*ir.Func
 	if p.Funcs != nil {
 		funcs = p.Funcs.Funcs
@@ -154,7 +160,7 @@ func New(p *ir.Policy) (*Program, error) {
 	for _, f := range funcs {
 		fn := r.funcs[f.Name]
 		r.maxLocal = 0
-		r.dataPaths = dataPathLocals(f.Blocks)
+		r.dataDots = dataPathDots(f.Blocks)
 		for _, l := range f.Params {
 			r.use(int32(l))
 		}
@@ -168,7 +174,7 @@ func New(p *ir.Policy) (*Program, error) {
 	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
 	for _, pl := range p.Plans.Plans {
 		r.maxLocal = int32(ir.Data)
-		r.dataPaths = dataPathLocals(pl.Blocks)
+		r.dataDots = dataPathDots(pl.Blocks)
 		blocks, err := r.blocks(pl.Blocks)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
@@ -245,9 +251,14 @@ type resolver struct {
 	maxArgs  int
 	// frozen are the sets built once by constSet.
 	frozen map[*ast.Term]bool
-	// dataPaths are the locals of the function being resolved that hold a document read by a
-	// reference rooted at data (see dataPathLocals).
-	dataPaths map[int32]bool
+	// dataRootOK lets the operand being resolved be the data document itself: the source of a
+	// DotStmt or ScanStmt, or the data argument of a planned function.
+	dataRootOK bool
+	// lastWins are the insertions of object comprehensions (comprehensionInserts).
+	lastWins map[*ir.ObjectInsertOnceStmt]bool
+	// dataDots are the DotStmts of the function being resolved that continue a reference
+	// rooted at data (see dataPathDots).
+	dataDots map[*ir.DotStmt]bool
 }
 
 func (r *resolver) use(l int32) int32 {
@@ -270,10 +281,17 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 				j += n - 1
 				continue
 			}
+			if mk, ok := s.(*ir.MakeObjectStmt); ok && j+1 < len(b.Stmts) {
+				// An object comprehension: the planner makes the object, then runs the body.
+				if body, ok := b.Stmts[j+1].(*ir.BlockStmt); ok {
+					comprehensionInserts(body.Blocks, mk.Target, r.lastWins)
+				}
+			}
 			ins, err := r.stmt(s)
 			if err != nil {
-				if loc := s.GetLocation(); loc != nil && loc.Row > 0 {
-					return nil, fmt.Errorf("row %d: %w", loc.Row, err)
+				var located *rowError
+				if loc := s.GetLocation(); loc != nil && loc.Row > 0 && !errors.As(err, &located) {
+					err = &rowError{row: loc.Row, err: err}
 				}
 				return nil, err
 			}
@@ -283,9 +301,50 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 	return out, nil
 }
 
+// rowError is an error about the statement at a row of the policy: it names the innermost
+// statement's row once, however deep the statement sits.
+type rowError struct {
+	row int
+	err error
+}
+
+func (e *rowError) Error() string { return fmt.Sprintf("row %d: %v", e.row, e.err) }
+func (e *rowError) Unwrap() error { return e.err }
+
+// comprehensionInserts adds to out the ObjectInsertOnceStmts of blocks, at any depth, into
+// obj: the insertions of an object comprehension's body. Given a key twice with equal values
+// (1, then 1.0), a comprehension keeps the last, as topdown does; a partial object rule, which
+// the planner also writes with ObjectInsertOnceStmt, keeps the first.
+func comprehensionInserts(blocks []*ir.Block, obj ir.Local, out map[*ir.ObjectInsertOnceStmt]bool) {
+	for _, b := range blocks {
+		if b == nil {
+			continue
+		}
+		for _, s := range b.Stmts {
+			switch s := s.(type) {
+			case *ir.ObjectInsertOnceStmt:
+				if s.Object == obj {
+					out[s] = true
+				}
+			case *ir.BlockStmt:
+				comprehensionInserts(s.Blocks, obj, out)
+			case *ir.ScanStmt:
+				comprehensionInserts([]*ir.Block{s.Block}, obj, out)
+			case *ir.NotStmt:
+				comprehensionInserts([]*ir.Block{s.Block}, obj, out)
+			}
+		}
+	}
+}
+
 func (r *resolver) operand(o ir.Operand) (operand, error) {
 	switch v := o.Value.(type) {
 	case ir.Local:
+		if v == ir.Data && !r.dataRootOK {
+			// OPA's store hides data.system from a read of the whole data document; a plan
+			// handing data on whole (x := data, f(data), a built-in given data) is left to it.
+			return operand{}, fmt.Errorf("%w: the whole data document read as a value", ErrUnsupported)
+		}
 		return operand{local: r.use(int32(v))}, nil
 	case ir.StringIndex:
 		if int(v) < 0 || int(v) >= len(r.strings) {
@@ -341,10 +400,13 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.target = opMakeSet, r.use(int32(s.Target))
 	case *ir.DotStmt:
 		in.op, in.target = opDot, r.use(int32(s.Target))
-		two(s.Source, s.Key)
-		if l, ok := localOf(s.Source); ok {
-			in.dataPath = r.dataPaths[l]
+		r.dataRootOK = true
+		in.a, err = r.operand(s.Source)
+		r.dataRootOK = false
+		if err == nil {
+			in.b, err = r.operand(s.Key)
 		}
+		in.dataPath = r.dataDots[s]
 	case *ir.LenStmt:
 		in.op, in.target = opLen, r.use(int32(s.Target))
 		in.a, err = r.operand(s.Source)
@@ -374,7 +436,7 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.target = opObjectInsert, r.use(int32(s.Object))
 		two(s.Key, s.Value)
 	case *ir.ObjectInsertOnceStmt:
-		in.op, in.target = opObjectInsertOnce, r.use(int32(s.Object))
+		in.op, in.target, in.lastWins = opObjectInsertOnce, r.use(int32(s.Object)), r.lastWins[s]
 		two(s.Key, s.Value)
 	case *ir.SetAddStmt:
 		in.op, in.target = opSetAdd, r.use(int32(s.Set))
@@ -485,63 +547,81 @@ func localOf(o ir.Operand) (int32, bool) {
 	return 0, false
 }
 
-// dataPathLocals finds the locals of a function or plan that hold what a reference rooted at
-// data reads: data itself (ir.Data), and every local whose only definitions are DotStmts on
-// such a local. The planner writes data.a[k].b as a chain of DotStmts from data, while a
-// variable bound to a document (v := data.a; v[k]) is a copy (AssignVarStmt) and a loop's
-// value a ScanStmt: those OPA looks up as values, not through its store.
-func dataPathLocals(blocks []*ir.Block) map[int32]bool {
-	dotFrom := map[int32][]int32{} // target: the sources of the DotStmts defining it
-	other := map[int32]bool{}      // targets of any other definition
-	var walk func([]*ir.Block)
-	walk = func(blocks []*ir.Block) {
-		for _, b := range blocks {
-			if b == nil {
-				continue
-			}
-			for _, s := range b.Stmts {
-				if d, ok := s.(*ir.DotStmt); ok {
-					if src, ok := localOf(d.Source); ok {
-						dotFrom[int32(d.Target)] = append(dotFrom[int32(d.Target)], src)
-						continue
-					}
-					other[int32(d.Target)] = true
-					continue
+// dataPathDots finds the DotStmts of a function or plan that continue a reference rooted at
+// data (data.a[k].b): OPA reads such a reference from its store, by a path of strings, where it
+// looks a value up in a document it already holds by the key's value. It follows the
+// statements in order, knowing which locals hold a document so read: data itself (ir.Data), a
+// DotStmt's result on such a local, and the value a ScanStmt takes from one (data.a[_][k] is
+// still one reference). What ends it for a local:
+//   - any other definition (the planner reuses a local across rule bodies);
+//   - a copy (v := data.a; v[k] looks up a value: AssignVarStmt starts a new local);
+//   - a type or length check (IsObjectStmt, LenStmt, ...): the planner unifies a pattern with
+//     the document, {k: v} = data.a, which compares values.
+//
+// A local defined inside a nested block is known only within it.
+func dataPathDots(blocks []*ir.Block) map[*ir.DotStmt]bool {
+	out := map[*ir.DotStmt]bool{}
+	var walk func(b *ir.Block, held map[int32]bool)
+	walk = func(b *ir.Block, outer map[int32]bool) {
+		if b == nil {
+			return
+		}
+		held := maps.Clone(outer)
+		for _, s := range b.Stmts {
+			switch s := s.(type) {
+			case *ir.DotStmt:
+				src, ok := localOf(s.Source)
+				onPath := ok && held[src]
+				out[s] = onPath
+				setHeld(held, int32(s.Target), onPath)
+			case *ir.ScanStmt:
+				inner := maps.Clone(held)
+				setHeld(inner, int32(s.Key), false)
+				setHeld(inner, int32(s.Value), held[int32(s.Source)])
+				walk(s.Block, inner)
+			case *ir.IsObjectStmt:
+				checked(held, s.Source)
+			case *ir.IsArrayStmt:
+				checked(held, s.Source)
+			case *ir.IsSetStmt:
+				checked(held, s.Source)
+			case *ir.LenStmt:
+				checked(held, s.Source)
+				setHeld(held, int32(s.Target), false)
+			case *ir.BlockStmt:
+				for _, sub := range s.Blocks {
+					walk(sub, held)
 				}
+			case *ir.NotStmt:
+				walk(s.Block, held)
+			case *ir.WithStmt:
+				walk(s.Block, held)
+			default:
 				for _, t := range definedBy(s) {
-					other[t] = true
-				}
-				switch s := s.(type) {
-				case *ir.BlockStmt:
-					walk(s.Blocks)
-				case *ir.ScanStmt:
-					walk([]*ir.Block{s.Block})
-				case *ir.NotStmt:
-					walk([]*ir.Block{s.Block})
-				case *ir.WithStmt:
-					walk([]*ir.Block{s.Block})
+					setHeld(held, t, false)
 				}
 			}
 		}
 	}
-	walk(blocks)
-	out := map[int32]bool{int32(ir.Data): true}
-	for changed := true; changed; {
-		changed = false
-		for target, srcs := range dotFrom {
-			if out[target] || other[target] {
-				continue
-			}
-			all := true
-			for _, src := range srcs {
-				all = all && out[src]
-			}
-			if all {
-				out[target], changed = true, true
-			}
-		}
+	for _, b := range blocks {
+		walk(b, map[int32]bool{int32(ir.Data): true})
 	}
 	return out
+}
+
+func setHeld(held map[int32]bool, l int32, on bool) {
+	if on {
+		held[l] = true
+	} else {
+		delete(held, l)
+	}
+}
+
+// checked ends the reference a local holds once the plan checks its type or length.
+func checked(held map[int32]bool, o ir.Operand) {
+	if l, ok := localOf(o); ok {
+		delete(held, l)
+	}
 }
 
 // definedBy lists the locals a statement other than DotStmt writes.
@@ -595,21 +675,26 @@ func definedBy(s ir.Stmt) []int32 {
 func (r *resolver) call(in *instr, s *ir.CallStmt) error {
 	in.target = r.use(int32(s.Result))
 	in.args = make([]operand, len(s.Args))
+	fn, planned := r.funcs[s.Func]
+	if !planned && !r.builtins[s.Func] {
+		return fmt.Errorf("call of %s, which the plan neither defines nor declares", s.Func)
+	}
 	for i, a := range s.Args {
 		var err error
-		if in.args[i], err = r.operand(a); err != nil {
+		// A planned function takes data as its second argument.
+		r.dataRootOK = planned && i == 1
+		in.args[i], err = r.operand(a)
+		r.dataRootOK = false
+		if err != nil {
 			return err
 		}
 	}
-	if fn, ok := r.funcs[s.Func]; ok {
+	if planned {
 		if len(in.args) != len(fn.params) {
 			return fmt.Errorf("call of %s with %d arguments, it takes %d", s.Func, len(in.args), len(fn.params))
 		}
 		in.op, in.fn = opCallFunc, fn
 		return nil
-	}
-	if !r.builtins[s.Func] {
-		return fmt.Errorf("call of %s, which the plan neither defines nor declares", s.Func)
 	}
 	decl, ok := ast.BuiltinMap[s.Func]
 	if !ok {
@@ -625,6 +710,9 @@ func (r *resolver) call(in *instr, s *ir.CallStmt) error {
 	}
 	if decl.Decl.Result() == nil {
 		return fmt.Errorf("%w: built-in %s returns nothing", ErrUnsupported, s.Func)
+	}
+	if args := decl.Decl.FuncArgs(); args.Variadic == nil && len(args.Args) != len(in.args) {
+		return fmt.Errorf("call of %s with %d arguments, it takes %d", s.Func, len(in.args), len(args.Args))
 	}
 	bi := topdown.GetBuiltin(s.Func)
 	if bi == nil {

@@ -33,14 +33,21 @@ var ErrConflict = errors.New("conflicting values")
 // Eval runs the plan name (an entry point, such as "mcp/decision") on input and data and
 // returns the entry point's value: nil when it is undefined. Any failing built-in fails the
 // run, as OPA's evaluator does with strict built-in errors.
-func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, opts Options) (*ast.Term, error) {
+func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, opts Options) (out *ast.Term, err error) {
+	// A panic (in a built-in, say) fails the run, so the caller denies, instead of taking down
+	// the process.
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("plan %q panicked: %v", name, r)
+		}
+	}()
 	pl, ok := p.plans[name]
 	if !ok {
 		return nil, fmt.Errorf("no plan %q", name)
 	}
 	m := p.machine()
 	defer p.release(m)
-	m.ctx, m.cancel, m.frozen = ctx, opts.Cancel, p.frozen
+	m.ctx, m.cancel, m.frozen, m.dataRoot = ctx, opts.Cancel, p.frozen, data
 	at := opts.Time
 	if at.IsZero() {
 		at = time.Now()
@@ -72,7 +79,10 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	return nil, fmt.Errorf("plan %q produced %d results", name, len(m.results))
 }
 
-var resultKey = ast.StringTerm("result")
+var (
+	resultKey = ast.StringTerm("result")
+	systemKey = ast.StringTerm("system")
+)
 
 // machine is the state of one run; runs reuse machines through Program's pool.
 type machine struct {
@@ -88,8 +98,10 @@ type machine struct {
 	args    []*ast.Term
 	results []*ast.Term
 	frozen  map[*ast.Term]bool // Program.frozen
-	err     error
-	ret     *ast.Term // the value of the return statement that ended a function
+	// dataRoot is the run's data document.
+	dataRoot *ast.Term
+	err      error
+	ret      *ast.Term // the value of the return statement that ended a function
 	// out is the built-in result handed to collect.
 	out     *ast.Term
 	collect func(*ast.Term) error
@@ -128,7 +140,7 @@ func (p *Program) release(m *machine) {
 	clear(m.memoSet)
 	clear(m.results)
 	m.results = m.results[:0]
-	m.ctx, m.cancel, m.timeT, m.cache, m.err, m.out, m.ret, m.frozen = nil, nil, nil, nil, nil, nil, nil, nil
+	m.ctx, m.cancel, m.timeT, m.cache, m.err, m.out, m.ret, m.frozen, m.dataRoot = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	p.machines.Put(m)
 }
 
@@ -225,7 +237,9 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 						m.fail(in, fmt.Errorf("%w: object keys must be unique", ErrConflict))
 						return stReturned
 					}
-					continue
+					if !in.lastWins {
+						continue
+					}
 				}
 			}
 			obj.Insert(k, v)
@@ -332,7 +346,11 @@ func (m *machine) scan(in *instr, frame []*ast.Term) int {
 			}
 		}
 	case ast.Object:
+		root := frame[in.a.local] == m.dataRoot
 		for _, k := range src.Keys() {
+			if root && k.Value.Compare(systemKey.Value) == 0 {
+				continue // OPA's store hides data.system from a read of the whole of data
+			}
 			if st := step(k, src.Get(k)); st != stDone {
 				return st
 			}
