@@ -2,13 +2,18 @@ package engine_test
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	opacompile "github.com/open-policy-agent/opa/v1/compile"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/arbiter-mcp/arbiter/engine"
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 	"github.com/arbiter-mcp/arbiter/policy"
 )
 
@@ -123,13 +128,10 @@ func BenchmarkDecideParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkRawOPA evaluates the same policy on the same input document with OPA alone: a
-// prepared query given a pre-built input and returning OPA's usual Go result. The difference
-// from BenchmarkDecide is the engine's own cost.
-func BenchmarkRawOPA(b *testing.B) {
-	p := benchPolicy(b)
-	// Take the exact input document the engine builds, via a policy that echoes it, in a
-	// session with the same history as BenchmarkDecide's.
+// benchInput is the exact input document the engine builds for BenchmarkDecide's request, taken
+// through a policy that echoes it, in a session with the same history.
+func benchInput(b *testing.B) ast.Value {
+	b.Helper()
 	echo, err := engine.New(context.Background(), engine.Config{}, engine.Policy{
 		Revision: "echo",
 		Modules:  map[string]*ast.Module{"echo.rego": ast.MustParseModule("package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"input\": input}}\n")},
@@ -137,8 +139,7 @@ func BenchmarkRawOPA(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	echoSess := benchSession(b, echo)
-	d, err := echo.Decide(context.Background(), benchRequest(echoSess))
+	d, err := echo.Decide(context.Background(), benchRequest(benchSession(b, echo)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -146,6 +147,15 @@ func BenchmarkRawOPA(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return input
+}
+
+// BenchmarkRawOPA evaluates the same policy on the same input document with OPA alone: a
+// prepared query given a pre-built input and returning OPA's usual Go result. The difference
+// from BenchmarkDecide is the engine's own cost.
+func BenchmarkRawOPA(b *testing.B) {
+	p := benchPolicy(b)
+	input := benchInput(b)
 
 	opts := []func(*rego.Rego){rego.Query(engine.DefaultEntrypoint), rego.Store(inmem.NewFromObject(p.Data))}
 	for _, m := range p.Modules {
@@ -165,11 +175,50 @@ func BenchmarkRawOPA(b *testing.B) {
 	}
 }
 
+// BenchmarkRawPlan evaluates the same policy on the same input document as BenchmarkRawOPA with
+// the plan executor alone: the policy planned by OPA's compile package, the plan readied by
+// irexec.New, then Program.Eval per iteration. The difference from BenchmarkRawOPA is what
+// running the plan saves over OPA's evaluator.
+func BenchmarkRawPlan(b *testing.B) {
+	p := benchPolicy(b)
+	input := benchInput(b)
+	bndl := &bundle.Bundle{Data: map[string]any{}}
+	for _, name := range slices.Sorted(maps.Keys(p.Modules)) {
+		bndl.Modules = append(bndl.Modules, bundle.ModuleFile{URL: name, Path: name, Parsed: p.Modules[name]})
+	}
+	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(opacompile.PlanFormatProto).
+		WithEntrypoints("mcp/decision").WithBundle(bndl)
+	if err := c.Build(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	pol, err := irexec.PlanProto(c.Bundle().PlanModules[0].Raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prog, err := irexec.New(pol)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := ast.InterfaceToValue(p.Data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, dataTerm := ast.NewTerm(input), ast.NewTerm(data)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if out, err := prog.Eval(ctx, "mcp/decision", in, dataTerm, irexec.Options{}); err != nil || out == nil {
+			b.Fatalf("%v %v", out, err)
+		}
+	}
+}
+
 // BenchmarkActivate is one activation of the default policy (compile, prepare its queries,
-// probe and swap: what a bundle push costs the server once the bundle is read), alternating
-// between two revisions loaded separately: data-only, whose modules are parsed anew but the
-// same code, so the compiled modules are reused; and code, whose second revision adds a rule,
-// so every activation compiles.
+// plan them, probe and swap: what a bundle push costs the server once the bundle is read),
+// alternating between two revisions loaded separately: data-only, whose modules are parsed
+// anew but the same code, so the compiled modules and the plan are reused; and code, whose
+// second revision adds a rule, so every activation compiles and plans (code-topdown: compiles
+// only, for --evaluator topdown).
 func BenchmarkActivate(b *testing.B) {
 	ctx := context.Background()
 	withRule, err := ast.ParseModuleWithOpts("extra.rego", "package bench.extra\n\nrule := true\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
@@ -177,16 +226,19 @@ func BenchmarkActivate(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name   string
-		change func(p *engine.Policy)
+		name      string
+		evaluator string
+		change    func(p *engine.Policy)
 	}{
-		{"data-only", func(p *engine.Policy) { p.Data["bench"] = map[string]any{"revision": 2} }},
-		{"code", func(p *engine.Policy) { p.Modules["extra.rego"] = withRule }},
+		{"data-only", engine.EvaluatorIR, func(p *engine.Policy) { p.Data["bench"] = map[string]any{"revision": 2} }},
+		{"code", engine.EvaluatorIR, func(p *engine.Policy) { p.Modules["extra.rego"] = withRule }},
+		// Without the plan: what planning adds to a code activation.
+		{"code-topdown", engine.EvaluatorTopdown, func(p *engine.Policy) { p.Modules["extra.rego"] = withRule }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			first, second := benchPolicy(b), benchPolicy(b)
 			tc.change(&second)
-			e, err := engine.New(ctx, engine.Config{}, first)
+			e, err := engine.New(ctx, engine.Config{Evaluator: tc.evaluator}, first)
 			if err != nil {
 				b.Fatal(err)
 			}
