@@ -55,31 +55,21 @@ func benchRequest(session string) *engine.Request {
 
 // BenchmarkDecide is one allowed tools/call in a live session: session lookup, input build,
 // evaluation, result checks and recording the call.
-func BenchmarkDecide(b *testing.B) {
-	e, err := engine.New(context.Background(), engine.Config{}, benchPolicy(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sess := benchSession(b, e)
-	req := benchRequest(sess)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if d, err := e.Decide(ctx, req); err != nil || d.Outcome != engine.Allow {
-			b.Fatalf("%+v %v", d, err)
-		}
-	}
-}
+func BenchmarkDecide(b *testing.B) { benchDecide(b, engine.Config{}) }
 
 // BenchmarkDecideTopdown is BenchmarkDecide with OPA's topdown evaluator deciding instead of
 // the policy's plan (Config.Evaluator).
 func BenchmarkDecideTopdown(b *testing.B) {
-	e, err := engine.New(context.Background(), engine.Config{Evaluator: engine.EvaluatorTopdown}, benchPolicy(b))
+	benchDecide(b, engine.Config{Evaluator: engine.EvaluatorTopdown})
+}
+
+// benchDecide decides BenchmarkDecide's request on an engine configured with cfg.
+func benchDecide(b *testing.B, cfg engine.Config) {
+	e, err := engine.New(context.Background(), cfg, benchPolicy(b))
 	if err != nil {
 		b.Fatal(err)
 	}
-	sess := benchSession(b, e)
-	req := benchRequest(sess)
+	req := benchRequest(benchSession(b, e))
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

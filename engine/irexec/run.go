@@ -256,17 +256,13 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 				frame[in.target] = ast.NewTerm(set)
 			}
 			set.Add(v)
-		case opCallFunc:
-			v := m.callFunc(in, frame)
-			if m.err != nil {
-				return stReturned
+		case opCallFunc, opCallBuiltin:
+			var v *ast.Term
+			if in.op == opCallFunc {
+				v = m.callFunc(in, frame)
+			} else {
+				v = m.callBuiltin(in, frame)
 			}
-			if v == nil {
-				return stUndefined
-			}
-			frame[in.target] = v
-		case opCallBuiltin:
-			v := m.callBuiltin(in, frame)
 			if m.err != nil {
 				return stReturned
 			}
