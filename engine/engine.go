@@ -114,8 +114,8 @@ type Engine struct {
 // New compiles p and returns an engine serving it.
 func New(ctx context.Context, cfg Config, p Policy) (*Engine, error) {
 	cfg.setDefaults()
-	if cfg.Evaluator != EvaluatorIR && cfg.Evaluator != EvaluatorTopdown {
-		return nil, fmt.Errorf("evaluator %q: want %q or %q", cfg.Evaluator, EvaluatorIR, EvaluatorTopdown)
+	if err := CheckEvaluator(cfg.Evaluator); err != nil {
+		return nil, err
 	}
 	store, err := state.New(state.Config{HistoryLimit: cfg.HistoryLimit})
 	if err != nil {
@@ -152,14 +152,15 @@ func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	if pq.program != nil {
-		e.checkPlan(ctx, pq)
+	level := slog.LevelInfo
+	if pq.program != nil && !e.checkPlan(ctx, pq) {
+		level = slog.LevelWarn // a plan that disagrees with OPA is worth a look
 	}
 	if err := e.probe(ctx, pq); err != nil {
 		return nil, err
 	}
-	if pq.program == nil && e.cfg.Evaluator == EvaluatorIR {
-		e.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "policy runs on OPA's topdown evaluator",
+	if pq.program == nil {
+		e.cfg.Logger.LogAttrs(ctx, level, "policy runs on OPA's topdown evaluator",
 			slog.String("policy_revision", pq.revision), slog.String("reason", pq.planless))
 	}
 	return &Prepared{p: pq}, nil
@@ -186,13 +187,12 @@ var probeInput = ast.MustParseTerm(`{"action": "tools/call", "now": "2026-01-01T
 // probe evaluates pq once: a policy whose entry point errors or answers in the wrong shape is
 // refused before it can serve. An undefined answer passes (it denies, as at run time).
 func (e *Engine) probe(ctx context.Context, pq *prepared) error {
-	at := probeTime
-	_, _, err := e.evaluate(ctx, pq, probeInput, at)
+	_, _, err := e.evaluate(ctx, pq, probeInput, probeTime)
 	if err != nil && !errors.Is(err, errUndefined) {
 		return fmt.Errorf("entry point check on a sample tools/call: %w", err)
 	}
 	if pq.verdicts != nil {
-		t, _, err := e.evalQuery(ctx, pq, pq.verdicts, probeListInput, at)
+		t, _, err := e.evalQuery(ctx, pq, pq.verdicts, probeListInput, probeTime)
 		if err == nil {
 			err = readVerdicts(t, probeTools, make([]ToolVerdict, len(probeTools)))
 		}

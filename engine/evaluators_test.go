@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,11 +27,18 @@ func evaluatorPair(t *testing.T) (ir, topdown *Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
-	if ir, err = New(context.Background(), Config{Clock: clock}, p); err != nil {
+	// A generous timeout, so a loaded machine (-race) cannot turn a slow decision into a
+	// policy_error on one side only; policy errors are logged to the test.
+	cfg := Config{
+		Clock:       func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) },
+		EvalTimeout: 10 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
+	}
+	if ir, err = New(context.Background(), cfg, p); err != nil {
 		t.Fatal(err)
 	}
-	if topdown, err = New(context.Background(), Config{Clock: clock, Evaluator: EvaluatorTopdown}, p); err != nil {
+	cfg.Evaluator = EvaluatorTopdown
+	if topdown, err = New(context.Background(), cfg, p); err != nil {
 		t.Fatal(err)
 	}
 	if got, why := ir.Evaluator(); got != EvaluatorIR {
@@ -88,7 +96,8 @@ func TestEvaluatorsAgreeOnTheDefaultPolicy(t *testing.T) {
 			t.Fatalf("input %s\nplan decides    %s\ntopdown decides %s", raw, g, w)
 		}
 	}
-	// The variations reach every outcome, policy errors included, or they test little.
+	// The variations reach every outcome, or they test little. (The default policy guards its
+	// inputs, so none of them is a policy error: the corpus of engine/irexec covers those.)
 	for _, o := range []Outcome{Allow, Deny, RequireApproval} {
 		if outcomes[o] < 20 {
 			t.Errorf("only %d decisions were %s: %v", outcomes[o], o, outcomes)
@@ -101,9 +110,21 @@ func TestEvaluatorsAgreeOnTheDefaultPolicy(t *testing.T) {
 // definition hashes, through both evaluators' tool_verdicts.
 func TestEvaluatorsAgreeOnFilterTools(t *testing.T) {
 	ir, topdown := evaluatorPair(t)
-	tools := []Tool{{Name: "read_file"}, {Name: "write_file"}, {Name: "delete_file"}, {Name: "nope"},
-		{Name: "git_status", DefinitionHash: "sha256:00"}, {Name: "git_log"}, {Name: "search_issues"}, {Name: "create_issue"}}
-	for _, server := range []string{"filesystem", "git", "github", "unknown"} {
+	tools := []Tool{{Name: "read_file"}, {Name: "write_file"}, {Name: "delete_file"}, {Name: "move_file"}, {Name: "nope"},
+		{Name: "git_status", DefinitionHash: "sha256:00"}, {Name: "git_log"}, {Name: "git_push"},
+		{Name: "search_issues"}, {Name: "create_issue"}, {Name: "get_file_contents"}, {Name: "delete_repository"}}
+	// Each server as a gateway that passes the server-level checks reaches it: the tool-level
+	// rules then decide per tool.
+	servers := []Server{
+		{ID: "filesystem", Transport: "stdio"},
+		{ID: "git", Transport: "stdio", CommandDigest: "sha256:cffdd50d2f2d229bb0bddd91277eb3f97fbd07c8daa5c486d317de6ef53813d6"},
+		{ID: "github", Transport: "remote", Resource: "https://mcp.github.example.com"},
+		{ID: "unknown", Transport: "remote"},
+	}
+	credential := Credential{Scopes: []string{"repo"}, Audience: []string{"https://mcp.github.example.com"},
+		ClientID: "ide-agent", ExpiresAt: time.Date(2026, 11, 26, 13, 0, 0, 0, time.UTC)}
+	outcomes := map[Outcome]int{}
+	for _, server := range servers {
 		var views [2]string
 		for i, e := range []*Engine{ir, topdown} {
 			_, info, err := e.OpenSession(context.Background(), &OpenRequest{Client: Client{ID: "ide-agent"}, Subject: Subject{ID: "alice"}})
@@ -111,15 +132,27 @@ func TestEvaluatorsAgreeOnFilterTools(t *testing.T) {
 				t.Fatalf("open: %v", err)
 			}
 			f, err := e.FilterTools(context.Background(), &Request{SessionID: info.Session.ID, Client: Client{ID: "ide-agent", Transport: "remote"},
-				Subject: Subject{ID: "alice"}, Server: Server{ID: server, Transport: "stdio"}, Operation: Operation{Method: "tools/list"}}, tools)
+				Subject: Subject{ID: "alice"}, Server: server, Credential: credential, Operation: Operation{Method: "tools/list"}}, tools)
 			if err != nil {
 				t.Fatal(err)
 			}
 			out, _ := json.Marshal(f.Tools)
 			views[i] = string(out)
+			if i == 0 {
+				for _, v := range f.Tools {
+					outcomes[v.Outcome]++
+				}
+			}
 		}
 		if views[0] != views[1] {
-			t.Errorf("server %s:\nplan    %s\ntopdown %s", server, views[0], views[1])
+			t.Errorf("server %s:\nplan    %s\ntopdown %s", server.ID, views[0], views[1])
+		}
+	}
+	// The listing reaches the per-tool rules: tools shown and hidden on several servers, and
+	// the changed definition of git_status needing approval.
+	for o, least := range map[Outcome]int{Allow: 5, Deny: 5, RequireApproval: 1} {
+		if outcomes[o] < least {
+			t.Errorf("only %d verdicts were %s: %v", outcomes[o], o, outcomes)
 		}
 	}
 }
@@ -280,5 +313,92 @@ func TestPlanDecidesConcurrently(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestConcurrentPreparesKeepTheirOwnPlans: revisions prepared at the same time each get the
+// plan of their own modules, never the other's (compilations and plans are cached per module
+// set, and a revision keeps the one it was compiled from).
+func TestConcurrentPreparesKeepTheirOwnPlans(t *testing.T) {
+	policyFor := func(tool string) Policy {
+		return policyOf(t, tool, "package mcp\n\ndecision := {\"result\": \"allow\"} if input.operation.tool == \""+tool+"\"\n\nelse := {\"result\": \"deny\"}\n")
+	}
+	a, b := policyFor("x"), policyFor("y")
+	e, err := New(context.Background(), Config{EvalTimeout: 10 * time.Second}, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decide := func(tool string) Outcome {
+		d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "tools/call", "operation": map[string]any{"tool": tool}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Outcome
+	}
+	for range 100 {
+		var pa, pb *Prepared
+		var errA, errB error
+		var wg sync.WaitGroup
+		wg.Go(func() { pa, errA = e.Prepare(context.Background(), a) })
+		wg.Go(func() { pb, errB = e.Prepare(context.Background(), b) })
+		wg.Wait()
+		if errA != nil || errB != nil {
+			t.Fatal(errA, errB)
+		}
+		if pa.p.program == nil || pb.p.program == nil {
+			t.Fatalf("a revision is not on its plan: %q, %q", pa.p.planless, pb.p.planless)
+		}
+		e.Swap(pa)
+		if decide("x") != Allow || decide("y") != Deny {
+			t.Fatal("the revision of the policy allowing x decides otherwise")
+		}
+		e.Swap(pb)
+		if decide("y") != Allow || decide("x") != Deny {
+			t.Fatal("the revision of the policy allowing y decides otherwise")
+		}
+	}
+}
+
+// TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted: a plan that answers a sample request
+// differently from topdown (here the stricter case of a rule topdown stops at its first
+// success), or a document that both data and rules define (iterated in another order by the
+// two), leaves the revision to topdown, and Evaluator says why.
+func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		modules map[string]string
+		data    map[string]any
+		why     string
+	}{
+		{"disagrees", map[string]string{"p.rego": "package mcp\n\nvals := [\"1\", \"a\"]\n\npositive if {\n\tsome v in vals\n\tto_number(v) > 0\n}\n\ndecision := {\"result\": \"allow\"} if positive\n"},
+			nil, "on a sample request the plan of mcp/decision answered <nil> (error:"},
+		{"mixed", map[string]string{
+			"p.rego": "package mcp\n\nimport data.q\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"q\": [v | some v in q]}}\n",
+			"q.rego": "package q\n\na := 1\n",
+		}, map[string]any{"q": map[string]any{"c": 3}}, "data.q holds both base data and rules"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Policy{Revision: tc.name, Modules: map[string]*ast.Module{}, Data: tc.data}
+			for name, src := range tc.modules {
+				m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.Modules[name] = m
+			}
+			e, err := New(context.Background(), Config{}, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, why := e.Evaluator()
+			if got != EvaluatorTopdown || !strings.Contains(why, tc.why) {
+				t.Fatalf("Evaluator() = %s, %q; want topdown because %q", got, why, tc.why)
+			}
+			// topdown decides: the stricter plan would have denied with policy_error.
+			d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "tools/call"})
+			if err != nil || d.Outcome != Allow {
+				t.Fatalf("decision %+v %v", d, err)
+			}
+		})
 	}
 }

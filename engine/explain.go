@@ -38,10 +38,11 @@ type Explanation struct {
 	Reasons []ExplainedReason
 	// Rules are the rules that held during evaluation, each once, in the order they first did.
 	Rules []RuleHit
-	// Traced says which evaluator the explanation comes from when it is not the one that made
-	// Decision and the two disagree: the explanation traces OPA's topdown evaluator, while the
-	// policy's plan decides (see Engine.Evaluator), and in a few cases the plan is stricter.
-	Traced string
+	// Note is set when the explanation traces another evaluator than the one that made
+	// Decision and the two answered differently: explanations trace OPA's topdown evaluator,
+	// while the policy's plan decides (see Engine.Evaluator), and in a few cases the plan is
+	// stricter.
+	Note string
 }
 
 // ExplainedReason is a reason of the decision and the rule that produced it.
@@ -86,7 +87,9 @@ func topdownAnswer(ex Explanation) string {
 // with a tracer to say which rules held and which rule produced each reason. input is changed
 // as EvaluateInput changes it (input.now is filled in when absent).
 func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation, error) {
-	d, err := e.EvaluateInput(ctx, input)
+	// One revision for the decision and its trace, whatever is activated meanwhile.
+	pq := e.policy.Load()
+	d, err := e.evaluateInput(ctx, pq, input)
 	if err != nil {
 		return Explanation{}, err
 	}
@@ -103,7 +106,6 @@ func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation
 	if err != nil {
 		return Explanation{}, fmt.Errorf("input is not a JSON document: %w", err)
 	}
-	pq := e.policy.Load()
 	tr := &ruleTracer{seen: map[*ast.Rule]int{}}
 	ctx, cancel := context.WithTimeout(ctx, max(e.cfg.EvalTimeout, 10*time.Second))
 	defer cancel()
@@ -124,8 +126,16 @@ func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation
 	}
 	if pq.program != nil {
 		planFailed := d.Outcome == Deny && len(d.Reasons) == 1 && d.Reasons[0].Code == ReasonPolicyError
-		if planFailed != (ex.Error != "") {
-			ex.Traced = fmt.Sprintf("the policy's plan decided %s; what follows traces OPA's topdown evaluator, which answered %s", d.Outcome, topdownAnswer(ex))
+		traced := Outcome("")
+		if len(rs) == 1 && len(rs[0].Expressions) == 1 && ex.Error == "" {
+			if t, ok := rs[0].Expressions[0].Value.(*ast.Term); ok {
+				if res, err := parseResult(t.Value); err == nil {
+					traced = res.outcome
+				}
+			}
+		}
+		if planFailed != (ex.Error != "") || (!planFailed && traced != d.Outcome) {
+			ex.Note = fmt.Sprintf("the policy's plan decided %s; what follows traces OPA's topdown evaluator, which answered %s", d.Outcome, topdownAnswer(ex))
 		}
 	}
 

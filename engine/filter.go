@@ -191,8 +191,12 @@ func readVerdicts(t *ast.Term, tools []Tool, into []ToolVerdict) error {
 // rules the engine enforces around the policy: a session that is not active is denied before
 // the policy runs, and any policy error denies. Nothing is recorded.
 func (e *Engine) EvaluateInput(ctx context.Context, input map[string]any) (Decision, error) {
+	return e.evaluateInput(ctx, e.policy.Load(), input)
+}
+
+// evaluateInput is EvaluateInput on revision pq.
+func (e *Engine) evaluateInput(ctx context.Context, pq *prepared, input map[string]any) (Decision, error) {
 	now := e.cfg.Clock()
-	pq := e.policy.Load()
 	d := Decision{ID: newID("dec_", now), At: now, PolicyRevision: pq.revision}
 	if _, ok := input["now"]; !ok {
 		input["now"] = now.UTC().Format(time.RFC3339Nano)

@@ -55,10 +55,11 @@ func TestReadsHistory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.src, err)
 		}
-		_, got, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
+		cm, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.src, err)
 		}
+		got := cm.history
 		if got != tc.reads {
 			t.Errorf("%q: reads history %v, want %v", tc.src, got, tc.reads)
 		}

@@ -264,7 +264,7 @@ func TestDataOnlyRevisionsReuseCompiledCode(t *testing.T) {
 	compiler := func() *ast.Compiler {
 		e.modules.mu.Lock()
 		defer e.modules.mu.Unlock()
-		return e.modules.compiler
+		return e.modules.last.compiler
 	}
 	outcome := func() Outcome {
 		t.Helper()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -27,6 +26,15 @@ const (
 	EvaluatorTopdown = "topdown"
 )
 
+// CheckEvaluator reports whether name is an evaluator (EvaluatorIR or EvaluatorTopdown), with an
+// error naming the choices when it is not.
+func CheckEvaluator(name string) error {
+	if name != EvaluatorIR && name != EvaluatorTopdown {
+		return fmt.Errorf("evaluator must be %s or %s, not %q", EvaluatorIR, EvaluatorTopdown, name)
+	}
+	return nil
+}
+
 // query is one decision query of a revision: OPA's prepared query, which explanations always
 // use, and the plan that decides in its place when the revision runs on the plan executor.
 type query struct {
@@ -45,8 +53,15 @@ type planned struct {
 // planPolicy plans the entry points (data paths such as "mcp/decision") of modules with OPA's
 // planner, through OPA's compile package (what "opa build -t plan" runs), and readies the plan
 // for irexec. A policy the planner or the executor cannot take gets no program, and the reason.
-func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints []string) planned {
-	out := planned{entrypoints: entrypoints}
+func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints []string) (out planned) {
+	out.entrypoints = entrypoints
+	// A planner that panics on some policy leaves that policy to topdown instead of failing
+	// its activation (or, for a bundle restored on start, the process).
+	defer func() {
+		if r := recover(); r != nil {
+			out.program, out.reason = nil, fmt.Sprintf("the planner failed: %v", r)
+		}
+	}()
 	b := &bundle.Bundle{Data: map[string]any{}}
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Parsed: modules[name]})
@@ -80,7 +95,8 @@ func planPath(ref ast.Ref) string {
 	parts := make([]string, 0, len(ref)-1)
 	for _, t := range ref[1:] {
 		s, ok := t.Value.(ast.String)
-		if !ok {
+		// OPA's compile package splits entry points on "/" (and unescapes "%").
+		if !ok || strings.ContainsAny(string(s), "/%") {
 			return ""
 		}
 		parts = append(parts, string(s))
@@ -106,28 +122,26 @@ func (e *Engine) Evaluator() (evaluator, reason string) {
 
 // checkPlan decides the probe requests with pq's plan and with topdown. A plan that answers
 // either differently (an error on one side only counts) is dropped, and topdown decides for the
-// revision: the executor is an optimisation, OPA's evaluator the reference.
-func (e *Engine) checkPlan(ctx context.Context, pq *prepared) {
-	checks := []struct {
+// revision: the executor is an optimisation, OPA's evaluator the reference. It reports whether
+// the plan agreed.
+func (e *Engine) checkPlan(ctx context.Context, pq *prepared) bool {
+	type check struct {
 		q     *query
 		input ast.Value
-	}{{&pq.query, probeInput}}
+	}
+	checks := []check{{&pq.query, probeInput}}
 	if pq.verdicts != nil {
-		checks = append(checks, struct {
-			q     *query
-			input ast.Value
-		}{pq.verdicts, probeListInput})
+		checks = append(checks, check{pq.verdicts, probeListInput})
 	}
 	for _, c := range checks {
 		want, _, werr := e.evalQuery(ctx, pq, &query{topdown: c.q.topdown}, c.input, probeTime)
 		got, _, gerr := e.evalQuery(ctx, pq, c.q, c.input, probeTime)
 		if outcomeOf(werr) != outcomeOf(gerr) || (werr == nil && !want.Equal(got)) {
 			pq.topdownOnly(fmt.Sprintf("on a sample request the plan of %s answered %v (error: %v) where topdown answered %v (error: %v)", c.q.plan, got, gerr, want, werr))
-			e.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "policy plan disagrees with topdown; topdown decides",
-				slog.String("policy_revision", pq.revision), slog.String("reason", pq.planless))
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // outcomeOf sorts a query's error into a value (nil), undefined, or a failure.

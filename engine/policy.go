@@ -112,26 +112,35 @@ const ToolVerdictsRule = "tool_verdicts"
 // expression undefined, which could let a deny rule quietly not fire.
 var decisionOpts = []func(*rego.Rego){rego.GenerateJSON(keepTerm), rego.StrictBuiltinErrors(true)}
 
-// compiledModules remembers the last modules compiled and their compiler. A revision whose
-// modules are the same as the last one's (a push that changes only data, such as a catalog
-// update) reuses that compiler instead of compiling them again: OPA's compiler does not read
-// data, and it is read-only once compiled (the serving query already shares it).
+// compiledModules remembers the last modules compiled. A revision whose modules are the same as
+// the last one's (a push that changes only data, such as a catalog update) reuses their
+// compilation and plan instead of compiling and planning them again: neither OPA's compiler nor
+// its planner reads data, and both results are read-only once made (the serving query already
+// shares them).
 type compiledModules struct {
-	mu       sync.Mutex
+	mu   sync.Mutex
+	last *compiled
+}
+
+// compiled is one set of modules compiled: the compiler, whether the modules can read
+// input.session.history, and their plan. Each revision holds the compiled it was made from, so
+// the plan it is given is always of its own modules, whatever is compiled meanwhile.
+type compiled struct {
 	modules  map[string]*ast.Module
 	compiler *ast.Compiler
 	history  bool // readsHistory of the modules
-	// plan is the modules' plan for the entry points last asked for (see plan).
-	plan *planned
+
+	mu   sync.Mutex
+	plan *planned // for the entry points last asked for (see planFor)
 }
 
-// get returns a compiler of modules, compiling them unless they are the last ones compiled,
-// and whether they can read input.session.history.
-func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, bool, error) {
+// get returns the compilation of modules, compiling them unless they are the last ones
+// compiled.
+func (c *compiledModules) get(modules map[string]*ast.Module) (*compiled, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.compiler != nil && sameModules(c.modules, modules) {
-		return c.compiler, c.history, nil
+	if c.last != nil && sameModules(c.last.modules, modules) {
+		return c.last, nil
 	}
 	// The modules are read once their references are resolved (imports such as
 	// "import input.session" spelled out), before later stages rewrite them into forms that
@@ -143,16 +152,16 @@ func (c *compiledModules) get(modules map[string]*ast.Module) (*ast.Compiler, bo
 			Stage: func(c *ast.Compiler) *ast.Error { history = readsHistory(c.Modules); return nil },
 		})
 	if compiler.Compile(modules); compiler.Failed() {
-		return nil, false, fmt.Errorf("compile policy: %w", compiler.Errors)
+		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
-	c.modules, c.compiler, c.history, c.plan = maps.Clone(modules), compiler, history, nil
-	return compiler, history, nil
+	c.last = &compiled{modules: maps.Clone(modules), compiler: compiler, history: history}
+	return c.last, nil
 }
 
-// planFor returns the plan of the last modules compiled for entrypoints, planning them unless
-// the last plan was for the same entry points. Like the compiler, a plan does not depend on
-// data: revisions that change only data reuse it.
-func (c *compiledModules) planFor(ctx context.Context, entrypoints []string) planned {
+// planFor returns the plan of these modules for entrypoints, planning them unless the last plan
+// was for the same entry points. Like the compiler, a plan does not depend on data: revisions
+// that change only data reuse it.
+func (c *compiled) planFor(ctx context.Context, entrypoints []string) planned {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.plan == nil || !slices.Equal(c.plan.entrypoints, entrypoints) {
@@ -204,10 +213,11 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
 		return nil, fmt.Errorf("entry point %q is not a ground reference under data", entry)
 	}
-	compiler, history, err := modules.get(p.Modules)
+	cm, err := modules.get(p.Modules)
 	if err != nil {
 		return nil, err
 	}
+	compiler, history := cm.compiler, cm.history
 	if len(compiler.GetRulesForVirtualDocument(ref)) == 0 && len(compiler.GetRulesExact(ref)) == 0 {
 		return nil, fmt.Errorf("entry point %s is not defined by any rule", entry)
 	}
@@ -239,7 +249,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 		}
 		pq.verdicts = &query{topdown: vq, plan: planPath(verdicts)}
 	}
-	if err := pq.usePlan(ctx, modules, evaluator, data); err != nil {
+	if err := pq.usePlan(ctx, cm, evaluator, data); err != nil {
 		return nil, err
 	}
 	if len(compiler.GetRulesWithPrefix(logMaskRef)) > 0 {
@@ -252,7 +262,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 
 // usePlan gives pq the plan of its decision queries, unless evaluator says topdown or the
 // policy cannot be planned; either way pq keeps its topdown queries.
-func (pq *prepared) usePlan(ctx context.Context, modules *compiledModules, evaluator string, data map[string]any) error {
+func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string, data map[string]any) error {
 	if evaluator == EvaluatorTopdown {
 		pq.topdownOnly(fmt.Sprintf("the evaluator is %q", EvaluatorTopdown))
 		return nil
@@ -265,7 +275,13 @@ func (pq *prepared) usePlan(ctx context.Context, modules *compiledModules, evalu
 		pq.topdownOnly("an entry point is not a plain data path")
 		return nil
 	}
-	plan := modules.planFor(ctx, entrypoints)
+	if path := mixedDocument(cm.compiler, data); path != "" {
+		// topdown iterates such a document in its own order (base data, then rules), which an
+		// array comprehension over it keeps; the plan's is sorted.
+		pq.topdownOnly(fmt.Sprintf("%s holds both base data and rules", path))
+		return nil
+	}
+	plan := cm.planFor(ctx, entrypoints)
 	if plan.program == nil {
 		pq.topdownOnly(plan.reason)
 		return nil
@@ -277,6 +293,27 @@ func (pq *prepared) usePlan(ctx context.Context, modules *compiledModules, evalu
 	sortAll(v)
 	pq.program, pq.data = plan.program, ast.NewTerm(v)
 	return nil
+}
+
+// mixedDocument names a document that both data and rules define: base data found at a prefix
+// of a package's path (data.q beside "package q", or "package q.r"). "" when there is none.
+func mixedDocument(compiler *ast.Compiler, data map[string]any) string {
+	for _, name := range slices.Sorted(maps.Keys(compiler.Modules)) {
+		path := compiler.Modules[name].Package.Path
+		var node any = data
+		for i, t := range path[1:] {
+			key, ok := t.Value.(ast.String)
+			obj, isObj := node.(map[string]any)
+			if !ok || !isObj {
+				break
+			}
+			if node, ok = obj[string(key)]; !ok {
+				break
+			}
+			return path[:i+2].String()
+		}
+	}
+	return ""
 }
 
 // sortAll sorts every object and set in v now. AST collections sort their keys the first time

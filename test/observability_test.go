@@ -160,22 +160,29 @@ func TestDecisionLogAndMetrics(t *testing.T) {
 // do for --evaluator topdown.
 func TestTopdownDecidingIsVisible(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package mcp\n\nread := input.action\n\ndecision := {\"result\": \"allow\"} if {\n\tread == \"tools/call\" with input.action as \"tools/call\"\n}\n"), 0o644)
-	srv := serveBinary(t, "--policy", dir)
-	var why string
-	for _, rec := range srv.startup {
-		if rec["msg"] == "policy runs on OPA's topdown evaluator" {
-			why, _ = rec["reason"].(string)
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package mcp\n\nread := input.action\n\ndecision := {\"result\": \"allow\"} if {\n\tread == \"tools/call\" with input.action as \"tools/call\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		why  string
+	}{
+		{"with", []string{"--policy", dir}, "WithStmt"},
+		{"--evaluator topdown", []string{"--evaluator", "topdown"}, `the evaluator is "topdown"`},
+	} {
+		srv := serveBinary(t, tc.args...)
+		var why string
+		for _, rec := range srv.startup {
+			if rec["msg"] == "policy runs on OPA's topdown evaluator" {
+				why, _ = rec["reason"].(string)
+			}
 		}
-	}
-	if !strings.Contains(why, "WithStmt") {
-		t.Errorf("no startup log line says why topdown decides: %v", srv.startup)
-	}
-	if m := scrape(t, srv.adminAddr); !strings.Contains(m, `arbiter_policy_evaluator{evaluator="topdown"} 1`) {
-		t.Errorf("metrics do not say topdown decides:\n%s", m)
-	}
-	forced := serveBinary(t, "--evaluator", "topdown")
-	if m := scrape(t, forced.adminAddr); !strings.Contains(m, `arbiter_policy_evaluator{evaluator="topdown"} 1`) {
-		t.Errorf("--evaluator topdown: metrics do not say topdown decides:\n%s", m)
+		if !strings.Contains(why, tc.why) {
+			t.Errorf("%s: no startup log line says topdown decides because %q: %v", tc.name, tc.why, srv.startup)
+		}
+		if m := scrape(t, srv.adminAddr); !strings.Contains(m, `arbiter_policy_evaluator{evaluator="topdown"} 1`) {
+			t.Errorf("%s: metrics do not say topdown decides:\n%s", tc.name, m)
+		}
 	}
 }

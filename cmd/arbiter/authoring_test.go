@@ -389,7 +389,7 @@ func TestEvalEvaluator(t *testing.T) {
 		t.Errorf("topdown: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = arbiter(t, "eval", "--input", in, "--policy", dir)
-	if d := decision(t, out); code != 0 || d.Result != "deny" || d.Reasons[0].Code != "policy_error" || !strings.Contains(errOut, "to_number") {
+	if d := decision(t, out); code != 0 || d.Result != "deny" || len(d.Reasons) != 1 || d.Reasons[0].Code != "policy_error" || !strings.Contains(errOut, "to_number") {
 		t.Errorf("plan: exit %d\n%s%s", code, out, errOut)
 	}
 	// --explain traces topdown, and says that it answered otherwise than the plan.

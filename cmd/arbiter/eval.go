@@ -61,8 +61,8 @@ func evalCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, evalUsage)
 		return errUsage
 	}
-	if *evaluator != engine.EvaluatorIR && *evaluator != engine.EvaluatorTopdown {
-		fmt.Fprintf(stderr, "--evaluator must be %s or %s, not %q\n", engine.EvaluatorIR, engine.EvaluatorTopdown, *evaluator)
+	if err := engine.CheckEvaluator(*evaluator); err != nil {
+		fmt.Fprintf(stderr, "--%v\n", err)
 		return errUsage
 	}
 
@@ -264,8 +264,8 @@ func printExplanation(w io.Writer, ex engine.Explanation) {
 		fmt.Fprintf(w, "no policy ran: %s\n", ex.EngineReason)
 		return
 	}
-	if ex.Traced != "" {
-		fmt.Fprintf(w, "note: %s (see \"How a policy is evaluated\" in the policy guide)\n", ex.Traced)
+	if ex.Note != "" {
+		fmt.Fprintf(w, "note: %s (see \"How a policy is evaluated\" in the policy guide)\n", ex.Note)
 	}
 	if ex.Error != "" {
 		fmt.Fprintf(w, "policy error: %s\n", ex.Error)

@@ -133,8 +133,8 @@ func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
 		fmt.Fprintln(stderr, "--grpc-tls-cert and --grpc-tls-key go together")
 		return f, errUsage
 	}
-	if f.evaluator != engine.EvaluatorIR && f.evaluator != engine.EvaluatorTopdown {
-		fmt.Fprintf(stderr, "--evaluator must be %s or %s, not %q\n", engine.EvaluatorIR, engine.EvaluatorTopdown, f.evaluator)
+	if err := engine.CheckEvaluator(f.evaluator); err != nil {
+		fmt.Fprintf(stderr, "--%v\n", err)
 		return f, errUsage
 	}
 	return f, nil

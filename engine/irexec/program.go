@@ -201,7 +201,9 @@ func (p *Program) Plans() []string {
 	return out
 }
 
-// PlanJSON decodes a plan as OPA's compile package writes it (bundle.PlanModuleFile.Raw).
+// PlanJSON decodes a plan in OPA's JSON plan format, as `opa build -t plan` writes it
+// (plan.json). The engine plans in the protobuf format (PlanProto); this reads plans from
+// elsewhere, and the tests check that both formats of one plan run alike.
 func PlanJSON(raw []byte) (*ir.Policy, error) {
 	var p ir.Policy
 	if err := json.Unmarshal(raw, &p); err != nil {

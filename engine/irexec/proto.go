@@ -9,8 +9,9 @@ import (
 )
 
 // PlanProto decodes a plan as OPA's compile package writes it in its protobuf format
-// (compile.PlanFormatProto, OPA's plan.proto): a tenth of the JSON plan's cost to write and
-// read, which matters because every policy activation that changes code plans the policy.
+// (compile.PlanFormatProto, OPA's plan.proto). It is much cheaper to write and read than the
+// JSON plan (a code activation of the default policy took 87 ms with JSON plans, 46 ms with
+// these), which matters because every activation that changes code plans the policy.
 func PlanProto(raw []byte) (*ir.Policy, error) {
 	var p pb.Policy
 	if err := proto.Unmarshal(raw, &p); err != nil {

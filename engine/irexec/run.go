@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -25,10 +26,10 @@ type Options struct {
 // ErrCancelled is returned by a run stopped through Options.Cancel.
 var ErrCancelled = errors.New("evaluation cancelled")
 
-// ErrConflict is wrapped by the error of a run in which a rule produced two different values
+// errConflict is wrapped by the error of a run in which a rule produced two different values
 // (a complete rule, a function or an object key defined twice): OPA's evaluator fails such an
 // evaluation too.
-var ErrConflict = errors.New("conflicting values")
+var errConflict = errors.New("conflicting values")
 
 // Eval runs the plan name (an entry point, such as "mcp/decision") on input and data and
 // returns the entry point's value: nil when it is undefined. Any failing built-in fails the
@@ -38,7 +39,7 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	// the process.
 	defer func() {
 		if r := recover(); r != nil {
-			out, err = nil, fmt.Errorf("plan %q panicked: %v", name, r)
+			out, err = nil, fmt.Errorf("plan %q panicked: %v\n%s", name, r, debug.Stack())
 		}
 	}()
 	pl, ok := p.plans[name]
@@ -163,7 +164,7 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 			v := m.get(in.a, frame)
 			if cur := frame[in.target]; cur != nil && v != nil {
 				if !cur.Equal(v) {
-					m.fail(in, fmt.Errorf("%w: complete rules must not produce multiple outputs", ErrConflict))
+					m.fail(in, fmt.Errorf("%w: complete rules must not produce multiple outputs", errConflict))
 					return stReturned
 				}
 				continue // the first of equal values stays, as in topdown (1 before 1.0)
@@ -234,7 +235,7 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 			if in.op == opObjectInsertOnce {
 				if cur := obj.Get(k); cur != nil {
 					if !cur.Equal(v) {
-						m.fail(in, fmt.Errorf("%w: object keys must be unique", ErrConflict))
+						m.fail(in, fmt.Errorf("%w: object keys must be unique", errConflict))
 						return stReturned
 					}
 					if !in.lastWins {
