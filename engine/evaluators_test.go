@@ -376,6 +376,10 @@ func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
 			"p.rego": "package mcp\n\nimport data.q\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"q\": [v | some v in q]}}\n",
 			"q.rego": "package q\n\na := 1\n",
 		}, map[string]any{"q": map[string]any{"c": 3}}, "data.q holds both base data and rules"},
+		{"mixed by a variable key", map[string]string{
+			"p.rego": "package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"q\": [v | some k; v := data.q[k]]}}\n",
+			"q.rego": "package q\n\na := 1\n",
+		}, map[string]any{"q": map[string]any{"c": 3}}, "data.q holds both base data and rules"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := Policy{Revision: tc.name, Modules: map[string]*ast.Module{}, Data: tc.data}
@@ -400,5 +404,33 @@ func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
 				t.Fatalf("decision %+v %v", d, err)
 			}
 		})
+	}
+}
+
+// TestPlanDecidesBesideAMixedDocumentReadByConstantKeys: data and rules may share a document
+// (data.bench.revision beside package bench) as long as the policy reads it only by constant
+// keys below it: the plan still decides.
+func TestPlanDecidesBesideAMixedDocumentReadByConstantKeys(t *testing.T) {
+	p := Policy{Revision: "shared", Modules: map[string]*ast.Module{}, Data: map[string]any{"bench": map[string]any{"revision": 7}}}
+	for name, src := range map[string]string{
+		"p.rego":     "package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"r\": data.bench.revision, \"c\": data.bench.code_revision}}\n",
+		"bench.rego": "package bench\n\ncode_revision := 3\n",
+	} {
+		m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Modules[name] = m
+	}
+	e, err := New(context.Background(), Config{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, why := e.Evaluator(); got != EvaluatorIR {
+		t.Fatalf("Evaluator() = %s (%s), want the plan", got, why)
+	}
+	d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "tools/call"})
+	if err != nil || d.Outcome != Allow || fmt.Sprint(d.Obligations) != "map[c:3 r:7]" {
+		t.Fatalf("decision %+v %v", d, err)
 	}
 }

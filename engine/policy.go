@@ -278,7 +278,7 @@ func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string,
 	if path := mixedDocument(cm.compiler, data); path != "" {
 		// topdown iterates such a document in its own order (base data, then rules), which an
 		// array comprehension over it keeps; the plan's is sorted.
-		pq.topdownOnly(fmt.Sprintf("%s holds both base data and rules", path))
+		pq.topdownOnly(fmt.Sprintf("%s holds both base data and rules, and the policy reads it whole or by a variable key", path))
 		return nil
 	}
 	plan := cm.planFor(ctx, entrypoints)
@@ -295,9 +295,14 @@ func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string,
 	return nil
 }
 
-// mixedDocument names a document that both data and rules define: base data found at a prefix
-// of a package's path (data.q beside "package q", or "package q.r"). "" when there is none.
+// mixedDocument names a document that both data and rules define (base data at a prefix of a
+// package's path: data.q beside "package q" or "package q.r") and that some rule reads whole
+// or by a variable key (data.q, data.q[k], data[k]): topdown iterates such a document in its
+// own order, base data first, and the plan in another. A reference with a constant key below
+// it (data.q.limit) reads one document, base data or rule, and is alike on both. "" when there
+// is none.
 func mixedDocument(compiler *ast.Compiler, data map[string]any) string {
+	var mixed []ast.Ref
 	for _, name := range slices.Sorted(maps.Keys(compiler.Modules)) {
 		path := compiler.Modules[name].Package.Path
 		var node any = data
@@ -310,10 +315,48 @@ func mixedDocument(compiler *ast.Compiler, data map[string]any) string {
 			if node, ok = obj[string(key)]; !ok {
 				break
 			}
-			return path[:i+2].String()
+			mixed = append(mixed, path[:i+2])
 		}
 	}
-	return ""
+	if len(mixed) == 0 {
+		return ""
+	}
+	var found string
+	reads := func(ref ast.Ref) {
+		if found != "" || !ref.HasPrefix(ast.DefaultRootRef) {
+			return
+		}
+		ground := ref.GroundPrefix()
+		for _, m := range mixed {
+			// The constant part of the reference stops at or above the mixed document.
+			if len(ground) <= len(m) && m.HasPrefix(ground) {
+				found = m.String()
+				return
+			}
+		}
+	}
+	var vis *ast.GenericVisitor
+	vis = ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case ast.Ref:
+			reads(x)
+			for _, t := range x[1:] { // keys computed by other references
+				vis.Walk(t)
+			}
+			return true
+		case ast.Var:
+			if x.Equal(ast.DefaultRootDocument.Value) {
+				reads(ast.DefaultRootRef) // data on its own: the whole document
+			}
+		}
+		return false
+	})
+	for _, name := range slices.Sorted(maps.Keys(compiler.Modules)) {
+		for _, r := range compiler.Modules[name].Rules {
+			vis.Walk(r)
+		}
+	}
+	return found
 }
 
 // sortAll sorts every object and set in v now. AST collections sort their keys the first time
