@@ -122,6 +122,11 @@ func TestHarnessSmoke(t *testing.T) {
 		t.Errorf("swap steady state: %d decisions, want both steady windows' %d", n, want)
 	}
 	check("swap swapping", rep.Swap.Swapping, true)
+	// The binary (not under -race) reports what decided the revisions it was pushed: their
+	// plan, or the scenario would not measure the plan executor.
+	if !raceEnabled && rep.Swap.Evaluator != "ir" {
+		t.Errorf("swap: the last revision pushed was decided by %q, not by its plan", rep.Swap.Evaluator)
+	}
 	if rep.Swap.Activations == 0 || len(rep.Swap.ActivationErrors) > 0 {
 		t.Errorf("swap: %d activations, errors %v", rep.Swap.Activations, rep.Swap.ActivationErrors)
 	}

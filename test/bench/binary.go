@@ -156,6 +156,32 @@ func statusField(status, key string) uint64 {
 	return 0
 }
 
+// Evaluator is what decides for the serving revision, from the service's
+// arbiter_policy_evaluator metric: "ir" (its plan) or "topdown".
+func (p *ArbiterProcess) Evaluator(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Admin+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(body)) {
+		if rest, ok := strings.CutPrefix(line, `arbiter_policy_evaluator{evaluator="`); ok {
+			if name, value, ok := strings.Cut(rest, `"} `); ok && strings.TrimSpace(value) == "1" {
+				return name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("GET /metrics: no arbiter_policy_evaluator sample")
+}
+
 // Profile runs run while the process (started with --pprof) records a CPU profile of seconds
 // seconds into cpuPath, then writes its allocation profile into allocsPath.
 func (p *ArbiterProcess) Profile(ctx context.Context, seconds int, cpuPath, allocsPath string, run func()) error {

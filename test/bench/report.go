@@ -277,6 +277,13 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		for _, e := range s.ActivationErrors {
 			p("- activation error: %s\n", e)
 		}
+		switch s.Evaluator {
+		case "":
+		case "ir":
+			p("The last revision pushed was decided by its plan (`arbiter_policy_evaluator{evaluator=\"ir\"}`).\n\n")
+		default:
+			p("**The last revision pushed was decided by %s, not by its plan** (`arbiter_policy_evaluator`): these figures do not measure the plan executor; the service log says why.\n\n", s.Evaluator)
+		}
 	}
 	if s := r.Scale; s != nil {
 		p("## Session scale\n\n")

@@ -205,6 +205,10 @@ type SwapResult struct {
 	ActivationErrors          []string
 	// ActivationTook is each activation's time in the server (load, compile, prepare, swap).
 	ActivationTook []time.Duration
+	// Evaluator is what decided for the last revision pushed, read from the binary's metrics:
+	// "ir" when the policy's plan did, "topdown" when OPA's evaluator did (the figures then do
+	// not measure the plan); "" when not known (the library server).
+	Evaluator string
 }
 
 // ScalePoint is the load at one store size.
@@ -553,6 +557,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		logf("policy swap (%s): steady at %.0f/s, then a new revision every %s for %s", cfg.SwapVia, arbiterRate, cfg.SwapInterval, cfg.SwapDuration)
 		rep.Swap = runSwap(ctx, cfg, act, primary.client.DecideCall(primary.load, want), arbiterRate)
+		if primary.bin != nil {
+			ev, err := primary.bin.Evaluator(ctx)
+			if err != nil {
+				logf("policy swap: what decides: %v", err)
+			}
+			rep.Swap.Evaluator = ev
+		}
 	}
 
 	if primary != nil && primary.bin != nil {
