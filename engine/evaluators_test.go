@@ -382,18 +382,7 @@ func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
 		}, map[string]any{"q": map[string]any{"c": 3}}, "data.q holds both base data and rules"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := Policy{Revision: tc.name, Modules: map[string]*ast.Module{}, Data: tc.data}
-			for name, src := range tc.modules {
-				m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
-				if err != nil {
-					t.Fatal(err)
-				}
-				p.Modules[name] = m
-			}
-			e, err := New(context.Background(), Config{}, p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			e := engineOf(t, tc.name, tc.modules, tc.data)
 			got, why := e.Evaluator()
 			if got != EvaluatorTopdown || !strings.Contains(why, tc.why) {
 				t.Fatalf("Evaluator() = %s, %q; want topdown because %q", got, why, tc.why)
@@ -411,11 +400,24 @@ func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
 // (data.bench.revision beside package bench) as long as the policy reads it only by constant
 // keys below it: the plan still decides.
 func TestPlanDecidesBesideAMixedDocumentReadByConstantKeys(t *testing.T) {
-	p := Policy{Revision: "shared", Modules: map[string]*ast.Module{}, Data: map[string]any{"bench": map[string]any{"revision": 7}}}
-	for name, src := range map[string]string{
+	e := engineOf(t, "shared", map[string]string{
 		"p.rego":     "package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"r\": data.bench.revision, \"c\": data.bench.code_revision}}\n",
 		"bench.rego": "package bench\n\ncode_revision := 3\n",
-	} {
+	}, map[string]any{"bench": map[string]any{"revision": 7}})
+	if got, why := e.Evaluator(); got != EvaluatorIR {
+		t.Fatalf("Evaluator() = %s (%s), want the plan", got, why)
+	}
+	d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "tools/call"})
+	if err != nil || d.Outcome != Allow || fmt.Sprint(d.Obligations) != "map[c:3 r:7]" {
+		t.Fatalf("decision %+v %v", d, err)
+	}
+}
+
+// engineOf is an engine serving modules (Rego sources by file name) and data.
+func engineOf(t *testing.T, revision string, modules map[string]string, data map[string]any) *Engine {
+	t.Helper()
+	p := Policy{Revision: revision, Modules: map[string]*ast.Module{}, Data: data}
+	for name, src := range modules {
 		m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			t.Fatal(err)
@@ -426,11 +428,5 @@ func TestPlanDecidesBesideAMixedDocumentReadByConstantKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, why := e.Evaluator(); got != EvaluatorIR {
-		t.Fatalf("Evaluator() = %s (%s), want the plan", got, why)
-	}
-	d, err := e.EvaluateInput(context.Background(), map[string]any{"action": "tools/call"})
-	if err != nil || d.Outcome != Allow || fmt.Sprint(d.Obligations) != "map[c:3 r:7]" {
-		t.Fatalf("decision %+v %v", d, err)
-	}
+	return e
 }
