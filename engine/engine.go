@@ -306,11 +306,12 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if req.SessionID == "" {
 		return ast.NullTerm(), "", nil, nil
 	}
-	get := e.store.GetWithoutHistory
+	var sess *state.Session
 	if pq.history {
-		get = e.store.Get
+		sess, err = e.store.Get(req.SessionID)
+	} else {
+		sess, err = e.store.GetWithoutHistory(req.SessionID)
 	}
-	sess, err := get(req.SessionID)
 	if sess != nil {
 		status = string(sess.StatusAt(now))
 	}

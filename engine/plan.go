@@ -84,8 +84,11 @@ func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints
 		out.reason = err.Error()
 		return out
 	}
-	if have := out.program.Plans(); !containsAll(have, entrypoints) {
-		out.program, out.reason = nil, fmt.Sprintf("the plan has entry points %v, not %v", have, entrypoints)
+	for _, name := range entrypoints {
+		if !out.program.HasPlan(name) {
+			out.program, out.reason = nil, fmt.Sprintf("the plan has no entry point %s", name)
+			break
+		}
 	}
 	return out
 }
@@ -102,15 +105,6 @@ func planPath(ref ast.Ref) string {
 		parts = append(parts, string(s))
 	}
 	return strings.Join(parts, "/")
-}
-
-func containsAll(have, want []string) bool {
-	for _, w := range want {
-		if !slices.Contains(have, w) {
-			return false
-		}
-	}
-	return true
 }
 
 // Evaluator says what decides for the serving revision, EvaluatorIR or EvaluatorTopdown, and

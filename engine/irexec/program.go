@@ -192,13 +192,10 @@ func New(p *ir.Policy) (*Program, error) {
 	return prog, nil
 }
 
-// Plans lists the names of the plans, one per entry point (such as "mcp/decision").
-func (p *Program) Plans() []string {
-	out := make([]string, 0, len(p.plans))
-	for name := range p.plans {
-		out = append(out, name)
-	}
-	return out
+// HasPlan reports whether the program has the plan of an entry point (such as "mcp/decision").
+func (p *Program) HasPlan(name string) bool {
+	_, ok := p.plans[name]
+	return ok
 }
 
 // PlanJSON decodes a plan in OPA's JSON plan format, as `opa build -t plan` writes it

@@ -58,11 +58,8 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	frame := m.stack[:pl.frame]
 	frame[0], frame[1] = input, data
 	for _, b := range pl.blocks {
-		if st := m.block(b, frame); st == stReturned {
+		if st := m.block(b, frame); st == stReturned { // an error also ends the run this way
 			break
-		}
-		if m.err != nil {
-			return nil, m.err
 		}
 	}
 	if m.err != nil {
@@ -112,7 +109,7 @@ func (p *Program) machine() *machine {
 	need := p.stack
 	m, _ := p.machines.Get().(*machine)
 	if m == nil {
-		m = &machine{}
+		m = &machine{cache: builtins.Cache{}}
 		m.collect = func(t *ast.Term) error {
 			if m.out != nil {
 				return fmt.Errorf("%w: built-in gave more than one result", ErrUnsupported)
@@ -141,7 +138,8 @@ func (p *Program) release(m *machine) {
 	clear(m.memoSet)
 	clear(m.results)
 	m.results = m.results[:0]
-	m.ctx, m.cancel, m.timeT, m.cache, m.err, m.out, m.ret, m.frozen, m.dataRoot = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	clear(m.cache) // built-ins' per-run state; the map itself serves the next run
+	m.ctx, m.cancel, m.timeT, m.err, m.out, m.ret, m.frozen, m.dataRoot = nil, nil, nil, nil, nil, nil, nil, nil
 	p.machines.Put(m)
 }
 
@@ -407,9 +405,6 @@ func (m *machine) callBuiltin(in *instr, frame []*ast.Term) *ast.Term {
 	}
 	if m.timeT == nil {
 		m.timeT = ast.NumberTerm(jsonInt(m.at.UnixNano()))
-	}
-	if m.cache == nil {
-		m.cache = builtins.Cache{}
 	}
 	bctx := topdown.BuiltinContext{Context: m.ctx, Time: m.timeT, Cancel: m.cancel, Cache: m.cache, Location: in.astLoc}
 	m.out = nil
