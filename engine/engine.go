@@ -268,15 +268,16 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if denial != nil {
 		return d.deny(*denial), nil
 	}
-	base, err := newInputBase(req, sessTerm, now)
+	base, err := newInputBase(req, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, err
 	}
-	args, err := objectTerm(req.Operation.Arguments)
+	op := pq.reads.sub(keyOperation)
+	args, err := jsonTerm(op.sub(keyArguments), req.Operation.Arguments)
 	if err != nil {
 		return Decision{}, &InvalidArgumentError{Field: "operation.arguments", Reason: err.Error()}
 	}
-	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&req.Operation, args)))
+	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&req.Operation, args, op)))
 	d = e.decideWith(ctx, pq, input, d)
 
 	if d.Outcome == RequireApproval {
@@ -307,7 +308,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 		return ast.NullTerm(), "", nil, nil
 	}
 	var sess *state.Session
-	if pq.history {
+	if pq.reads.readsHistory() {
 		sess, err = e.store.Get(req.SessionID)
 	} else {
 		sess, err = e.store.GetWithoutHistory(req.SessionID)
@@ -324,7 +325,11 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
-	return e.inputs.term(sess, &sess.Usage, pq.history), status, nil, nil
+	reads := pq.reads.sub(keySession)
+	if reads == nil {
+		return nil, status, nil, nil
+	}
+	return e.inputs.term(sess, &sess.Usage, reads), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

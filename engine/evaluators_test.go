@@ -56,6 +56,7 @@ func evaluatorPair(t *testing.T) (ir, topdown *Engine) {
 // removed or mistyped) with the plan executor and with OPA's topdown evaluator: the decisions
 // must be the same in every field a gateway reads.
 func TestEvaluatorsAgreeOnTheDefaultPolicy(t *testing.T) {
+	ctx := context.Background()
 	ir, topdown := evaluatorPair(t)
 	inputs, err := filepath.Glob("../policy/examples/*/input.json")
 	if err != nil || len(inputs) < 20 {
@@ -94,6 +95,16 @@ func TestEvaluatorsAgreeOnTheDefaultPolicy(t *testing.T) {
 		outcomes[want.Outcome]++
 		if g, w := gatewayView(got), gatewayView(want); !reflect.DeepEqual(g, w) {
 			t.Fatalf("input %s\nplan decides    %s\ntopdown decides %s", raw, g, w)
+		}
+		// Of that input, only what the policy reads (what a decision builds) decides alike.
+		v, err := ast.InterfaceToValue(decodeInput(t, raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pq := ir.policy.Load()
+		whole, part := ir.decideWith(ctx, pq, v, Decision{}), ir.decideWith(ctx, pq, pruned(v, pq.reads), Decision{})
+		if g, w := gatewayView(part), gatewayView(whole); g != w {
+			t.Fatalf("input %s\npruned to %v decides %s\nwhole decides      %s", raw, pruned(v, pq.reads), g, w)
 		}
 	}
 	// The variations reach every outcome, or they test little. (The default policy guards its

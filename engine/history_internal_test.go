@@ -59,7 +59,7 @@ func TestReadsHistory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.src, err)
 		}
-		got := cm.history
+		got := cm.reads.readsHistory()
 		if got != tc.reads {
 			t.Errorf("%q: reads history %v, want %v", tc.src, got, tc.reads)
 		}
@@ -163,11 +163,15 @@ else := {"result": "deny", "reasons": [{"code": "no_history", "message": "no his
 func TestSessionTermWithoutHistory(t *testing.T) {
 	u := &state.Usage{Total: 1, History: []state.HistoryEntry{{Server: "fs", Tool: "read", Method: "tools/call", At: time.Now()}}}
 	sess := &state.Session{ID: "ses_1", ExpiresAt: time.Now().Add(time.Hour)}
-	without, next := sessionTerm(nil, nil, sess, u, false)
+	lifecycle := map[string]*inputReads{}
+	for _, k := range []string{"id", "status", "created_at", "expires_at", "renewals", "client_id", "subject_id", "servers", "scopes", "calls", "labels"} {
+		lifecycle[k] = readsAll
+	}
+	without, next := sessionTerm(nil, nil, sess, u, &inputReads{keys: lifecycle})
 	if without.Value.(ast.Object).Get(keyHistory) != nil || len(next.terms)+len(next.history) != 0 {
 		t.Errorf("input.session %v (cached %d terms) has a history", without, len(next.terms))
 	}
-	with, _ := sessionTerm(nil, nil, sess, u, true)
+	with, _ := sessionTerm(nil, nil, sess, u, readsAll)
 	if h := with.Value.(ast.Object).Get(keyHistory); h == nil || h.Value.(*ast.Array).Len() != 1 {
 		t.Errorf("input.session %v has no history of one entry", with)
 	}

@@ -69,40 +69,93 @@ var (
 // inputBase holds the parts of the input shared by every tool of a FilterTools call.
 type inputBase [][2]*ast.Term
 
-// newInputBase builds everything but the action and the operation.
-func newInputBase(req *Request, sess *ast.Term, now time.Time) (inputBase, error) {
-	ctx, err := objectTerm(req.Context)
+// fields builds an object of the keys r reads: the parts of the input a policy never reads
+// are not built (see inputReads).
+type fields struct {
+	r     *inputReads
+	items [][2]*ast.Term
+}
+
+func fieldsOf(r *inputReads, n int) fields {
+	return fields{r: r, items: make([][2]*ast.Term, 0, n)}
+}
+
+// wants reports whether the object's reader reads key: the caller then builds its value.
+func (f *fields) wants(key *ast.Term) bool { return f.r.has(key) }
+
+func (f *fields) put(key, value *ast.Term) { f.items = append(f.items, ast.Item(key, value)) }
+
+// str puts a string value if it is read.
+func (f *fields) str(key *ast.Term, s string) {
+	if f.wants(key) {
+		f.put(key, ast.StringTerm(s))
+	}
+}
+
+func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items...) }
+
+// newInputBase builds everything but the action and the operation, of what r reads.
+// input.session is sess (nil: none). The context and the subject's attributes are checked
+// whether or not the policy reads them, so a request is refused for the same input whatever
+// the policy.
+func newInputBase(req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
+	ctx, err := jsonTerm(r.sub(keyContext), req.Context)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "context", Reason: err.Error()}
 	}
-	attrs, err := objectTerm(req.Subject.Attributes)
+	subject := r.sub(keySubject)
+	attrs, err := jsonTerm(subject.sub(keyAttributes), req.Subject.Attributes)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "subject.attributes", Reason: err.Error()}
 	}
-	return inputBase{
-		ast.Item(keyNow, timeTerm(now)),
-		ast.Item(keyClient, ast.ObjectTerm(
-			ast.Item(keyID, ast.StringTerm(req.Client.ID)),
-			ast.Item(keyName, ast.StringTerm(req.Client.Name)),
-			ast.Item(keyVersion, ast.StringTerm(req.Client.Version)),
-			ast.Item(keyTransport, ast.StringTerm(req.Client.Transport)),
-		)),
-		ast.Item(keySubject, ast.ObjectTerm(
-			ast.Item(keyID, ast.StringTerm(req.Subject.ID)),
-			ast.Item(keyGroups, stringsTerm(req.Subject.Groups)),
-			ast.Item(keyAttributes, attrs),
-		)),
-		ast.Item(keyServer, serverTerm(req.Server)),
-		ast.Item(keyCredential, ast.ObjectTerm(
-			ast.Item(keyScopes, stringsTerm(req.Credential.Scopes)),
-			ast.Item(keyAudience, stringsTerm(req.Credential.Audience)),
-			ast.Item(keyIssuer, ast.StringTerm(req.Credential.Issuer)),
-			ast.Item(keyClientID, ast.StringTerm(req.Credential.ClientID)),
-			ast.Item(keyExpiresAt, timeTerm(req.Credential.ExpiresAt)),
-		)),
-		ast.Item(keyContext, ctx),
-		ast.Item(keySession, sess),
-	}, nil
+	in := fieldsOf(r, 7)
+	if in.wants(keyNow) {
+		in.put(keyNow, timeTerm(now))
+	}
+	if in.wants(keyClient) {
+		c := fieldsOf(r.sub(keyClient), 4)
+		c.str(keyID, req.Client.ID)
+		c.str(keyName, req.Client.Name)
+		c.str(keyVersion, req.Client.Version)
+		c.str(keyTransport, req.Client.Transport)
+		in.put(keyClient, c.object())
+	}
+	if subject != nil {
+		s := fieldsOf(subject, 3)
+		s.str(keyID, req.Subject.ID)
+		if s.wants(keyGroups) {
+			s.put(keyGroups, stringsTerm(req.Subject.Groups))
+		}
+		if attrs != nil {
+			s.put(keyAttributes, attrs)
+		}
+		in.put(keySubject, s.object())
+	}
+	if in.wants(keyServer) {
+		in.put(keyServer, serverTerm(req.Server, r.sub(keyServer)))
+	}
+	if in.wants(keyCredential) {
+		c := fieldsOf(r.sub(keyCredential), 5)
+		if c.wants(keyScopes) {
+			c.put(keyScopes, stringsTerm(req.Credential.Scopes))
+		}
+		if c.wants(keyAudience) {
+			c.put(keyAudience, stringsTerm(req.Credential.Audience))
+		}
+		c.str(keyIssuer, req.Credential.Issuer)
+		c.str(keyClientID, req.Credential.ClientID)
+		if c.wants(keyExpiresAt) {
+			c.put(keyExpiresAt, timeTerm(req.Credential.ExpiresAt))
+		}
+		in.put(keyCredential, c.object())
+	}
+	if ctx != nil {
+		in.put(keyContext, ctx)
+	}
+	if sess != nil && in.wants(keySession) {
+		in.put(keySession, sess)
+	}
+	return inputBase(in.items), nil
 }
 
 // document returns the input document: the base plus the action and extra items.
@@ -118,17 +171,22 @@ func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
 	return obj
 }
 
-// operationTerm is input.operation.
-func operationTerm(op *Operation, args *ast.Term) *ast.Term {
-	return ast.ObjectTerm(
-		ast.Item(keyMethod, ast.StringTerm(op.Method)),
-		ast.Item(keyTool, ast.StringTerm(op.Tool)),
-		ast.Item(keyArguments, args),
-		ast.Item(keyAnnotations, annotationsTerm(op.Annotations)),
-		ast.Item(keyDefinitionHash, ast.StringTerm(op.DefinitionHash)),
-		ast.Item(keyResourceURI, ast.StringTerm(op.ResourceURI)),
-		ast.Item(keyPromptName, ast.StringTerm(op.PromptName)),
-	)
+// operationTerm is input.operation, of what r (the operation's reads) reads; args are the
+// arguments (nil when they are not read).
+func operationTerm(op *Operation, args *ast.Term, r *inputReads) *ast.Term {
+	f := fieldsOf(r, 7)
+	f.str(keyMethod, op.Method)
+	f.str(keyTool, op.Tool)
+	if args != nil && f.wants(keyArguments) {
+		f.put(keyArguments, args)
+	}
+	if f.wants(keyAnnotations) {
+		f.put(keyAnnotations, annotationsTerm(op.Annotations))
+	}
+	f.str(keyDefinitionHash, op.DefinitionHash)
+	f.str(keyResourceURI, op.ResourceURI)
+	f.str(keyPromptName, op.PromptName)
+	return f.object()
 }
 
 // annotationsTerm carries only the hints the server set: absence is meaningful in MCP.
@@ -148,58 +206,43 @@ func annotationsTerm(a Annotations) *ast.Term {
 	return ast.NewTerm(obj)
 }
 
-func serverTerm(s Server) *ast.Term {
-	return ast.ObjectTerm(
-		ast.Item(keyID, ast.StringTerm(s.ID)),
-		ast.Item(keyResource, ast.StringTerm(s.Resource)),
-		ast.Item(keyTransport, ast.StringTerm(s.Transport)),
-		ast.Item(keyCommandDigest, ast.StringTerm(s.CommandDigest)),
-	)
+// serverTerm is an MCP server's input, of what r reads.
+func serverTerm(s Server, r *inputReads) *ast.Term {
+	f := fieldsOf(r, 4)
+	f.str(keyID, s.ID)
+	f.str(keyResource, s.Resource)
+	f.str(keyTransport, s.Transport)
+	f.str(keyCommandDigest, s.CommandDigest)
+	return f.object()
 }
 
-// sessionTerm is input.session: the session as the policy sees it, for an active session. The
-// lifecycle items and the history entries' terms come from cached when they describe the same
-// lifecycle and entries (nil: all built here); it returns the term and what to cache next.
-// Without history (the policy cannot read it, see readsHistory), input.session has no
-// "history" key, and u.History is not looked at.
-func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage, history bool) (*ast.Term, *cachedSession) {
+// sessionTerm is input.session: the session as the policy sees it, for an active session, of
+// what r (the session's reads, not nil) reads. The lifecycle items and the history entries'
+// terms come from cached when they describe the same lifecycle and entries (nil: all built
+// here); it returns the term and what to cache next. The cache keeps every lifecycle item,
+// whatever r reads, since a revision that reads others may use it next; u.History is looked
+// at only when r reads the history.
+func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage, r *inputReads) (*ast.Term, *cachedSession) {
 	next := &cachedSession{created: sess.CreatedAt.UnixNano(), expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
 	if cached != nil && cached.created == next.created && cached.expires == next.expires && cached.renewals == next.renewals {
 		next.lifecycle = cached.lifecycle
 	} else {
 		next.lifecycle = sessionItems(names, sess)
 	}
-	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
-	var byServer, byTool [][2]*ast.Term
-	for i := 0; i < len(u.Calls); {
-		srv := u.Calls[i].Server
-		var total uint64
-		var tools [][2]*ast.Term
-		for ; i < len(u.Calls) && u.Calls[i].Server == srv; i++ {
-			c := &u.Calls[i]
-			total += c.N
-			if c.Tool != "" {
-				tools = append(tools, ast.Item(ast.StringTerm(c.Tool), ast.UIntNumberTerm(c.N)))
-			}
-		}
-		key := ast.StringTerm(srv)
-		byServer = append(byServer, ast.Item(key, ast.UIntNumberTerm(total)))
-		if len(tools) > 0 {
-			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(tools...)))
+	f := fieldsOf(r, len(next.lifecycle)+3)
+	for _, it := range next.lifecycle {
+		if f.wants(it[0]) {
+			f.items = append(f.items, it)
 		}
 	}
-	items := make([][2]*ast.Term, 0, len(next.lifecycle)+3)
-	items = append(items, next.lifecycle...)
-	items = append(items,
-		ast.Item(keyCalls, ast.ObjectTerm(
-			ast.Item(keyTotal, ast.UIntNumberTerm(u.Total)),
-			ast.Item(keyByServer, ast.ObjectTerm(byServer...)),
-			ast.Item(keyByTool, ast.ObjectTerm(byTool...)),
-		)),
-		ast.Item(keyLabels, stringsTerm(u.Labels)),
-	)
-	if !history {
-		return ast.ObjectTerm(items...), next
+	if f.wants(keyCalls) {
+		f.put(keyCalls, callsTerm(u, r.sub(keyCalls)))
+	}
+	if f.wants(keyLabels) {
+		f.put(keyLabels, stringsTerm(u.Labels))
+	}
+	if !f.wants(keyHistory) {
+		return f.object(), next
 	}
 	next.history = make([]historyKey, len(u.History))
 	next.terms = make([]*ast.Term, len(u.History))
@@ -224,8 +267,48 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 			next.history[i] = historyKey{str(keyServer), str(keyTool), str(keyMethod), k.at}
 		}
 	}
-	items = append(items, ast.Item(keyHistory, ast.ArrayTerm(next.terms...))) // shared with the cache: input terms are never changed
-	return ast.ObjectTerm(items...), next
+	f.put(keyHistory, ast.ArrayTerm(next.terms...)) // shared with the cache: input terms are never changed
+	return f.object(), next
+}
+
+// callsTerm is input.session.calls of usage u, of what r reads.
+func callsTerm(u *state.Usage, r *inputReads) *ast.Term {
+	f := fieldsOf(r, 3)
+	if f.wants(keyTotal) {
+		f.put(keyTotal, ast.UIntNumberTerm(u.Total))
+	}
+	servers, tools := f.wants(keyByServer), f.wants(keyByTool)
+	if !servers && !tools {
+		return f.object()
+	}
+	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
+	var byServer, byTool [][2]*ast.Term
+	for i := 0; i < len(u.Calls); {
+		srv := u.Calls[i].Server
+		var total uint64
+		var toolItems [][2]*ast.Term
+		for ; i < len(u.Calls) && u.Calls[i].Server == srv; i++ {
+			c := &u.Calls[i]
+			total += c.N
+			if tools && c.Tool != "" {
+				toolItems = append(toolItems, ast.Item(ast.StringTerm(c.Tool), ast.UIntNumberTerm(c.N)))
+			}
+		}
+		key := ast.StringTerm(srv)
+		if servers {
+			byServer = append(byServer, ast.Item(key, ast.UIntNumberTerm(total)))
+		}
+		if len(toolItems) > 0 {
+			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(toolItems...)))
+		}
+	}
+	if servers {
+		f.put(keyByServer, ast.ObjectTerm(byServer...))
+	}
+	if tools {
+		f.put(keyByTool, ast.ObjectTerm(byTool...))
+	}
+	return f.object()
 }
 
 // sessionItems are the lifecycle fields of input.session for an active session. The ids that
@@ -318,6 +401,44 @@ func timeTerm(t time.Time) *ast.Term {
 	return ast.StringTerm(t.UTC().Format(time.RFC3339Nano))
 }
 
+// jsonTerm is objectTerm(m) when r reads it; when it does not (r is nil), m is only checked
+// as objectTerm would, and the term is nil.
+func jsonTerm(r *inputReads, m map[string]any) (*ast.Term, error) {
+	if r != nil {
+		return objectTerm(m)
+	}
+	if err := checkJSON(m); err != nil {
+		return nil, fmt.Errorf("not valid JSON: %w", err)
+	}
+	return nil, nil
+}
+
+// checkJSON fails where ast.InterfaceToValue would fail on v, without building anything for
+// the values decoded JSON holds, which it always converts.
+func checkJSON(v any) error {
+	switch v := v.(type) {
+	case nil, bool, string, float64, int, int64, uint64, []string, map[string]string:
+		return nil
+	case []any:
+		for _, x := range v {
+			if err := checkJSON(x); err != nil {
+				return err
+			}
+		}
+		return nil
+	case map[string]any:
+		for _, x := range v {
+			if err := checkJSON(x); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
+		_, err := ast.InterfaceToValue(v)
+		return err
+	}
+}
+
 // objectTerm converts decoded JSON (nil for none) into an object term.
 func objectTerm(m map[string]any) (*ast.Term, error) {
 	if len(m) == 0 {
@@ -373,16 +494,16 @@ func keyOf(h *state.HistoryEntry) historyKey {
 	return historyKey{h.Server, h.Tool, h.Method, h.At.UnixNano()}
 }
 
-// term returns input.session for sess, an active session, and its usage u, with the history
-// when history is true.
-func (c *sessionTerms) term(sess *state.Session, u *state.Usage, history bool) *ast.Term {
+// term returns input.session for sess, an active session, and its usage u, of what r (not nil)
+// reads.
+func (c *sessionTerms) term(sess *state.Session, u *state.Usage, r *inputReads) *ast.Term {
 	var cached *cachedSession
 	c.mu.Lock()
 	if slot := c.m[sess.ID]; slot != nil {
 		cached = slot.terms
 	}
 	c.mu.Unlock()
-	t, next := sessionTerm(&c.names, cached, sess, u, history)
+	t, next := sessionTerm(&c.names, cached, sess, u, r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slot := c.m[sess.ID]; slot != nil {

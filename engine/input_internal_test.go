@@ -127,8 +127,8 @@ func TestSessionTermsAreCachedAndShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &sess.Usage
-	fromCache, _ := sessionTerm(&e.inputs.names, cached(ids[1]), sess, u, true)
-	afresh, _ := sessionTerm(nil, nil, sess, u, true)
+	fromCache, _ := sessionTerm(&e.inputs.names, cached(ids[1]), sess, u, readsAll)
+	afresh, _ := sessionTerm(nil, nil, sess, u, readsAll)
 	if !fromCache.Equal(afresh) {
 		t.Errorf("input.session from the cache\n%v\ndiffers from the one built afresh\n%v", fromCache, afresh)
 	}
@@ -142,7 +142,7 @@ func TestSessionTermsStayBounded(t *testing.T) {
 	c := sessionTerms{max: 100}
 	now := time.Now()
 	for i := range c.max + 50 {
-		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{}, true)
+		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{}, readsAll)
 	}
 	if len(c.m) != c.max {
 		t.Errorf("the cache holds %d sessions, want %d", len(c.m), c.max)
@@ -167,7 +167,7 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 		return state.HistoryEntry{Server: "fs", Tool: tool, Method: "tools/call", At: now.Add(time.Duration(s) * time.Second)}
 	}
 	sess := &state.Session{ID: "ses_1", ExpiresAt: now.Add(time.Hour)}
-	_, cached := sessionTerm(nil, nil, sess, &state.Usage{History: []state.HistoryEntry{entry("a", 1), entry("b", 2), entry("c", 3)}}, true)
+	_, cached := sessionTerm(nil, nil, sess, &state.Usage{History: []state.HistoryEntry{entry("a", 1), entry("b", 2), entry("c", 3)}}, readsAll)
 	termOf := map[string]*ast.Term{"a": cached.terms[0], "b": cached.terms[1], "c": cached.terms[2]}
 	for _, h := range [][]state.HistoryEntry{
 		{entry("a", 1), entry("x", 2), entry("c", 3)}, // same start, another entry in the middle
@@ -176,8 +176,8 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 		{entry("z", 9)}, // nothing in common
 	} {
 		u := &state.Usage{History: h}
-		got, next := sessionTerm(nil, cached, sess, u, true)
-		want, _ := sessionTerm(nil, nil, sess, u, true)
+		got, next := sessionTerm(nil, cached, sess, u, readsAll)
+		want, _ := sessionTerm(nil, nil, sess, u, readsAll)
 		if !got.Equal(want) {
 			t.Errorf("history %v: from the cache\n%v\nwant\n%v", h, got, want)
 		}
@@ -195,17 +195,17 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 func TestRenewalRebuildsTheLifecycle(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	sess := &state.Session{ID: "ses_1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	_, cached := sessionTerm(nil, nil, sess, &state.Usage{}, true)
+	_, cached := sessionTerm(nil, nil, sess, &state.Usage{}, readsAll)
 	renewed := *sess
 	renewed.ExpiresAt, renewed.Renewals = now.Add(2*time.Hour), 1
-	got, next := sessionTerm(nil, cached, &renewed, &state.Usage{}, true)
+	got, next := sessionTerm(nil, cached, &renewed, &state.Usage{}, readsAll)
 	if next.lifecycle[0][1] == cached.lifecycle[0][1] {
 		t.Error("the lifecycle items were reused after a renewal")
 	}
-	if want, _ := sessionTerm(nil, nil, &renewed, &state.Usage{}, true); !got.Equal(want) {
+	if want, _ := sessionTerm(nil, nil, &renewed, &state.Usage{}, readsAll); !got.Equal(want) {
 		t.Errorf("after a renewal:\n%v\nwant\n%v", got, want)
 	}
-	if _, again := sessionTerm(nil, next, &renewed, &state.Usage{}, true); again.lifecycle[0][1] != next.lifecycle[0][1] {
+	if _, again := sessionTerm(nil, next, &renewed, &state.Usage{}, readsAll); again.lifecycle[0][1] != next.lifecycle[0][1] {
 		t.Error("an unchanged lifecycle was rebuilt")
 	}
 }
@@ -220,7 +220,7 @@ func TestCachedTermsOwnTheirStrings(t *testing.T) {
 	}
 	now := time.Now()
 	h := state.HistoryEntry{Server: strings.Clone("fs"), Tool: long, Method: strings.Clone("tools/call"), At: now}
-	_, c := sessionTerm(&names, nil, &state.Session{ID: "ses_1", ExpiresAt: now}, &state.Usage{History: []state.HistoryEntry{h}}, true)
+	_, c := sessionTerm(&names, nil, &state.Session{ID: "ses_1", ExpiresAt: now}, &state.Usage{History: []state.HistoryEntry{h}}, readsAll)
 	if k := c.history[0]; unsafe.StringData(k.tool) == unsafe.StringData(h.Tool) || unsafe.StringData(k.server) == unsafe.StringData(h.Server) {
 		t.Error("a cached history key shares the usage's bytes")
 	}
@@ -229,7 +229,7 @@ func TestCachedTermsOwnTheirStrings(t *testing.T) {
 	id := strings.Clone("ses_1")
 	sess := &state.Session{ID: id, ExpiresAt: now}
 	for range 2 {
-		cache.term(sess, &state.Usage{}, true)
+		cache.term(sess, &state.Usage{}, readsAll)
 		for k := range cache.m {
 			if unsafe.StringData(k) == unsafe.StringData(id) {
 				t.Fatal("the cache is keyed by the session's own bytes")

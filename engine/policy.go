@@ -80,9 +80,10 @@ type prepared struct {
 	query    query
 	// mask is data.system.log.mask, when the policy defines it (see LogMask).
 	mask *rego.PreparedEvalQuery
-	// history says whether the policy can read input.session.history (readsHistory): a policy
-	// that cannot is given input.session without it, which saves building it per decision.
-	history bool
+	// reads is what the policy can read of input (readsOf): a decision builds only that,
+	// which saves building, per decision, the parts no rule reads (for most policies the
+	// session's history, the context and the subject's attributes).
+	reads *inputReads
 	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
 	// the policy defines it: FilterTools then evaluates once per call instead of once per tool.
 	verdicts *query
@@ -122,13 +123,13 @@ type compiledModules struct {
 	last *compiled
 }
 
-// compiled is one set of modules compiled: the compiler, whether the modules can read
-// input.session.history, and their plan. Each revision holds the compiled it was made from, so
+// compiled is one set of modules compiled: the compiler, what the modules can read of input,
+// and their plan. Each revision holds the compiled it was made from, so
 // the plan it is given is always of its own modules, whatever is compiled meanwhile.
 type compiled struct {
 	modules  map[string]*ast.Module
 	compiler *ast.Compiler
-	history  bool // readsHistory of the modules
+	reads    *inputReads // readsOf the modules
 
 	mu   sync.Mutex
 	plan *planned // for the entry points last asked for (see planFor)
@@ -145,16 +146,16 @@ func (c *compiledModules) get(modules map[string]*ast.Module) (*compiled, error)
 	// The modules are read once their references are resolved (imports such as
 	// "import input.session" spelled out), before later stages rewrite them into forms that
 	// hide what is read (object.get(input, ...) becomes "x = input; object.get(x, ...)").
-	history := true
+	reads := readsAll
 	compiler := ast.NewCompiler().WithEnablePrintStatements(false).
 		WithStageAfterID(ast.StageResolveRefs, ast.CompilerStageDefinition{
-			Name: "arbiter_reads_history", MetricName: "compile_stage_arbiter_reads_history",
-			Stage: func(c *ast.Compiler) *ast.Error { history = readsHistory(c.Modules); return nil },
+			Name: "arbiter_input_reads", MetricName: "compile_stage_arbiter_input_reads",
+			Stage: func(c *ast.Compiler) *ast.Error { reads = readsOf(c.Modules); return nil },
 		})
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
-	c.last = &compiled{modules: maps.Clone(modules), compiler: compiler, history: history}
+	c.last = &compiled{modules: maps.Clone(modules), compiler: compiler, reads: reads}
 	return c.last, nil
 }
 
@@ -217,7 +218,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 	if err != nil {
 		return nil, err
 	}
-	compiler, history := cm.compiler, cm.history
+	compiler, reads := cm.compiler, cm.reads
 	if len(compiler.GetRulesForVirtualDocument(ref)) == 0 && len(compiler.GetRulesExact(ref)) == 0 {
 		return nil, fmt.Errorf("entry point %s is not defined by any rule", entry)
 	}
@@ -240,7 +241,7 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: query{topdown: q, plan: planPath(ref)}, history: history}
+	pq := &prepared{revision: p.Revision, query: query{topdown: q, plan: planPath(ref)}, reads: reads}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
 		vq, err := prepare(verdicts, decisionOpts...)
@@ -382,115 +383,4 @@ func (pq *prepared) topdownOnly(reason string) {
 	if pq.verdicts != nil {
 		pq.verdicts.plan = ""
 	}
-}
-
-// readsHistory reports whether any of modules can read input.session.history:
-// whether some reference to input can reach it. Only a reference that names a key other than
-// "session" (input.action), or a key of the session other than "history"
-// (input.session.calls), is known not to, and so is object.get(input, PATH, DEFAULT) with a
-// constant PATH that does not reach it, unless a "with" modifies that expression or replaces
-// object.get anywhere; the bare input, input.session and references with a variable where such
-// a key would be (input[k], input.session[k]) are taken to read it.
-func readsHistory(modules map[string]*ast.Module) bool {
-	reads := false
-	var vis *ast.GenericVisitor
-	walk := func(ts []*ast.Term) {
-		for _, t := range ts {
-			vis.Walk(t)
-		}
-	}
-	// objectGet checks a call's operator and operands; it reports whether it was an
-	// object.get of input with a constant path, whose operands it then walked itself.
-	objectGet := func(op *ast.Term, args []*ast.Term) bool {
-		if op.Value.Compare(ast.ObjectGet.Ref()) != 0 || len(args) < 2 {
-			return false
-		}
-		if !isInput(args[0].Value) {
-			return false
-		}
-		path := ast.Ref{ast.InputRootDocument}
-		switch p := args[1].Value.(type) {
-		case ast.String:
-			path = append(path, args[1])
-		case *ast.Array:
-			if !p.IsGround() {
-				return false
-			}
-			p.Foreach(func(t *ast.Term) { path = append(path, t) })
-		default:
-			return false
-		}
-		reads = reads || readsSessionHistory(path)
-		walk(args[1:])
-		return true
-	}
-	vis = ast.NewGenericVisitor(func(x any) bool {
-		switch x := x.(type) {
-		case *ast.Expr:
-			// An expression with "with" modifiers is walked whole, modifiers included: they
-			// can change what input or object.get are.
-			if x.IsCall() && len(x.With) == 0 {
-				terms := x.Terms.([]*ast.Term)
-				return objectGet(terms[0], terms[1:])
-			}
-		case *ast.With:
-			// Replacing object.get (here or in any rule it reaches) voids what a constant
-			// path says about what it reads: the replacement is handed input whole.
-			if x.Target.Value.Compare(ast.ObjectGet.Ref()) == 0 {
-				reads = true
-			}
-		case ast.Call:
-			return objectGet(x[0], x[1:])
-		case ast.Var:
-			reads = reads || x.Equal(ast.InputRootDocument.Value)
-		case ast.Ref:
-			if x[0].Value.Compare(ast.InputRootDocument.Value) != 0 {
-				return false
-			}
-			reads = reads || readsSessionHistory(x)
-			walk(x[1:])
-			return true
-		}
-		return false
-	})
-	for _, m := range modules {
-		// The rules, not the imports: an import of input.session reads nothing until a rule
-		// uses it, and by now every such use is spelled out in full.
-		for _, r := range m.Rules {
-			vis.Walk(r)
-		}
-		if reads {
-			return true
-		}
-	}
-	return false
-}
-
-// isInput reports whether v is the bare input document, as a variable or a reference.
-func isInput(v ast.Value) bool {
-	if r, ok := v.(ast.Ref); ok && len(r) == 1 {
-		v = r[0].Value
-	}
-	return v.Compare(ast.InputRootDocument.Value) == 0
-}
-
-// readsSessionHistory reports whether ref, a reference into input, can reach
-// input.session.history: unless its first key is a string other than "session", or it is
-// "session" and the second a string other than "history".
-func readsSessionHistory(ref ast.Ref) bool {
-	first, ok := refKey(ref, 1)
-	if ok && first != "session" {
-		return false
-	}
-	second, ok2 := refKey(ref, 2)
-	return !(ok && ok2 && second != "history")
-}
-
-// refKey returns ref[i] if it is a string.
-func refKey(ref ast.Ref, i int) (string, bool) {
-	if i >= len(ref) {
-		return "", false
-	}
-	s, ok := ref[i].Value.(ast.String)
-	return string(s), ok
 }

@@ -74,12 +74,12 @@ func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
 	dreq := &Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context}
-	base, err := newInputBase(dreq, ast.NullTerm(), now)
+	base, err := newInputBase(dreq, ast.NullTerm(), now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionOpen,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionOpen}, emptyTerm)),
+		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionOpen}, emptyTerm, pq.reads.sub(keyOperation))),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, ast.ArrayTerm(serverTerms...)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),
@@ -174,12 +174,16 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
 
-	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, e.inputs.term(sess, &sess.Usage, pq.history), now)
+	var sessTerm *ast.Term
+	if reads := pq.reads.sub(keySession); reads != nil {
+		sessTerm = e.inputs.term(sess, &sess.Usage, reads)
+	}
+	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionRenew,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, emptyTerm)),
+		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, emptyTerm, pq.reads.sub(keyOperation))),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, stringsTerm(sess.Servers)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),

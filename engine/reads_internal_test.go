@@ -1,0 +1,312 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/arbiter-mcp/arbiter/policy"
+)
+
+// paths lists what r reads, one dotted path per subtree read whole ("" for the whole input).
+func (r *inputReads) paths() []string {
+	var out []string
+	var walk func(n *inputReads, prefix string)
+	walk = func(n *inputReads, prefix string) {
+		if n.whole {
+			out = append(out, prefix)
+			return
+		}
+		for k, sub := range n.keys {
+			walk(sub, strings.TrimPrefix(prefix+"."+k, "."))
+		}
+	}
+	walk(r, "")
+	slices.Sort(out)
+	return out
+}
+
+// readsOfSource compiles a module of package p made of src and returns what it reads.
+func readsOfSource(t *testing.T, src string) *inputReads {
+	t.Helper()
+	m, err := ast.ParseModuleWithOpts("p.rego", "package p\n\n"+src+"\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatalf("%s: %v", src, err)
+	}
+	cm, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
+	if err != nil {
+		t.Fatalf("%s: %v", src, err)
+	}
+	return cm.reads
+}
+
+func TestReadsOf(t *testing.T) {
+	for _, tc := range []struct {
+		src  string
+		want string // paths, comma-separated
+	}{
+		{"x := input.action", "action"},
+		{"x := input.session.calls.total", "session.calls.total"},
+		{"x := input.session.labels[_]", "session.labels"},
+		{"x := input.session.history[0].tool", "session.history"},
+		{`x := input.session["calls"]["by_tool"].fs`, "session.calls.by_tool.fs"},
+		{"x := input.server\n\ny := input.server.id", "server"},
+		{"x := input.server.id\n\ny := input.server", "server"},
+		{"x := [input.action, input.client.id, input.client.name]", "action,client.id,client.name"},
+		{`x := object.get(input, ["session", "labels"], [])`, "session.labels"},
+		{`x := object.get(input, "action", "")`, "action"},
+		{`x := object.get(input.session, "action", "")`, "session"},
+		{"import input.session as s\n\nx := s.calls", "session.calls"},
+		{"import input.session\n\nx := session", "session"},
+		{"x := input", ""},
+		{"x := count(input)", ""},
+		{"x := [v | some k; v := input.session[k]]", "session"},
+		{"x := [v | some k; v := input[k]]", ""},
+		{"x := input[input.action]", ""},
+		{"p := [\"action\"]\n\nx := object.get(input, p, [])", ""},
+		{"x := [v | walk(input, v)]", ""},
+		{"f(s) := s.history\n\nx := f(input.session)", "session"},
+		{"f(i) := i.action\n\nx := f(input)", ""},
+		{"x := y if { y := data.z with input.session.history as [] }", "session.history"},
+		{"x := y if { y := data.z with input.action as input.operation.tool }", "action,operation.tool"},
+		{"f(x, p, d) := x.session.history\n\nx := h if { h := object.get(input, \"action\", null) with object.get as f }", ""},
+		{"x := $\"{input.action} {input.session.labels}\"", "action,session.labels"},
+		{"x if { every h in input.session.history { h.tool != \"t\" } }", "session.history"},
+		{"x := 1", "<nothing>"},
+	} {
+		got := strings.Join(readsOfSource(t, tc.src).paths(), ",")
+		if got == "" && len(readsOfSource(t, tc.src).paths()) == 0 {
+			got = "<nothing>"
+		}
+		if got != tc.want {
+			t.Errorf("%q reads %q, want %q", tc.src, got, tc.want)
+		}
+	}
+}
+
+// The default policy reads a small part of its input; the rest is not built per decision.
+func TestDefaultPolicyReads(t *testing.T) {
+	p, err := LoadPolicyFS(policy.FS(), ".", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := (&compiledModules{}).get(p.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reads: %v", cm.reads.paths())
+}
+
+// pruned is v without what r does not read: the input a decision builds for a policy that
+// reads r, when the whole input would be v.
+func pruned(v ast.Value, r *inputReads) ast.Value {
+	obj, ok := v.(ast.Object)
+	if r.whole || !ok {
+		return v
+	}
+	out := ast.NewObject()
+	obj.Foreach(func(k, x *ast.Term) {
+		if s, ok := k.Value.(ast.String); ok {
+			if sub := r.keys[string(s)]; sub != nil {
+				out.Insert(k, ast.NewTerm(pruned(x.Value, sub)))
+			}
+		}
+	})
+	return out
+}
+
+// TestPruningKeepsEveryAnswer decides every policy of the plan executor's differential corpus
+// and of TestReadsOf, on each of its inputs whole and pruned to what readsOf says the policy
+// reads, with OPA's topdown evaluator: the answers (value, undefined or error) must be the
+// same.
+func TestPruningKeepsEveryAnswer(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("irexec", "testdata", "differential.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Name   string   `json:"name"`
+		Src    string   `json:"src"`
+		Data   string   `json:"data"`
+		Inputs []string `json:"inputs"`
+	}
+	if err := util.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 100 {
+		t.Fatalf("only %d cases read", len(cases))
+	}
+	rich := `{"action": "tools/call", "z": 1, "client": {"id": "c", "name": "n"}, "server": {"id": "s", "transport": "stdio"},
+		"operation": {"tool": "t", "arguments": {"path": "/x"}}, "session": {"history": [{"tool": "t"}, {"tool": "u"}],
+		"calls": {"total": 3, "by_tool": {"fs": {"t": 1}}}, "labels": ["a"], "renewals": 1}, "tools": [{"name": "t"}]}`
+	for _, src := range []string{
+		"x := input.session.calls.by_tool.fs",
+		"x := [input.action, input.client.id, input.client.name]",
+		`x := object.get(input, ["session", "labels"], [])`,
+		`x := object.get(input.session, "labels", "")`,
+		"import input.session as s\n\nx := s.calls",
+		"x := count(input)",
+		"x := [v | some k; v := input.session[k]]",
+		"x := input[input.action]",
+		"x := [v | walk(input, v)]",
+		"f(s) := s.history\n\nx := f(input.session)",
+		"f(i) := i.action\n\nx := f(input)",
+		"x := y if { y := input.z with input.action as input.operation.tool }",
+		"x := y if { y := input.action with input.session.history as [] }",
+		"f(x, p, d) := x.session.history\n\nx := h if { h := object.get(input, \"action\", null) with object.get as f }",
+		"x := json.marshal(input.session)",
+		"x := {k | input.session[k]}",
+		"x if { every h in input.session.history { h.tool != \"v\" } }",
+	} {
+		cases = append(cases, struct {
+			Name   string   `json:"name"`
+			Src    string   `json:"src"`
+			Data   string   `json:"data"`
+			Inputs []string `json:"inputs"`
+		}{Name: src, Src: src, Inputs: []string{rich, "{}", `{"session": 1}`}})
+	}
+	ctx := context.Background()
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	for _, c := range cases {
+		src := "package p\n\n" + c.Src
+		data := map[string]any{}
+		if c.Data != "" {
+			if err := util.UnmarshalJSON([]byte(c.Data), &data); err != nil {
+				t.Fatalf("%s: data: %v", c.Name, err)
+			}
+		}
+		m, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		cm, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		q, err := rego.New(rego.Query("data.p.x"), rego.Compiler(cm.compiler), rego.Store(inmem.NewFromObject(data)),
+			rego.StrictBuiltinErrors(true)).PrepareForEval(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		eval := func(input ast.Value) string {
+			rs, err := q.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTime(now))
+			if err != nil {
+				return "error"
+			}
+			if len(rs) == 0 {
+				return "undefined"
+			}
+			out, _ := json.Marshal(rs[0].Expressions[0].Value)
+			return string(out)
+		}
+		for _, in := range c.Inputs {
+			whole := ast.MustParseTerm(in).Value
+			part := pruned(whole, cm.reads)
+			if w, p := eval(whole), eval(part); w != p {
+				t.Errorf("%s: input %s gives %s, pruned to %v (reads %v) gives %s", c.Name, in, w, part, cm.reads.paths(), p)
+			}
+		}
+	}
+}
+
+// TestDecisionsBuildWhatThePolicyReads: an engine that builds only what its policy reads and
+// one given the whole input decide the same calls, FilterTools listings and renewals alike,
+// for a policy that reads one field of nearly every part of the input and hands them back as
+// obligations.
+func TestDecisionsBuildWhatThePolicyReads(t *testing.T) {
+	ctx := context.Background()
+	echo := policyOf(t, "echo", `package mcp
+
+listed := {
+	"now": input.now, "client": input.client.name, "team": input.subject.attributes.team,
+	"groups": input.subject.groups, "trace": input.context.trace, "resource": input.server.resource,
+	"expires": input.credential.expires_at, "issuer": input.credential.issuer,
+	"method": input.operation.method,
+	"annotations": input.operation.annotations, "session_client": input.session.client_id,
+	"by_server": input.session.calls.by_server, "total": input.session.calls.total,
+	"labels": input.session.labels, "scopes": input.session.scopes,
+	"history": [h.tool | some h in input.session.history], "renewals": input.session.renewals,
+}
+
+seen := object.union(listed, {"path": input.operation.arguments.path})
+
+decision := {"result": "allow"} if input.action == "session/open"
+else := {"result": "allow", "labels": ["l"], "obligations": seen}
+
+tool_verdicts := {"listing": {"result": "allow", "obligations": listed}, "tools": {}}
+`)
+	clock := func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
+	engines := make([]*Engine, 2)
+	for i := range engines {
+		e, err := New(ctx, Config{Clock: clock}, echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		engines[i] = e
+	}
+	pq := engines[0].policy.Load()
+	if pq.reads.whole || pq.reads.has(keyCredential) && pq.reads.sub(keyCredential).has(keyScopes) {
+		t.Fatalf("the policy reads %v, not a part of its input", pq.reads.paths())
+	}
+	whole := *engines[1].policy.Load()
+	whole.reads = readsAll
+	engines[1].policy.Store(&whole)
+
+	yes := true
+	var views [2][]string
+	for i, e := range engines {
+		subject := Subject{ID: "u", Groups: []string{"eng"}, Attributes: map[string]any{"team": "pay", "level": json.Number("3")}}
+		client := Client{ID: "c", Name: "Claude", Version: "1", Transport: "stdio"}
+		server := Server{ID: "fs", Resource: "https://fs.example", Transport: "remote"}
+		cred := Credential{Scopes: []string{"files:read"}, Issuer: "https://idp", ExpiresAt: clock().Add(time.Hour)}
+		_, info, err := e.OpenSession(ctx, &OpenRequest{Client: client, Subject: subject, Servers: []Server{server}, Scopes: []string{"files:read"}, Credential: cred})
+		if err != nil || info == nil {
+			t.Fatalf("open: %v", err)
+		}
+		for n := range 3 {
+			req := &Request{SessionID: info.Session.ID, Client: client, Subject: subject, Server: server, Credential: cred,
+				Operation: Operation{Method: "tools/call", Tool: fmt.Sprint("read_", n), Arguments: map[string]any{"path": "/tmp/x"},
+					Annotations: Annotations{ReadOnly: &yes}},
+				Context: map[string]any{"trace": "abc"}}
+			d, err := e.Decide(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			views[i] = append(views[i], gatewayView(d))
+		}
+		f, err := e.FilterTools(ctx, &Request{SessionID: info.Session.ID, Client: client, Subject: subject, Server: server, Credential: cred,
+			Context: map[string]any{"trace": "abc"}}, []Tool{{Name: "read_0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Tools[0].Outcome != Allow {
+			t.Errorf("FilterTools: %v, want read_0 allowed", f.Tools)
+		}
+		views[i] = append(views[i], fmt.Sprint(f.Tools))
+		d, _, err := e.RenewSession(ctx, &RenewRequest{SessionID: info.Session.ID, Client: client, Subject: subject, Context: map[string]any{"trace": "abc"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[i] = append(views[i], gatewayView(d))
+	}
+	if !slices.Equal(views[0], views[1]) {
+		t.Errorf("built for what the policy reads:\n%s\nbuilt whole:\n%s", strings.Join(views[0], "\n"), strings.Join(views[1], "\n"))
+	}
+	for _, want := range []string{`"history":["read_0","read_1"]`, `"labels":["l"]`, `"total":2`, `"team":"pay"`, `"client":"Claude"`,
+		`"trace":"abc"`, `"path":"/tmp/x"`, `"resource":"https://fs.example"`, `"issuer":"https://idp"`, `"scopes":["files:read"]`} {
+		if !strings.Contains(views[0][2], want) {
+			t.Errorf("the policy does not see %s: %s", want, views[0][2])
+		}
+	}
+}
