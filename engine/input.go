@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -236,7 +237,13 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 		}
 	}
 	if f.wants(keyCalls) {
-		f.put(keyCalls, callsTerm(u, r.sub(keyCalls)))
+		var calls *ast.Term
+		var before []serverCalls
+		if cached != nil {
+			before = cached.calls
+		}
+		calls, next.calls = callsTerm(names, u, r.sub(keyCalls), before)
+		f.put(keyCalls, calls)
 	}
 	if f.wants(keyLabels) {
 		f.put(keyLabels, stringsTerm(u.Labels))
@@ -271,35 +278,44 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 	return f.object(), next
 }
 
-// callsTerm is input.session.calls of usage u, of what r reads.
-func callsTerm(u *state.Usage, r *inputReads) *ast.Term {
+// callsTerm is input.session.calls of usage u, of what r reads. Each server's counts are built
+// once and kept in the returned cache: a call changes the counts of one server, so the next
+// decision rebuilds only that server's (the others' terms come from cached, which it matches
+// run by run).
+func callsTerm(names *nameTerms, u *state.Usage, r *inputReads, cached []serverCalls) (*ast.Term, []serverCalls) {
 	f := fieldsOf(r, 3)
 	if f.wants(keyTotal) {
 		f.put(keyTotal, ast.UIntNumberTerm(u.Total))
 	}
 	servers, tools := f.wants(keyByServer), f.wants(keyByTool)
 	if !servers && !tools {
-		return f.object()
+		return f.object(), nil
 	}
+	next := make([]serverCalls, 0, len(cached)+1)
 	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
+	for i, j := 0, 0; i < len(u.Calls); {
+		start, srv := i, u.Calls[i].Server
+		for i < len(u.Calls) && u.Calls[i].Server == srv {
+			i++
+		}
+		run := u.Calls[start:i]
+		for j < len(cached) && cached[j].server() < srv {
+			j++
+		}
+		if j < len(cached) && cached[j].same(run) {
+			next = append(next, cached[j])
+		} else {
+			next = append(next, newServerCalls(names, run))
+		}
+	}
 	var byServer, byTool [][2]*ast.Term
-	for i := 0; i < len(u.Calls); {
-		srv := u.Calls[i].Server
-		var total uint64
-		var toolItems [][2]*ast.Term
-		for ; i < len(u.Calls) && u.Calls[i].Server == srv; i++ {
-			c := &u.Calls[i]
-			total += c.N
-			if tools && c.Tool != "" {
-				toolItems = append(toolItems, ast.Item(ast.StringTerm(c.Tool), ast.UIntNumberTerm(c.N)))
-			}
-		}
-		key := ast.StringTerm(srv)
+	for i := range next {
+		sc := &next[i]
 		if servers {
-			byServer = append(byServer, ast.Item(key, ast.UIntNumberTerm(total)))
+			byServer = append(byServer, ast.Item(sc.key, sc.total))
 		}
-		if len(toolItems) > 0 {
-			byTool = append(byTool, ast.Item(key, ast.ObjectTerm(toolItems...)))
+		if tools && sc.tools != nil {
+			byTool = append(byTool, ast.Item(sc.key, sc.tools))
 		}
 	}
 	if servers {
@@ -308,7 +324,44 @@ func callsTerm(u *state.Usage, r *inputReads) *ast.Term {
 	if tools {
 		f.put(keyByTool, ast.ObjectTerm(byTool...))
 	}
-	return f.object()
+	return f.object(), next
+}
+
+// serverCalls is one server's calls in a session, as input.session.calls shows them: its run of
+// Usage.Calls (with the names of the terms, not of the store's bytes) and its terms.
+type serverCalls struct {
+	calls []state.CallCount
+	key   *ast.Term // the server
+	total *ast.Term // by_server's count
+	tools *ast.Term // by_tool's object; nil when no call named a tool
+}
+
+func newServerCalls(names *nameTerms, run []state.CallCount) serverCalls {
+	sc := serverCalls{calls: make([]state.CallCount, len(run)), key: names.term(run[0].Server)}
+	srv := string(sc.key.Value.(ast.String))
+	var total uint64
+	var items [][2]*ast.Term
+	for i, c := range run {
+		total += c.N
+		sc.calls[i] = state.CallCount{Server: srv, N: c.N}
+		if c.Tool != "" {
+			tool := names.term(c.Tool)
+			sc.calls[i].Tool = string(tool.Value.(ast.String))
+			items = append(items, ast.Item(tool, ast.UIntNumberTerm(c.N)))
+		}
+	}
+	sc.total = ast.UIntNumberTerm(total)
+	if len(items) > 0 {
+		sc.tools = ast.ObjectTerm(items...)
+	}
+	return sc
+}
+
+func (sc *serverCalls) server() string { return sc.calls[0].Server }
+
+// same reports whether run holds the counts sc was built from.
+func (sc *serverCalls) same(run []state.CallCount) bool {
+	return slices.Equal(sc.calls, run)
 }
 
 // sessionItems are the lifecycle fields of input.session for an active session. The ids that
@@ -483,6 +536,9 @@ type cachedSession struct {
 	lifecycle [][2]*ast.Term
 	history   []historyKey
 	terms     []*ast.Term
+	// calls are input.session.calls's terms, per server (nil when the policy reads neither
+	// by_server nor by_tool).
+	calls []serverCalls
 }
 
 type historyKey struct {

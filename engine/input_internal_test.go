@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +188,46 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 				t.Errorf("history %v, entry %d (%s): reused %v, want %v", h, i, e.Tool, reused, reusable)
 			}
 		}
+	}
+}
+
+// TestSessionTermRebuildsOnlyChangedServers: input.session.calls built from the previous
+// decision's terms equals one built afresh, through calls that add servers and tools, count
+// again and remove; a server whose counts did not change keeps its terms.
+func TestSessionTermRebuildsOnlyChangedServers(t *testing.T) {
+	sess := &state.Session{ID: "ses_1", ExpiresAt: time.Now().Add(time.Hour)}
+	var names nameTerms
+	var cached *cachedSession
+	for step, calls := range [][]state.CallCount{
+		{{Server: "fs", Tool: "read", N: 1}},
+		{{Server: "fs", Tool: "read", N: 2}},
+		{{Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 1}},
+		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 1}},
+		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "fs", Tool: "write", N: 1}, {Server: "git", Tool: "log", N: 1}},
+		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 2}},
+		{{Server: "git", Tool: "log", N: 2}},
+		{},
+	} {
+		var total uint64
+		for _, c := range calls {
+			total += c.N
+		}
+		u := &state.Usage{Total: total, Calls: calls}
+		got, next := sessionTerm(&names, cached, sess, u, readsAll)
+		want, _ := sessionTerm(nil, nil, sess, u, readsAll)
+		if !got.Equal(want) {
+			t.Errorf("step %d: from the cache\n%v\nwant\n%v", step, got, want)
+		}
+		if cached != nil {
+			for _, now := range next.calls {
+				for _, before := range cached.calls {
+					if before.server() == now.server() && slices.Equal(before.calls, now.calls) != (before.tools == now.tools && before.total == now.total) {
+						t.Errorf("step %d: server %s: counts unchanged %v, terms reused %v", step, now.server(), slices.Equal(before.calls, now.calls), before.tools == now.tools)
+					}
+				}
+			}
+		}
+		cached = next
 	}
 }
 
