@@ -268,7 +268,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if denial != nil {
 		return d.deny(*denial), nil
 	}
-	base, err := newInputBase(req, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs.names, req, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -277,7 +277,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if err != nil {
 		return Decision{}, &InvalidArgumentError{Field: "operation.arguments", Reason: err.Error()}
 	}
-	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&req.Operation, args, op)))
+	input := base.document(req.Operation.Method, ast.Item(keyOperation, operationTerm(&e.inputs.names, &req.Operation, args, op)))
 	d = e.decideWith(ctx, pq, input, d)
 
 	if d.Outcome == RequireApproval {

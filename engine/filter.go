@@ -78,7 +78,7 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 		}
 		return out, nil
 	}
-	base, err := newInputBase(req, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs.names, req, sessTerm, now, pq.reads)
 	if err != nil {
 		return Filtered{}, err
 	}
@@ -87,7 +87,7 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 	}
 	for i := range tools {
 		op := Operation{Method: ActionToolsList, Tool: tools[i].Name, Annotations: tools[i].Annotations, DefinitionHash: tools[i].DefinitionHash}
-		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&op, emptyTerm, pq.reads.sub(keyOperation))))
+		input := base.document(ActionToolsList, ast.Item(keyOperation, operationTerm(&e.inputs.names, &op, emptyTerm, pq.reads.sub(keyOperation))))
 		d := e.decideWith(ctx, pq, input, Decision{ID: out.ID, At: now})
 		out.Tools[i] = ToolVerdict{Name: tools[i].Name, Outcome: d.Outcome, Reasons: d.Reasons}
 	}
@@ -108,7 +108,7 @@ func (e *Engine) filterBatch(ctx context.Context, pq *prepared, base inputBase, 
 	}
 	op := Operation{Method: ActionToolsList}
 	input := base.document(ActionToolsList,
-		ast.Item(keyOperation, operationTerm(&op, emptyTerm, pq.reads.sub(keyOperation))),
+		ast.Item(keyOperation, operationTerm(&e.inputs.names, &op, emptyTerm, pq.reads.sub(keyOperation))),
 		ast.Item(keyTools, ast.ArrayTerm(list...)))
 	t, _, err := e.evalQuery(ctx, pq, pq.verdicts, input, now)
 	if err == nil {

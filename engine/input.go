@@ -75,10 +75,16 @@ type inputBase [][2]*ast.Term
 type fields struct {
 	r     *inputReads
 	items [][2]*ast.Term
+	names *nameTerms // for name
 }
 
 func fieldsOf(r *inputReads, n int) fields {
 	return fields{r: r, items: make([][2]*ast.Term, 0, n)}
+}
+
+// namesOf is fieldsOf for an object with names among its values (see name).
+func namesOf(names *nameTerms, r *inputReads, n int) fields {
+	return fields{r: r, items: make([][2]*ast.Term, 0, n), names: names}
 }
 
 // wants reports whether the object's reader reads key: the caller then builds its value.
@@ -93,13 +99,28 @@ func (f *fields) str(key *ast.Term, s string) {
 	}
 }
 
+// name puts a string value that repeats across requests (an id, a transport, a scope) if it
+// is read, from the name cache.
+func (f *fields) name(key *ast.Term, s string) {
+	if f.wants(key) {
+		f.put(key, f.names.term(s))
+	}
+}
+
+// names puts an array of names if it is read.
+func (f *fields) nameList(key *ast.Term, ss []string) {
+	if f.wants(key) {
+		f.put(key, f.names.terms(ss))
+	}
+}
+
 func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items...) }
 
 // newInputBase builds everything but the action and the operation, of what r reads.
 // input.session is sess (nil: none). The context and the subject's attributes are checked
 // whether or not the policy reads them, so a request is refused for the same input whatever
-// the policy.
-func newInputBase(req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
+// the policy. The values that repeat across requests come from names (nil: fresh terms).
+func newInputBase(names *nameTerms, req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
 	ctx, err := jsonTerm(r.sub(keyContext), req.Context)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "context", Reason: err.Error()}
@@ -114,37 +135,31 @@ func newInputBase(req *Request, sess *ast.Term, now time.Time, r *inputReads) (i
 		in.put(keyNow, timeTerm(now))
 	}
 	if in.wants(keyClient) {
-		c := fieldsOf(r.sub(keyClient), 4)
-		c.str(keyID, req.Client.ID)
-		c.str(keyName, req.Client.Name)
-		c.str(keyVersion, req.Client.Version)
-		c.str(keyTransport, req.Client.Transport)
+		c := namesOf(names, r.sub(keyClient), 4)
+		c.name(keyID, req.Client.ID)
+		c.name(keyName, req.Client.Name)
+		c.name(keyVersion, req.Client.Version)
+		c.name(keyTransport, req.Client.Transport)
 		in.put(keyClient, c.object())
 	}
 	if subject != nil {
-		s := fieldsOf(subject, 3)
+		s := namesOf(names, subject, 3)
 		s.str(keyID, req.Subject.ID)
-		if s.wants(keyGroups) {
-			s.put(keyGroups, stringsTerm(req.Subject.Groups))
-		}
+		s.nameList(keyGroups, req.Subject.Groups)
 		if attrs != nil {
 			s.put(keyAttributes, attrs)
 		}
 		in.put(keySubject, s.object())
 	}
 	if in.wants(keyServer) {
-		in.put(keyServer, serverTerm(req.Server, r.sub(keyServer)))
+		in.put(keyServer, serverTerm(names, req.Server, r.sub(keyServer)))
 	}
 	if in.wants(keyCredential) {
-		c := fieldsOf(r.sub(keyCredential), 5)
-		if c.wants(keyScopes) {
-			c.put(keyScopes, stringsTerm(req.Credential.Scopes))
-		}
-		if c.wants(keyAudience) {
-			c.put(keyAudience, stringsTerm(req.Credential.Audience))
-		}
-		c.str(keyIssuer, req.Credential.Issuer)
-		c.str(keyClientID, req.Credential.ClientID)
+		c := namesOf(names, r.sub(keyCredential), 5)
+		c.nameList(keyScopes, req.Credential.Scopes)
+		c.nameList(keyAudience, req.Credential.Audience)
+		c.name(keyIssuer, req.Credential.Issuer)
+		c.name(keyClientID, req.Credential.ClientID)
 		if c.wants(keyExpiresAt) {
 			c.put(keyExpiresAt, timeTerm(req.Credential.ExpiresAt))
 		}
@@ -173,11 +188,12 @@ func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
 }
 
 // operationTerm is input.operation, of what r (the operation's reads) reads; args are the
-// arguments (nil when they are not read).
-func operationTerm(op *Operation, args *ast.Term, r *inputReads) *ast.Term {
-	f := fieldsOf(r, 7)
-	f.str(keyMethod, op.Method)
-	f.str(keyTool, op.Tool)
+// arguments (nil when they are not read). The method and tool come from names (nil: fresh
+// terms).
+func operationTerm(names *nameTerms, op *Operation, args *ast.Term, r *inputReads) *ast.Term {
+	f := namesOf(names, r, 7)
+	f.name(keyMethod, op.Method)
+	f.name(keyTool, op.Tool)
 	if args != nil && f.wants(keyArguments) {
 		f.put(keyArguments, args)
 	}
@@ -207,13 +223,13 @@ func annotationsTerm(a Annotations) *ast.Term {
 	return ast.NewTerm(obj)
 }
 
-// serverTerm is an MCP server's input, of what r reads.
-func serverTerm(s Server, r *inputReads) *ast.Term {
-	f := fieldsOf(r, 4)
-	f.str(keyID, s.ID)
-	f.str(keyResource, s.Resource)
-	f.str(keyTransport, s.Transport)
-	f.str(keyCommandDigest, s.CommandDigest)
+// serverTerm is an MCP server's input, of what r reads, from names (nil: fresh terms).
+func serverTerm(names *nameTerms, s Server, r *inputReads) *ast.Term {
+	f := namesOf(names, r, 4)
+	f.name(keyID, s.ID)
+	f.name(keyResource, s.Resource)
+	f.name(keyTransport, s.Transport)
+	f.name(keyCommandDigest, s.CommandDigest)
 	return f.object()
 }
 
@@ -246,7 +262,7 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 		f.put(keyCalls, calls)
 	}
 	if f.wants(keyLabels) {
-		f.put(keyLabels, stringsTerm(u.Labels))
+		f.put(keyLabels, names.terms(u.Labels))
 	}
 	if !f.wants(keyHistory) {
 		return f.object(), next
@@ -395,9 +411,11 @@ func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *a
 }
 
 // nameTerms holds one string term per name that repeats across sessions and calls: the
-// servers, tools and methods of history entries, and the client, servers and scopes of a
-// session's lifecycle input. Every term kept in a session is objects the collector marks, and
-// input terms are never changed once built, so sessions can share them. Names longer than
+// servers, tools and methods of history entries and counts, the client, servers and scopes of
+// a session's lifecycle input, and a request's client, server, method, tool, credential
+// claims, groups and labels. Every term kept in a session is objects the collector marks, and
+// every term built per decision is allocation, and input terms are never changed once built,
+// so sessions and decisions can share them. Names longer than
 // maxNameBytes are not cached, and the cache starts over when it holds maxNameTerms names:
 // arbitrary names cannot grow it past ~2 MiB, and a term outlives the sessions using it only
 // until then.
@@ -417,6 +435,11 @@ func (n *nameTerms) term(s string) *ast.Term {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.locked(s)
+}
+
+// locked is term, under n.mu, for a name no longer than maxNameBytes.
+func (n *nameTerms) locked(s string) *ast.Term {
 	if t, ok := n.m[s]; ok {
 		return t
 	}
@@ -432,8 +455,16 @@ func (n *nameTerms) term(s string) *ast.Term {
 // terms is an array term of names.
 func (n *nameTerms) terms(ss []string) *ast.Term {
 	terms := make([]*ast.Term, len(ss))
+	if n != nil {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+	}
 	for i, s := range ss {
-		terms[i] = n.term(s)
+		if n == nil || len(s) > maxNameBytes {
+			terms[i] = ast.StringTerm(strings.Clone(s))
+		} else {
+			terms[i] = n.locked(s)
+		}
 	}
 	return ast.ArrayTerm(terms...)
 }

@@ -74,12 +74,12 @@ func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
 	dreq := &Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context}
-	base, err := newInputBase(dreq, ast.NullTerm(), now, pq.reads)
+	base, err := newInputBase(&e.inputs.names, dreq, ast.NullTerm(), now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionOpen,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionOpen}, emptyTerm, pq.reads.sub(keyOperation))),
+		ast.Item(keyOperation, operationTerm(&e.inputs.names, &Operation{Method: ActionSessionOpen}, emptyTerm, pq.reads.sub(keyOperation))),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, ast.ArrayTerm(serverTerms...)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),
@@ -178,12 +178,12 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	if reads := pq.reads.sub(keySession); reads != nil {
 		sessTerm = e.inputs.term(sess, &sess.Usage, reads)
 	}
-	base, err := newInputBase(&Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs.names, &Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
 	}
 	input := base.document(ActionSessionRenew,
-		ast.Item(keyOperation, operationTerm(&Operation{Method: ActionSessionRenew}, emptyTerm, pq.reads.sub(keyOperation))),
+		ast.Item(keyOperation, operationTerm(&e.inputs.names, &Operation{Method: ActionSessionRenew}, emptyTerm, pq.reads.sub(keyOperation))),
 		ast.Item(keySessionRequest, ast.ObjectTerm(
 			ast.Item(keyServers, stringsTerm(sess.Servers)),
 			ast.Item(keyTTLSeconds, ast.IntNumberTerm(int(ttl/time.Second))),
