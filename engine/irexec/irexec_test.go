@@ -268,3 +268,65 @@ func TestRefusesMalformedPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptySetsStayEmpty: a partial set (object) rule's value starts as one empty set (object)
+// shared by every run, and its first addition copies it, so a run never sees another's
+// members; a rule whose value is copied elsewhere before its additions end keeps one of its
+// own.
+func TestEmptySetsStayEmpty(t *testing.T) {
+	program := func(body ...ir.Stmt) *irexec.Program {
+		t.Helper()
+		strs := []*ir.StringConst{{Value: "result"}, {Value: "a"}, {Value: "b"}, {Value: "xs"}}
+		var mk ir.Stmt = &ir.MakeSetStmt{Target: 2}
+		if _, ok := body[len(body)-1].(*ir.ObjectInsertStmt); ok {
+			mk = &ir.MakeObjectStmt{Target: 2}
+		}
+		if scan, ok := body[len(body)-1].(*ir.ScanStmt); ok {
+			if _, ok := scan.Block.Stmts[0].(*ir.ObjectInsertStmt); ok {
+				mk = &ir.MakeObjectStmt{Target: 2}
+			}
+		}
+		fn := &ir.Func{Name: "g0.data.p.s", Path: []string{"g0", "p", "s"}, Params: []ir.Local{ir.Input, ir.Data}, Return: 2,
+			Blocks: []*ir.Block{{Stmts: []ir.Stmt{mk}}, {Stmts: body}, {Stmts: []ir.Stmt{&ir.ReturnLocalStmt{Source: 2}}}}}
+		pl := &ir.Plan{Name: "p/x", Blocks: []*ir.Block{{Stmts: append([]ir.Stmt{
+			&ir.CallStmt{Func: fn.Name, Args: []ir.Operand{local(0), local(1)}, Result: 2}}, result(2)...)}}}
+		p := &ir.Policy{Static: &ir.Static{Strings: strs}, Plans: &ir.Plans{Plans: []*ir.Plan{pl}}, Funcs: &ir.Funcs{Funcs: []*ir.Func{fn}}}
+		prog, err := irexec.New(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return prog
+	}
+	grown := program(&ir.DotStmt{Source: local(0), Key: str(3), Target: 5},
+		&ir.ScanStmt{Source: 5, Key: 6, Value: 7, Block: &ir.Block{Stmts: []ir.Stmt{&ir.SetAddStmt{Value: local(7), Set: 2}}}})
+	for _, tc := range []struct{ input, want string }{
+		{`{"xs": ["c", "d"]}`, `{"c", "d"}`}, {`{"xs": []}`, `set()`}, {`{"xs": ["e"]}`, `{"e"}`}, {`{}`, `set()`},
+	} {
+		if got := runHand(t, grown, tc.input); got != tc.want {
+			t.Errorf("input %s: %s, want %s", tc.input, got, tc.want)
+		}
+	}
+	aliased := program(&ir.AssignVarStmt{Source: local(2), Target: 3}, &ir.SetAddStmt{Value: str(2), Set: 3}, &ir.SetAddStmt{Value: str(1), Set: 2})
+	for range 2 {
+		if got := runHand(t, aliased, "{}"); got != `{"a", "b"}` {
+			t.Fatalf("aliased set: %s", got)
+		}
+	}
+	// The same for an object, a partial object rule's.
+	objects := program(&ir.DotStmt{Source: local(0), Key: str(3), Target: 5},
+		&ir.ScanStmt{Source: 5, Key: 6, Value: 7, Block: &ir.Block{Stmts: []ir.Stmt{&ir.ObjectInsertStmt{Key: local(7), Value: local(6), Object: 2}}}})
+	for _, tc := range []struct{ input, want string }{
+		{`{"xs": ["c", "d"]}`, `{"c": 0, "d": 1}`}, {`{"xs": []}`, `{}`}, {`{"xs": ["e"]}`, `{"e": 0}`},
+	} {
+		if got := runHand(t, objects, tc.input); got != tc.want {
+			t.Errorf("object, input %s: %s, want %s", tc.input, got, tc.want)
+		}
+	}
+	aliasedObject := program(&ir.AssignVarStmt{Source: local(2), Target: 3}, &ir.ObjectInsertStmt{Key: str(2), Value: str(2), Object: 3},
+		&ir.ObjectInsertStmt{Key: str(1), Value: str(1), Object: 2})
+	for range 2 {
+		if got := runHand(t, aliasedObject, "{}"); got != `{"a": "a", "b": "b"}` {
+			t.Fatalf("aliased object: %s", got)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -145,6 +146,10 @@ func New(p *ir.Policy) (*Program, error) {
 		r.builtins[b.Name] = true
 	}
 	r.frozen, r.lastWins = map[*ast.Term]bool{}, map[*ir.ObjectInsertOnceStmt]bool{}
+	r.emptySet, r.emptyObject = ast.NewTerm(ast.NewSet()), ast.NewTerm(ast.NewObject())
+	r.emptySet.Value.(ast.Set).Sorted() // runs read them concurrently
+	r.emptyObject.Value.(ast.Object).Keys()
+	r.frozen[r.emptySet], r.frozen[r.emptyObject] = true, true
 	var funcs []*ir.Func
 	if p.Funcs != nil {
 		funcs = p.Funcs.Funcs
@@ -161,6 +166,10 @@ func New(p *ir.Policy) (*Program, error) {
 		fn := r.funcs[f.Name]
 		r.maxLocal = 0
 		r.dataDots = dataPathDots(f.Blocks)
+		r.emptyRet = -1
+		if emptyReturn(f) {
+			r.emptyRet = f.Return
+		}
 		for _, l := range f.Params {
 			r.use(int32(l))
 		}
@@ -172,6 +181,7 @@ func New(p *ir.Policy) (*Program, error) {
 		fn.frame = int(r.maxLocal) + 1
 	}
 	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
+	r.emptyRet = -1
 	for _, pl := range p.Plans.Plans {
 		r.maxLocal = int32(ir.Data)
 		r.dataDots = dataPathDots(pl.Blocks)
@@ -258,6 +268,11 @@ type resolver struct {
 	// dataDots are the DotStmts of the function being resolved that continue a reference
 	// rooted at data (see dataPathDots).
 	dataDots map[*ir.DotStmt]bool
+	// emptySet and emptyObject are one empty set and one empty object shared by every run
+	// (frozen); emptyRet is the return local of the function being resolved when it starts as
+	// one of them (emptyReturn), else -1.
+	emptySet, emptyObject *ast.Term
+	emptyRet              ir.Local
 }
 
 func (r *resolver) use(l int32) int32 {
@@ -395,8 +410,14 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.target, in.n = opMakeArray, r.use(int32(s.Target)), int(s.Capacity)
 	case *ir.MakeObjectStmt:
 		in.op, in.target = opMakeObject, r.use(int32(s.Target))
+		if s.Target == r.emptyRet {
+			in.op, in.term = opConst, r.emptyObject
+		}
 	case *ir.MakeSetStmt:
 		in.op, in.target = opMakeSet, r.use(int32(s.Target))
+		if s.Target == r.emptyRet {
+			in.op, in.term = opConst, r.emptySet
+		}
 	case *ir.DotStmt:
 		in.op, in.target = opDot, r.use(int32(s.Target))
 		r.dataRootOK = true
@@ -720,4 +741,98 @@ func (r *resolver) call(in *instr, s *ir.CallStmt) error {
 	in.op, in.bi, in.biName = opCallBuiltin, bi, s.Func
 	r.maxArgs = max(r.maxArgs, len(in.args))
 	return nil
+}
+
+// emptyReturn reports whether f is a partial set or object rule whose value can start as the
+// shared empty set or object: f makes its return local a set or an object, and no statement
+// does anything with that local but make it, add to it (a SetAddStmt, ObjectInsertStmt or
+// ObjectInsertOnceStmt, which copy the shared value before its first addition, see opSetAdd
+// and opObjectInsert) and return it. Such a rule, whose bodies usually all fail (a deny rule on
+// an allowed call), then allocates nothing; a value that some statement copies elsewhere,
+// reads or resets before the additions end keeps one of its own.
+func emptyReturn(f *ir.Func) bool {
+	sets, objects, other := 0, 0, false
+	_ = ir.Walk(&stmtVisitor{f: func(s ir.Stmt) {
+		switch s := s.(type) {
+		case *ir.MakeSetStmt:
+			if s.Target == f.Return {
+				sets++
+				return
+			}
+		case *ir.MakeObjectStmt:
+			if s.Target == f.Return {
+				objects++
+				return
+			}
+		case *ir.SetAddStmt:
+			if s.Set == f.Return && !mentions(s.Value, f.Return) {
+				return
+			}
+		case *ir.ObjectInsertStmt:
+			if s.Object == f.Return && !mentions(s.Key, f.Return) && !mentions(s.Value, f.Return) {
+				return
+			}
+		case *ir.ObjectInsertOnceStmt:
+			if s.Object == f.Return && !mentions(s.Key, f.Return) && !mentions(s.Value, f.Return) {
+				return
+			}
+		case *ir.ReturnLocalStmt:
+			if s.Source == f.Return {
+				return
+			}
+		}
+		other = other || mentions(s, f.Return)
+	}}, f)
+	return (sets > 0) != (objects > 0) && !other
+}
+
+// stmtVisitor calls f on every statement, at any depth.
+type stmtVisitor struct{ f func(ir.Stmt) }
+
+func (v *stmtVisitor) Before(any) {}
+func (v *stmtVisitor) After(any)  {}
+func (v *stmtVisitor) Visit(x any) (ir.Visitor, error) {
+	if s, ok := x.(ir.Stmt); ok {
+		v.f(s)
+	}
+	return v, nil
+}
+
+// mentions reports whether x, a statement or an operand, names local l in any of its fields
+// (not in the blocks nested in it, which the walk visits on their own).
+func mentions(x any, l ir.Local) bool {
+	return mentionsValue(reflect.ValueOf(x), l)
+}
+
+var (
+	localType = reflect.TypeFor[ir.Local]()
+	blockType = reflect.TypeFor[*ir.Block]()
+)
+
+func mentionsValue(v reflect.Value, l ir.Local) bool {
+	switch {
+	case !v.IsValid():
+		return false
+	case v.Type() == localType:
+		return ir.Local(v.Int()) == l
+	case v.Type() == blockType:
+		return false
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		return !v.IsNil() && mentionsValue(v.Elem(), l)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if mentionsValue(v.Field(i), l) {
+				return true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if mentionsValue(v.Index(i), l) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -230,6 +230,11 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 				m.fail(in, errors.New("insert into a non-object"))
 				return stReturned
 			}
+			if m.frozen[frame[in.target]] {
+				// The shared empty object a rule starts with: insert into a copy of it.
+				obj = obj.Copy()
+				frame[in.target] = ast.NewTerm(obj)
+			}
 			if in.op == opObjectInsertOnce {
 				if cur := obj.Get(k); cur != nil {
 					if !cur.Equal(v) {
