@@ -102,6 +102,12 @@ func TestHarnessSmoke(t *testing.T) {
 	check("closed no-op", rep.Compare.Noop[0], false)
 	check("closed arbiter", rep.Compare.Arbiter[0], true)
 	check("closed opa", rep.Compare.OPA[0], true)
+	// The servers the harness started had their CPU time read, and so had the generator.
+	for name, s := range map[string]*bench.Stats{"no-op": rep.Compare.Noop[0], "arbiter": rep.Compare.Arbiter[0]} {
+		if srv, load := s.CPUPerRequest(); srv <= 0 || load <= 0 {
+			t.Errorf("closed %s: CPU per request not measured (server %v, generator %v)", name, srv, load)
+		}
+	}
 	if rep.Open == nil {
 		t.Fatal("open loop not measured")
 	}

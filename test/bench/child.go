@@ -393,6 +393,9 @@ type Child struct {
 	http  *http.Client
 }
 
+// PID is the child's process.
+func (c *Child) PID() int { return c.cmd.Process.Pid }
+
 // StartChild starts exe (the harness binary) as a server of role, with env added to its
 // environment. Its standard error goes to logw.
 func StartChild(ctx context.Context, exe string, spec childSpec, env []string, logw io.Writer) (*Child, error) {

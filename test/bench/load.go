@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +83,19 @@ type Stats struct {
 	// Late counts open-loop requests never sent because the generator's backlog was not
 	// drained in time; they count as errors too.
 	Late uint64
+	// ServerCPU and LoadCPU are the CPU time the server's process and the harness (the load
+	// generator) used from the end of the warm-up until the last measured request answered;
+	// zero when not measured.
+	ServerCPU, LoadCPU time.Duration
+}
+
+// CPUPerRequest is the server's and the load generator's CPU time per measured request.
+func (s *Stats) CPUPerRequest() (server, load time.Duration) {
+	n := s.Latency.Count()
+	if n == 0 {
+		return 0, 0
+	}
+	return s.ServerCPU / time.Duration(n), s.LoadCPU / time.Duration(n)
 }
 
 // OK is the number of successful requests.
@@ -204,11 +222,22 @@ func newStats(mode string, d time.Duration) *Stats {
 
 // RunClosed runs a closed loop: concurrency callers, each sending its next request as soon as
 // the previous one answers. Requests started during warmup are not recorded; those started
-// during the following duration are.
-func RunClosed(ctx context.Context, call CallFunc, concurrency int, warmup, duration time.Duration) *Stats {
+// during the following duration are. With serverPID (0: none), it also measures the CPU time
+// the server's process and this one use meanwhile.
+func RunClosed(ctx context.Context, call CallFunc, concurrency int, warmup, duration time.Duration, serverPID int) *Stats {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
+	var cpu0 [2]time.Duration
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		select {
+		case <-time.After(time.Until(measureFrom)):
+			cpu0 = cpuTimes(serverPID)
+		case <-ctx.Done():
+		}
+	}()
 	recs := make([]recorder, concurrency)
 	var wg sync.WaitGroup
 	for i := range concurrency {
@@ -230,11 +259,55 @@ func RunClosed(ctx context.Context, call CallFunc, concurrency int, warmup, dura
 		}()
 	}
 	wg.Wait()
+	cpu1 := cpuTimes(serverPID)
+	<-sampled
 	st := newStats(fmt.Sprintf("closed/%d", concurrency), duration)
 	for i := range recs {
 		st.merge(&recs[i])
 	}
+	if serverPID > 0 && cpu0[0] > 0 && cpu1[0] > cpu0[0] {
+		st.ServerCPU, st.LoadCPU = cpu1[0]-cpu0[0], cpu1[1]-cpu0[1]
+	}
 	return st
+}
+
+// cpuTimes reads the CPU time (user and system) used so far by process pid and by this
+// process; zero for what cannot be read (pid 0, or no /proc).
+func cpuTimes(pid int) [2]time.Duration {
+	var out [2]time.Duration
+	if pid > 0 {
+		out[0] = procCPU(pid)
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		out[1] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return out
+}
+
+// procCPU is utime + stime of /proc/PID/stat, in clock ticks of 10 ms (USER_HZ is 100 on
+// Linux), or zero when it cannot be read.
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: the fields start after its end.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
 // RunOpen runs an open loop: requests are due at a fixed rate whatever the answers, and

@@ -90,6 +90,14 @@ type OPAServer struct {
 	done chan error
 }
 
+// PID is the server's process; 0 for none (an OPA server the harness did not start).
+func (o *OPAServer) PID() int {
+	if o == nil {
+		return 0
+	}
+	return o.cmd.Process.Pid
+}
+
 // StartOPA runs `opa run --server` on a free loopback port serving files, and waits until its
 // /health answers.
 func StartOPA(ctx context.Context, bin string, files []string, logw io.Writer) (*OPAServer, error) {

@@ -235,6 +235,20 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		rows("Arbiter gRPC", cr.Arbiter)
 		rows("OPA REST", cr.OPA)
 		p("\n")
+		// CPU per request is steadier than throughput on a shared machine: the servers and the
+		// generator share its cores, so it shows where a throughput ratio comes from.
+		p("CPU time per request over all rounds (from /proc: the server's process, and the harness, which is the load generator):\n\n")
+		p("| server | server CPU per request | load generator CPU per request |\n| --- | --- | --- |\n")
+		for _, row := range []struct {
+			name string
+			runs []*Stats
+		}{{"no-op gRPC", cr.Noop}, {"Arbiter gRPC", cr.Arbiter}, {"OPA REST", cr.OPA}} {
+			if m := Merged(row.runs); m != nil && m.ServerCPU > 0 {
+				srv, load := m.CPUPerRequest()
+				p("| %s | %s | %s |\n", row.name, micros(srv), micros(load))
+			}
+		}
+		p("\n")
 	}
 	if o := r.Open; o != nil {
 		p("## Open loop at %s req/s (latency from when each request was due)\n\n", rps(o.Rate))
@@ -359,3 +373,6 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// micros is a duration in microseconds, to a tenth.
+func micros(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }

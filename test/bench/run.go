@@ -271,6 +271,14 @@ func (s *arbiterServer) stop() {
 	}
 }
 
+// pid is the server's process.
+func (s *arbiterServer) pid() int {
+	if s.bin != nil {
+		return s.bin.cmd.Process.Pid
+	}
+	return s.child.PID()
+}
+
 // Run runs the harness.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
@@ -440,7 +448,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	closed := func(call CallFunc) *Stats {
-		return RunClosed(ctx, call, cfg.Concurrency, cfg.Warmup, cfg.Duration)
+		return RunClosed(ctx, call, cfg.Concurrency, cfg.Warmup, cfg.Duration, 0)
+	}
+	// closedOn is closed, measuring the CPU time of the server's process (pid) too.
+	closedOn := func(pid int, call CallFunc) *Stats {
+		return RunClosed(ctx, call, cfg.Concurrency, cfg.Warmup, cfg.Duration, pid)
 	}
 	// profile runs run while the library server records CPU and allocation profiles.
 	profile := func(s *arbiterServer, name string, run func()) {
@@ -477,10 +489,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Compare = &CompareResult{}
 		for r := range cfg.Rounds {
 			logf("compare round %d/%d: no-op gRPC, closed loop %d callers", r+1, cfg.Rounds, cfg.Concurrency)
-			rep.Compare.Noop = append(rep.Compare.Noop, closed(noopC.DecideCall(noopLS, nil)))
+			rep.Compare.Noop = append(rep.Compare.Noop, closedOn(noop.PID(), noopC.DecideCall(noopLS, nil)))
 			logf("compare round %d/%d: Arbiter gRPC", r+1, cfg.Rounds)
 			var st *Stats
-			run := func() { st = closed(primary.client.DecideCall(primary.load, want)) }
+			run := func() { st = closedOn(primary.pid(), primary.client.DecideCall(primary.load, want)) }
 			if r == 0 && primary.bin != nil {
 				profile(primary, "arbiter-serve-decide", run)
 			} else if r == 0 {
@@ -491,7 +503,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Compare.Arbiter = append(rep.Compare.Arbiter, st)
 			if rest != nil {
 				logf("compare round %d/%d: OPA REST", r+1, cfg.Rounds)
-				rep.Compare.OPA = append(rep.Compare.OPA, closed(rest.DecideCall(want)))
+				rep.Compare.OPA = append(rep.Compare.OPA, closedOn(opaSrv.PID(), rest.DecideCall(want)))
 			}
 		}
 		arbiterClosedMedian = MedianThroughput(rep.Compare.Arbiter)
@@ -771,6 +783,8 @@ func Merged(runs []*Stats) *Stats {
 		}
 		out.Duration += r.Duration
 		out.Latency.Merge(&r.Latency)
+		out.ServerCPU += r.ServerCPU
+		out.LoadCPU += r.LoadCPU
 		for k, v := range r.Errors {
 			out.Errors[k] += v
 		}
