@@ -375,4 +375,6 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 }
 
 // micros is a duration in microseconds, to a tenth.
-func micros(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
+func micros(d time.Duration) string {
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
+}
