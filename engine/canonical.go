@@ -20,16 +20,26 @@ import (
 // numbers in one form — an integral value below 1e21 as its exact integer digits ("1.0",
 // "1e0" and the float64 1 are all "1"), any other value as the shortest float64 form.
 func ArgumentsDigest(args map[string]any) ([]byte, string, error) {
+	raw, sum, err := AppendArgumentsDigest(make([]byte, 0, 256), args)
+	if err != nil {
+		return nil, "", err
+	}
+	return raw, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// AppendArgumentsDigest is ArgumentsDigest for a caller that keeps a buffer: it appends the
+// canonical JSON of args to buf and returns it with its SHA-256.
+func AppendArgumentsDigest(buf []byte, args map[string]any) ([]byte, [sha256.Size]byte, error) {
 	var v any = args
 	if args == nil {
 		v = map[string]any{}
 	}
-	raw, err := appendCanonical(make([]byte, 0, 256), v)
+	start := len(buf)
+	raw, err := appendCanonical(buf, v)
 	if err != nil {
-		return nil, "", invalid("operation.arguments", "cannot be encoded as JSON: %v", err)
+		return buf, [sha256.Size]byte{}, invalid("operation.arguments", "cannot be encoded as JSON: %v", err)
 	}
-	sum := sha256.Sum256(raw)
-	return raw, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return raw, sha256.Sum256(raw[start:]), nil
 }
 
 func appendCanonical(b []byte, v any) ([]byte, error) {

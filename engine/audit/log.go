@@ -6,11 +6,9 @@ package audit
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +75,8 @@ type Log struct {
 	wake    chan struct{} // the queue is half full, or closed: the writer stops pausing
 	closing sync.Once
 	mask    [][]string
+	// canonical is the writer's buffer for the canonical JSON of arguments (appendLine).
+	canonical []byte
 
 	full   atomic.Uint64
 	failed atomic.Uint64
@@ -337,9 +337,12 @@ func Revisions(rev string) map[string]string {
 	return out
 }
 
-// encode appends rec as one JSON line. Arguments are digested (and, if configured, masked
-// and logged) here, on the writer's goroutine, not on the decision's.
-func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
+// encode appends rec as one JSON line (see appendLine).
+func (l *Log) encode(buf []byte, rec *engine.Record) []byte { return l.appendLine(buf, rec) }
+
+// lineOf is rec as a Line: what encode writes, as a value (the reference its encoding is held
+// to in the tests).
+func (l *Log) lineOf(rec *engine.Record) Line {
 	line := Line{
 		DecisionID:     rec.DecisionID,
 		Time:           rec.At.UTC().Format(time.RFC3339Nano),
@@ -381,12 +384,7 @@ func (l *Log) encode(buf []byte, rec *engine.Record) []byte {
 			line.Arguments = l.masked(rec)
 		}
 	}
-	out, err := json.Marshal(line)
-	if err != nil {
-		out = []byte(`{"decision_id":` + strconv.Quote(rec.DecisionID) + `,"error":"record could not be encoded"}`)
-	}
-	buf = append(buf, out...)
-	return append(buf, '\n')
+	return line
 }
 
 func nonNil(s []string) []string {
