@@ -109,14 +109,26 @@ type operand struct {
 	term  *ast.Term
 }
 
-// instr is one statement. Which fields are used depends on op.
+// instr is one statement. Which fields are used depends on op. What every kind of statement
+// reads fits one cache line; the rest (calls, nested blocks, locations) is behind instrExt.
 type instr struct {
-	op     opcode
-	a, b   operand // sources (a: Source, Key, A, Value; b: B, Value of an insert)
-	target int32   // Target, Array, Object, Set, Result, or the break index
-	key    int32   // ScanStmt's key local
+	op opcode
+	// lastWins marks the ObjectInsertOnceStmt of an object comprehension (see
+	// comprehensionInserts).
+	lastWins bool
+	// dataPath marks a DotStmt that continues a reference rooted at data (data.a[k]): OPA
+	// reads those from its store by a path of strings, so it looks them up as the store does.
+	dataPath bool
+	target   int32   // Target, Array, Object, Set, Result, or the break index
+	key      int32   // ScanStmt's key local
+	a, b     operand // sources (a: Source, Key, A, Value; b: B, Value of an insert)
+	term     *ast.Term
+	*instrExt
+}
+
+// instrExt holds the fields of an instr that only some statements use. Every instr has one.
+type instrExt struct {
 	n      int     // MakeArrayStmt's capacity
-	term   *ast.Term
 	blocks []block // BlockStmt's blocks, or the one block of ScanStmt and NotStmt
 	fn     *function
 	bi     topdown.BuiltinFunc
@@ -124,12 +136,6 @@ type instr struct {
 	args   []operand
 	loc    ir.Location
 	astLoc *ast.Location // loc, for the errors of built-ins
-	// lastWins marks the ObjectInsertOnceStmt of an object comprehension (see
-	// comprehensionInserts).
-	lastWins bool
-	// dataPath marks a DotStmt that continues a reference rooted at data (data.a[k]): OPA
-	// reads those from its store by a path of strings, so it looks them up as the store does.
-	dataPath bool
 }
 
 // New resolves p into a Program, or fails with an error wrapping ErrUnsupported when p uses
@@ -291,7 +297,7 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 			s := b.Stmts[j]
 			if set, n := r.constSet(b.Stmts[j:]); set != nil {
 				mk := s.(*ir.MakeSetStmt)
-				out[i] = append(out[i], instr{op: opConst, target: r.use(int32(mk.Target)), term: set})
+				out[i] = append(out[i], instr{op: opConst, target: r.use(int32(mk.Target)), term: set, instrExt: &instrExt{}})
 				j += n - 1
 				continue
 			}
@@ -379,7 +385,7 @@ func (r *resolver) operand(o ir.Operand) (operand, error) {
 }
 
 func (r *resolver) stmt(s ir.Stmt) (instr, error) {
-	var in instr
+	in := instr{instrExt: &instrExt{}}
 	var err error
 	two := func(a, b ir.Operand) {
 		if in.a, err = r.operand(a); err == nil {
