@@ -1,8 +1,8 @@
 package grpcapi
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -85,18 +85,12 @@ func (l limits) argumentsFrom(op *arbiterv1.Operation) (map[string]any, error) {
 		if len(raw) > l.argumentsBytes {
 			return nil, invalidArgument("operation.arguments_json", fmt.Sprintf("is %d bytes, more than the limit of %d", len(raw), l.argumentsBytes))
 		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.UseNumber()
-		var v any
-		if err := dec.Decode(&v); err != nil {
+		obj, err := decodeJSONObject(raw)
+		switch {
+		case errors.Is(err, errTrailing) || errors.Is(err, errNotObject):
+			return nil, invalidArgument("operation.arguments_json", err.Error())
+		case err != nil:
 			return nil, invalidArgument("operation.arguments_json", "is not valid JSON: "+err.Error())
-		}
-		if dec.More() {
-			return nil, invalidArgument("operation.arguments_json", "has data after the JSON object")
-		}
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return nil, invalidArgument("operation.arguments_json", "must be a JSON object")
 		}
 		return obj, nil
 	default:
