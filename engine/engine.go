@@ -268,7 +268,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 	if denial != nil {
 		return d.deny(*denial), nil
 	}
-	base, err := newInputBase(&e.inputs.names, req, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs, req, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, err
 	}

@@ -78,7 +78,7 @@ func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq
 		}
 		return out, nil
 	}
-	base, err := newInputBase(&e.inputs.names, req, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs, req, sessTerm, now, pq.reads)
 	if err != nil {
 		return Filtered{}, err
 	}

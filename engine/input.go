@@ -119,8 +119,9 @@ func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items...) }
 // newInputBase builds everything but the action and the operation, of what r reads.
 // input.session is sess (nil: none). The context and the subject's attributes are checked
 // whether or not the policy reads them, so a request is refused for the same input whatever
-// the policy. The values that repeat across requests come from names (nil: fresh terms).
-func newInputBase(names *nameTerms, req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
+// the policy. The values and objects that repeat across requests come from c's caches.
+func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
+	names := &c.names
 	ctx, err := jsonTerm(r.sub(keyContext), req.Context)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "context", Reason: err.Error()}
@@ -135,12 +136,15 @@ func newInputBase(names *nameTerms, req *Request, sess *ast.Term, now time.Time,
 		in.put(keyNow, timeTerm(now))
 	}
 	if in.wants(keyClient) {
-		c := namesOf(names, r.sub(keyClient), 4)
-		c.name(keyID, req.Client.ID)
-		c.name(keyName, req.Client.Name)
-		c.name(keyVersion, req.Client.Version)
-		c.name(keyTransport, req.Client.Transport)
-		in.put(keyClient, c.object())
+		cr := r.sub(keyClient)
+		in.put(keyClient, c.clients.get(clientKey{cr, req.Client}, func() *ast.Term {
+			f := namesOf(names, cr, 4)
+			f.name(keyID, req.Client.ID)
+			f.name(keyName, req.Client.Name)
+			f.name(keyVersion, req.Client.Version)
+			f.name(keyTransport, req.Client.Transport)
+			return f.object()
+		}))
 	}
 	if subject != nil {
 		s := namesOf(names, subject, 3)
@@ -152,18 +156,27 @@ func newInputBase(names *nameTerms, req *Request, sess *ast.Term, now time.Time,
 		in.put(keySubject, s.object())
 	}
 	if in.wants(keyServer) {
-		in.put(keyServer, serverTerm(names, req.Server, r.sub(keyServer)))
+		sr := r.sub(keyServer)
+		in.put(keyServer, c.servers.get(serverKey{sr, req.Server}, func() *ast.Term { return serverTerm(names, req.Server, sr) }))
 	}
 	if in.wants(keyCredential) {
-		c := namesOf(names, r.sub(keyCredential), 5)
-		c.nameList(keyScopes, req.Credential.Scopes)
-		c.nameList(keyAudience, req.Credential.Audience)
-		c.name(keyIssuer, req.Credential.Issuer)
-		c.name(keyClientID, req.Credential.ClientID)
-		if c.wants(keyExpiresAt) {
-			c.put(keyExpiresAt, timeTerm(req.Credential.ExpiresAt))
+		cr := r.sub(keyCredential)
+		build := func() *ast.Term {
+			f := namesOf(names, cr, 5)
+			f.nameList(keyScopes, req.Credential.Scopes)
+			f.nameList(keyAudience, req.Credential.Audience)
+			f.name(keyIssuer, req.Credential.Issuer)
+			f.name(keyClientID, req.Credential.ClientID)
+			if f.wants(keyExpiresAt) {
+				f.put(keyExpiresAt, timeTerm(req.Credential.ExpiresAt))
+			}
+			return f.object()
 		}
-		in.put(keyCredential, c.object())
+		if k, ok := credentialKeyOf(cr, &req.Credential); ok {
+			in.put(keyCredential, c.credentials.get(k, build))
+		} else {
+			in.put(keyCredential, build())
+		}
 	}
 	if ctx != nil {
 		in.put(keyContext, ctx)
@@ -535,6 +548,71 @@ func objectTerm(m map[string]any) (*ast.Term, error) {
 	return ast.NewTerm(v), nil
 }
 
+// objectTerms holds one term per distinct input object of a kind that repeats across
+// requests (a client, an MCP server, a credential) and the reads it was built for: input terms
+// are never changed once built, so requests can share them. It starts over when it holds
+// maxObjectTerms objects.
+type objectTerms[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]*ast.Term
+}
+
+const maxObjectTerms = 1 << 12
+
+// get returns the term of k, built by build unless cached.
+func (c *objectTerms[K]) get(k K, build func() *ast.Term) *ast.Term {
+	c.mu.Lock()
+	t, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return t
+	}
+	t = build()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxObjectTerms {
+		c.m = make(map[K]*ast.Term)
+	}
+	c.m[k] = t
+	return t
+}
+
+type clientKey struct {
+	r *inputReads
+	c Client
+}
+
+type serverKey struct {
+	r *inputReads
+	s Server
+}
+
+// credentialKey is a credential with up to maxKeyedClaims scopes and audiences together.
+type credentialKey struct {
+	r                 *inputReads
+	issuer, clientID  string
+	expires           int64
+	scopes, audiences uint8
+	claims            [maxKeyedClaims]string
+}
+
+const maxKeyedClaims = 8
+
+// credentialKeyOf is the key of c read by r; false for a credential of more claims than a key
+// holds, which is built afresh.
+func credentialKeyOf(r *inputReads, c *Credential) (credentialKey, bool) {
+	if len(c.Scopes)+len(c.Audience) > maxKeyedClaims {
+		return credentialKey{}, false
+	}
+	k := credentialKey{r: r, issuer: c.Issuer, clientID: c.ClientID, scopes: uint8(len(c.Scopes)), audiences: uint8(len(c.Audience))}
+	if !c.ExpiresAt.IsZero() {
+		k.expires = c.ExpiresAt.UnixNano()
+	}
+	copy(k.claims[:], c.Scopes)
+	copy(k.claims[len(c.Scopes):], c.Audience)
+	return k, true
+}
+
 // sessionTerms caches, for recently used sessions, the parts of input.session that change
 // rarely (the lifecycle items) or by one entry per call (the history entries' terms), so a
 // decision builds only the counts, the labels and the newest entry. The store keeps sessions
@@ -544,6 +622,10 @@ func objectTerm(m map[string]any) (*ast.Term, error) {
 // has its terms built afresh.
 type sessionTerms struct {
 	names nameTerms
+	// The input objects that repeat across requests.
+	clients     objectTerms[clientKey]
+	servers     objectTerms[serverKey]
+	credentials objectTerms[credentialKey]
 	max   int
 	mu    sync.Mutex
 	m     map[string]*cacheSlot

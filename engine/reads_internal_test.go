@@ -310,3 +310,67 @@ tool_verdicts := {"listing": {"result": "allow", "obligations": listed}, "tools"
 		}
 	}
 }
+
+// TestInputObjectsAreSharedByValue: a client, server or credential object built once is given
+// to every request with the same values, and a request that differs in any field the policy
+// reads gets its own.
+func TestInputObjectsAreSharedByValue(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, Config{}, policyOf(t, "echo", `package mcp
+
+decision := {"result": "allow", "obligations": {
+	"client": [input.client.id, input.client.name], "server": [input.server.id, input.server.resource],
+	"credential": [input.credential.scopes, input.credential.audience, input.credential.issuer, input.credential.expires_at],
+}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	base := Request{Client: Client{ID: "c", Name: "Claude"}, Server: Server{ID: "fs", Resource: "https://fs"},
+		Credential: Credential{Scopes: []string{"a", "b"}, Audience: []string{"x"}, Issuer: "i", ExpiresAt: expires},
+		Operation:  Operation{Method: "tools/call", Tool: "t"}}
+	variants := []func(*Request){
+		func(*Request) {},
+		func(*Request) {}, // the same again: shares every object
+		func(r *Request) { r.Client.Name = "Other" },
+		func(r *Request) { r.Server.Resource = "https://fs2" },
+		func(r *Request) { r.Credential.Scopes = []string{"a"} },
+		func(r *Request) { r.Credential.Scopes, r.Credential.Audience = []string{"a"}, []string{"b", "x"} },
+		func(r *Request) { r.Credential.ExpiresAt = expires.Add(time.Second) },
+		func(r *Request) { r.Credential.Scopes = strings.Split("s1 s2 s3 s4 s5 s6 s7 s8 s9", " ") }, // too many claims to key
+	}
+	for i, vary := range variants {
+		req := base
+		req.Credential.Scopes = slices.Clone(base.Credential.Scopes)
+		vary(&req)
+		d, err := e.Decide(ctx, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{
+			"client": []any{req.Client.ID, req.Client.Name}, "server": []any{req.Server.ID, req.Server.Resource},
+			"credential": []any{toAny(req.Credential.Scopes), toAny(req.Credential.Audience), req.Credential.Issuer, req.Credential.ExpiresAt.Format(time.RFC3339Nano)},
+		}
+		if g, w := fmt.Sprint(d.Obligations), fmt.Sprint(want); g != w {
+			t.Errorf("variant %d: the policy saw %s, want %s", i, g, w)
+		}
+	}
+	if n := len(e.inputs.clients.m); n != 2 {
+		t.Errorf("%d client objects cached, want 2", n)
+	}
+	if n := len(e.inputs.servers.m); n != 2 {
+		t.Errorf("%d server objects cached, want 2", n)
+	}
+	if n := len(e.inputs.credentials.m); n != 4 {
+		t.Errorf("%d credential objects cached, want 4", n)
+	}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
