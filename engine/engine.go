@@ -284,9 +284,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		return e.gate(req, d)
 	}
 	if d.Outcome == Allow && req.SessionID != "" {
-		sess, err := e.store.RecordCall(req.SessionID, state.Call{
+		v, head, sess, err := e.store.RecordCallUsage(req.SessionID, state.Call{
 			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
 		})
+		if err == nil {
+			e.inputs.recorded(req.SessionID, v, head)
+		}
 		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
 			// Revoked, closed or reaped while the policy ran: the revocation wins.
 			reason, _ := sessionDenial(sess, req, now)
@@ -307,11 +310,21 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if req.SessionID == "" {
 		return ast.NullTerm(), "", nil, nil
 	}
+	// Without the history, the usage is what the last decision in the session read or
+	// recorded, unless something else changed it since: then it is read afresh.
 	var sess *state.Session
+	var version *state.UsageVersion
 	if pq.reads.readsHistory() {
 		sess, err = e.store.Get(req.SessionID)
 	} else {
-		sess, err = e.store.GetWithoutHistory(req.SessionID)
+		knownV, knownU, known := e.inputs.known(req.SessionID)
+		var v state.UsageVersion
+		var decoded bool
+		sess, v, decoded, err = e.store.GetUnlessUsage(req.SessionID, knownV)
+		if sess != nil && !decoded && known {
+			sess.Usage = knownU
+		}
+		version = &v
 	}
 	if sess != nil {
 		status = string(sess.StatusAt(now))
@@ -329,7 +342,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if reads == nil {
 		return nil, status, nil, nil
 	}
-	return e.inputs.term(sess, &sess.Usage, reads), status, nil, nil
+	return e.inputs.term(sess, &sess.Usage, version, reads), status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

@@ -254,7 +254,7 @@ func serverTerm(names *nameTerms, s Server, r *inputReads) *ast.Term {
 // at only when r reads the history.
 func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u *state.Usage, r *inputReads) (*ast.Term, *cachedSession) {
 	next := &cachedSession{created: sess.CreatedAt.UnixNano(), expires: sess.ExpiresAt.UnixNano(), renewals: sess.Renewals}
-	if cached != nil && cached.created == next.created && cached.expires == next.expires && cached.renewals == next.renewals {
+	if cached.describes(sess) {
 		next.lifecycle = cached.lifecycle
 	} else {
 		next.lifecycle = sessionItems(names, sess)
@@ -634,7 +634,22 @@ type sessionTerms struct {
 // cacheSlot holds a session's latest terms. Replacing them goes through the slot, under the
 // lock, so the map keeps the key it was given (a copy: a session's id points into its bucket's
 // stored text) and a decision in a cached session stores nothing new in the map.
-type cacheSlot struct{ terms *cachedSession }
+type cacheSlot struct {
+	terms *cachedSession
+	// known says version and head are set: version is the usage the terms were built from, or
+	// that the session's last recorded call stored, and head is its counts and labels (no
+	// history), which the next read of the session takes instead of decoding the usage while
+	// the version stays the same (see Engine.sessionInput). Both hold the stored usage's
+	// bytes: a cached session keeps one usage alive, the session's own or the one it replaced.
+	known   bool
+	version state.UsageVersion
+	head    state.Usage
+	// term is input.session as built for reads from version and the terms' lifecycle, for
+	// the next decision to take whole when none of them changed; nil once a call was
+	// recorded.
+	term  *ast.Term
+	reads *inputReads
+}
 
 const defaultInputCacheSessions = 1024
 
@@ -654,6 +669,11 @@ type cachedSession struct {
 	calls []serverCalls
 }
 
+// describes reports whether c's lifecycle items are sess's (a nil c describes none).
+func (c *cachedSession) describes(sess *state.Session) bool {
+	return c != nil && c.created == sess.CreatedAt.UnixNano() && c.expires == sess.ExpiresAt.UnixNano() && c.renewals == sess.Renewals
+}
+
 type historyKey struct {
 	server, tool, method string
 	at                   int64
@@ -663,33 +683,66 @@ func keyOf(h *state.HistoryEntry) historyKey {
 	return historyKey{h.Server, h.Tool, h.Method, h.At.UnixNano()}
 }
 
-// term returns input.session for sess, an active session, and its usage u, of what r (not nil)
-// reads.
-func (c *sessionTerms) term(sess *state.Session, u *state.Usage, r *inputReads) *ast.Term {
+// known returns what the cache knows of session id's usage: its version and its counts and
+// labels; ok is false when it knows none.
+func (c *sessionTerms) known(id string) (v state.UsageVersion, head state.Usage, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slot := c.m[id]; slot != nil && slot.known {
+		return slot.version, slot.head, true
+	}
+	return state.UsageVersion{}, state.Usage{}, false
+}
+
+// term returns input.session for sess, an active session, and its usage u as of version v
+// (nil: not known), of what r (not nil) reads: the cached term itself when the session's
+// lifecycle, usage and r are those it was built for.
+func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageVersion, r *inputReads) *ast.Term {
 	var cached *cachedSession
 	c.mu.Lock()
 	if slot := c.m[sess.ID]; slot != nil {
+		if v != nil && slot.known && slot.term != nil && slot.version == *v && slot.reads == r && slot.terms.describes(sess) {
+			t := slot.term
+			c.mu.Unlock()
+			return t
+		}
 		cached = slot.terms
 	}
 	c.mu.Unlock()
 	t, next := sessionTerm(&c.names, cached, sess, u, r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if slot := c.m[sess.ID]; slot != nil {
-		slot.terms = next
-		return t
-	}
-	if c.m == nil {
-		c.m = make(map[string]*cacheSlot)
-	}
-	if len(c.m) >= max(c.max, 1) {
-		for k := range c.m {
-			delete(c.m, k)
-			break
+	slot := c.m[sess.ID]
+	if slot == nil {
+		if c.m == nil {
+			c.m = make(map[string]*cacheSlot)
 		}
+		if len(c.m) >= max(c.max, 1) {
+			for k := range c.m {
+				delete(c.m, k)
+				break
+			}
+		}
+		slot = &cacheSlot{}
+		c.m[strings.Clone(sess.ID)] = slot
 	}
-	c.m[strings.Clone(sess.ID)] = &cacheSlot{terms: next}
+	slot.terms = next
+	slot.known, slot.term = false, nil
+	if v != nil {
+		slot.known, slot.version, slot.head = true, *v, state.Usage{Total: u.Total, Calls: u.Calls, Labels: u.Labels}
+		slot.term, slot.reads = t, r
+	}
 	return t
+}
+
+// recorded notes that a call was recorded in session id, storing usage version v with the
+// counts and labels head: the next read of the session takes them instead of decoding it.
+func (c *sessionTerms) recorded(id string, v state.UsageVersion, head state.Usage) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slot := c.m[id]; slot != nil {
+		slot.known, slot.version, slot.head, slot.term = true, v, head, nil
+	}
 }
 
 // forget drops the cached terms of sessions that ended: they are not evaluated again.

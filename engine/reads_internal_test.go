@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/util"
 
+	"github.com/arbiter-mcp/arbiter/engine/state"
 	"github.com/arbiter-mcp/arbiter/policy"
 )
 
@@ -373,4 +374,61 @@ func toAny(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// TestSessionReadsTakeWhatTheLastDecisionKnew: a decision reads the usage the session's last
+// decision recorded without decoding it, sees calls recorded by anything else, and takes the
+// last input.session whole when nothing changed since.
+func TestSessionReadsTakeWhatTheLastDecisionKnew(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, Config{}, policyOf(t, "counts", `package mcp
+
+decision := {"result": "allow"} if input.action == "session/open"
+else := {"result": "deny", "reasons": [{"code": "x", "message": "no"}], "obligations": {"total": input.session.calls.total}} if input.operation.tool == "nope"
+else := {"result": "allow", "labels": ["l"], "obligations": {"total": input.session.calls.total, "fs": object.get(input.session.calls.by_tool, "fs", {}), "labels": input.session.labels}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, info, err := e.OpenSession(ctx, &OpenRequest{Client: Client{ID: "c"}, Subject: Subject{ID: "u"}, Servers: []Server{{ID: "fs"}}})
+	if err != nil || info == nil {
+		t.Fatal(err)
+	}
+	id := info.Session.ID
+	decide := func(tool string) map[string]any {
+		t.Helper()
+		d, err := e.Decide(ctx, &Request{SessionID: id, Client: Client{ID: "c"}, Subject: Subject{ID: "u"}, Server: Server{ID: "fs"},
+			Operation: Operation{Method: "tools/call", Tool: tool}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]Outcome{true: Deny, false: Allow}[tool == "nope"]; d.Outcome != want {
+			t.Fatalf("%s: %s %v, want %s", tool, d.Outcome, d.Reasons, want)
+		}
+		return d.Obligations
+	}
+	check := func(got map[string]any, want string) {
+		t.Helper()
+		if g := fmt.Sprint(got); g != want {
+			t.Errorf("the policy saw %s, want %s", g, want)
+		}
+	}
+	check(decide("read"), "map[fs:map[] labels:[] total:0]")
+	check(decide("read"), "map[fs:map[read:1] labels:[l] total:1]") // the usage the first decision recorded
+	if _, err := e.store.RecordCall(id, state.Call{Server: "fs", Tool: "write", Method: "tools/call", At: time.Now(), Labels: []string{"m"}}); err != nil {
+		t.Fatal(err)
+	}
+	check(decide("read"), "map[fs:map[read:2 write:1] labels:[l m] total:3]") // a call recorded by someone else
+	check(decide("nope"), "map[total:4]")
+	before := e.inputs.m[id].term
+	check(decide("nope"), "map[total:4]")
+	if after := e.inputs.m[id].term; before == nil || after != before {
+		t.Error("a decision after one that recorded nothing built input.session again")
+	}
+	check(decide("read"), "map[fs:map[read:3 write:1] labels:[l m] total:4]")
+	check(decide("nope"), "map[total:5]")
+	if _, err := e.store.RecordCall(id, state.Call{Server: "fs", Tool: "write", Method: "tools/call", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	check(decide("nope"), "map[total:6]") // not the term the last decision built
 }

@@ -84,7 +84,7 @@ func (s *Store) UseGrant(approvalID, decisionID, sessionID string, call Call) er
 		}
 	}
 	if sessionID != "" {
-		if err := s.recordCallTxn(txn, sessionID, call); err != nil {
+		if _, _, err := s.recordCallTxn(txn, sessionID, call); err != nil {
 			return err
 		}
 	}

@@ -142,41 +142,70 @@ func (s *Store) GetWithoutHistory(id string) (*Session, error) {
 	return s.sessionTxnWith(s.db.Txn(false), id, false)
 }
 
+// GetUnlessUsage is GetWithoutHistory, except that it leaves the usage undecoded (Usage empty,
+// decoded false) when its version is known, the one the caller read or recorded last and kept
+// the counts and labels of. It returns the version read.
+func (s *Store) GetUnlessUsage(id string, known UsageVersion) (sess *Session, v UsageVersion, decoded bool, err error) {
+	l, err := s.locate(s.db.Txn(false), id)
+	if err != nil {
+		return nil, UsageVersion{}, false, err
+	}
+	if !l.found {
+		return nil, UsageVersion{}, false, ErrNotFound
+	}
+	enc := l.bucket.usageOf(l.i)
+	if v = versionOf(enc); v == known {
+		return l.bucket.lifecycle(l.i), v, false, nil
+	}
+	sess, err = l.bucket.session(l.i, false)
+	return sess, v, true, err
+}
+
 // RecordCall records an allowed call in the session's usage. It fails with ErrNotActive (and
 // returns the session) when the session stopped being active since the caller read it, so a
 // revocation that commits first wins over a decision in flight.
 func (s *Store) RecordCall(id string, call Call) (*Session, error) {
-	txn := s.db.Txn(true)
-	defer txn.Abort()
-	if err := s.recordCallTxn(txn, id, call); err != nil {
-		sess, _ := s.sessionTxn(txn, id)
-		return sess, err
-	}
-	txn.Commit()
-	return nil, nil
+	_, _, sess, err := s.RecordCallUsage(id, call)
+	return sess, err
 }
 
-// recordCallTxn records call in session id. The lifecycle is unchanged, so the records and the
-// text are shared with the bucket's previous version; only the session's encoded usage is new.
-func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) error {
+// RecordCallUsage is RecordCall, returning also the usage it stored: its version and its
+// counts and labels (without the history), which a caller can keep to read the session next
+// time without decoding its usage (GetUnlessUsage).
+func (s *Store) RecordCallUsage(id string, call Call) (UsageVersion, Usage, *Session, error) {
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	enc, head, err := s.recordCallTxn(txn, id, call)
+	if err != nil {
+		sess, _ := s.sessionTxn(txn, id)
+		return UsageVersion{}, Usage{}, sess, err
+	}
+	txn.Commit()
+	return versionOf(enc), head, nil, nil
+}
+
+// recordCallTxn records call in session id and returns the usage stored. The lifecycle is
+// unchanged, so the records and the text are shared with the bucket's previous version; only
+// the session's encoded usage is new.
+func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) ([]byte, Usage, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
-		return err
+		return nil, Usage{}, err
 	}
 	if !l.found {
-		return ErrNotFound
+		return nil, Usage{}, ErrNotFound
 	}
 	old := l.bucket
 	if old.statusAt(l.i, call.At) != StatusActive {
-		return ErrNotActive
+		return nil, Usage{}, ErrNotActive
 	}
-	u, err := withCall(old.usageOf(l.i), call, s.historyLimit)
+	u, head, err := withCallHead(old.usageOf(l.i), call, s.historyLimit)
 	if err != nil {
-		return fmt.Errorf("record call in session %s: %w", id, err)
+		return nil, Usage{}, fmt.Errorf("record call in session %s: %w", id, err)
 	}
 	b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
 	b.setUsage(l.i, u)
-	return write(txn, b)
+	return u, head, write(txn, b)
 }
 
 // Renew extends an active session to expiresAt and counts the renewal.

@@ -231,3 +231,40 @@ func TestReapKeepsRenewedAndLiveSessions(t *testing.T) {
 		t.Errorf("%d sessions left, want the renewed and the live one", got)
 	}
 }
+
+// TestGetUnlessUsage: a read given the usage version last recorded leaves the usage undecoded;
+// any other call recorded since, or no version known, decodes it; and the counts and labels a
+// recorded call returns are those a read decodes.
+func TestGetUnlessUsage(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour, "fs")
+	if _, v, decoded, err := s.GetUnlessUsage("a", UsageVersion{}); err != nil || decoded || v != (UsageVersion{}) {
+		t.Fatalf("fresh session: version %v, decoded %v, %v; want the empty usage's version, undecoded", v, decoded, err)
+	}
+	call := Call{Server: "fs", Tool: "read", Method: "tools/call", At: t0, Labels: []string{"private"}}
+	v1, head, _, err := s.RecordCallUsage("a", call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, v, decoded, err := s.GetUnlessUsage("a", v1)
+	if err != nil || decoded || v != v1 || sess.Usage.Total != 0 || sess.ID != "a" {
+		t.Fatalf("known version: %+v, version %v (recorded %v), decoded %v, %v", sess, v, v1, decoded, err)
+	}
+	sess, v, decoded, err = s.GetUnlessUsage("a", UsageVersion{})
+	if err != nil || !decoded || v != v1 {
+		t.Fatalf("unknown version: decoded %v, version %v, %v", decoded, v, err)
+	}
+	if fmt.Sprint(sess.Usage) != fmt.Sprint(head) || head.Total != 1 || len(head.Labels) != 1 {
+		t.Errorf("recorded %+v, read %+v", head, sess.Usage)
+	}
+	if _, err := s.RecordCall("a", call); err != nil {
+		t.Fatal(err)
+	}
+	sess, v, decoded, err = s.GetUnlessUsage("a", v1)
+	if err != nil || !decoded || v == v1 || sess.Usage.Total != 2 {
+		t.Errorf("after another call: total %d, decoded %v, version changed %v, %v", sess.Usage.Total, decoded, v != v1, err)
+	}
+	if _, _, _, err := s.GetUnlessUsage("nope", v1); err != ErrNotFound {
+		t.Errorf("unknown session: %v", err)
+	}
+}

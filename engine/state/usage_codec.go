@@ -161,6 +161,13 @@ func decodeUsage(b []byte, history bool) (Usage, error) {
 // entries it keeps as they are encoded: a call costs one new slice, not a decoding of the
 // whole history.
 func withCall(enc []byte, call Call, historyLimit int) ([]byte, error) {
+	b, _, err := withCallHead(enc, call, historyLimit)
+	return b, err
+}
+
+// withCallHead is withCall, returning also the counts and labels it encoded (their strings
+// point into enc and call).
+func withCallHead(enc []byte, call Call, historyLimit int) ([]byte, Usage, error) {
 	d := usageDecoder{b: enc}
 	var u Usage
 	entries := 0
@@ -178,15 +185,25 @@ func withCall(enc []byte, call Call, historyLimit int) ([]byte, error) {
 		d.entry()
 	}
 	if err := d.end(); err != nil {
-		return nil, err
+		return nil, Usage{}, err
 	}
 
 	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
 	b := appendHead(make([]byte, 0, len(enc)+len(call.Server)+len(call.Tool)+len(call.Method)+32), n)
 	if historyLimit <= 0 {
-		return binary.AppendUvarint(b, 0), nil
+		return binary.AppendUvarint(b, 0), n, nil
 	}
 	b = binary.AppendUvarint(b, uint64(keep+1))
 	b = append(b, kept...)
-	return appendEntry(b, call.Server, call.Tool, call.Method, call.At), nil
+	return appendEntry(b, call.Server, call.Tool, call.Method, call.At), n, nil
 }
+
+// UsageVersion names one stored value of a session's usage: every recorded call stores a new
+// one, and an unchanged usage keeps its version. It holds the stored bytes, so a version that a
+// caller keeps is never given to another value.
+type UsageVersion struct {
+	p *byte
+	n int
+}
+
+func versionOf(enc []byte) UsageVersion { return UsageVersion{unsafe.SliceData(enc), len(enc)} }
