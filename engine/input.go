@@ -71,26 +71,40 @@ var (
 type inputBase [][2]*ast.Term
 
 // fields builds an object of the keys r reads: the parts of the input a policy never reads
-// are not built (see inputReads).
+// are not built (see inputReads). Its members gather in buf, on the builder's stack, until
+// object makes the object.
 type fields struct {
 	r     *inputReads
-	items [][2]*ast.Term
 	names *nameTerms // for name
+	buf   [9][2]*ast.Term
+	n     int
+	more  [][2]*ast.Term // members past len(buf), rare
 }
 
-func fieldsOf(r *inputReads, n int) fields {
-	return fields{r: r, items: make([][2]*ast.Term, 0, n)}
-}
+func fieldsOf(r *inputReads) fields { return fields{r: r} }
 
 // namesOf is fieldsOf for an object with names among its values (see name).
-func namesOf(names *nameTerms, r *inputReads, n int) fields {
-	return fields{r: r, items: make([][2]*ast.Term, 0, n), names: names}
-}
+func namesOf(names *nameTerms, r *inputReads) fields { return fields{r: r, names: names} }
 
 // wants reports whether the object's reader reads key: the caller then builds its value.
 func (f *fields) wants(key *ast.Term) bool { return f.r.has(key) }
 
-func (f *fields) put(key, value *ast.Term) { f.items = append(f.items, ast.Item(key, value)) }
+func (f *fields) put(key, value *ast.Term) {
+	if f.n < len(f.buf) {
+		f.buf[f.n] = ast.Item(key, value)
+		f.n++
+		return
+	}
+	f.more = append(f.more, ast.Item(key, value))
+}
+
+// items are the members put so far.
+func (f *fields) items() [][2]*ast.Term {
+	if f.more == nil {
+		return f.buf[:f.n]
+	}
+	return append(f.buf[:f.n:f.n], f.more...)
+}
 
 // str puts a string value if it is read.
 func (f *fields) str(key *ast.Term, s string) {
@@ -114,7 +128,7 @@ func (f *fields) nameList(key *ast.Term, ss []string) {
 	}
 }
 
-func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items...) }
+func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items()...) }
 
 // newInputBase builds everything but the action and the operation, of what r reads.
 // input.session is sess (nil: none). The context and the subject's attributes are checked
@@ -131,14 +145,14 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "subject.attributes", Reason: err.Error()}
 	}
-	in := fieldsOf(r, 7)
+	in := fieldsOf(r)
 	if in.wants(keyNow) {
 		in.put(keyNow, timeTerm(now))
 	}
 	if in.wants(keyClient) {
 		cr := r.sub(keyClient)
 		in.put(keyClient, c.clients.get(clientKey{cr, req.Client}, func() *ast.Term {
-			f := namesOf(names, cr, 4)
+			f := namesOf(names, cr)
 			f.name(keyID, req.Client.ID)
 			f.name(keyName, req.Client.Name)
 			f.name(keyVersion, req.Client.Version)
@@ -147,7 +161,7 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 		}))
 	}
 	if subject != nil {
-		s := namesOf(names, subject, 3)
+		s := namesOf(names, subject)
 		s.str(keyID, req.Subject.ID)
 		s.nameList(keyGroups, req.Subject.Groups)
 		if attrs != nil {
@@ -162,7 +176,7 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 	if in.wants(keyCredential) {
 		cr := r.sub(keyCredential)
 		build := func() *ast.Term {
-			f := namesOf(names, cr, 5)
+			f := namesOf(names, cr)
 			f.nameList(keyScopes, req.Credential.Scopes)
 			f.nameList(keyAudience, req.Credential.Audience)
 			f.name(keyIssuer, req.Credential.Issuer)
@@ -184,27 +198,25 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 	if sess != nil && in.wants(keySession) {
 		in.put(keySession, sess)
 	}
-	return inputBase(in.items), nil
+	return inputBase(slices.Clone(in.items())), nil
 }
 
 // document returns the input document: the base plus the action and extra items.
+// Its keys are distinct: made in one go, the object takes one block for its members rather
+// than one per member inserted.
 func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
-	obj := ast.NewObjectWithCapacity(len(b) + 1 + len(extra))
-	obj.Insert(keyAction, ast.StringTerm(action))
-	for _, it := range b {
-		obj.Insert(it[0], it[1])
-	}
-	for _, it := range extra {
-		obj.Insert(it[0], it[1])
-	}
-	return obj
+	var buf [12][2]*ast.Term
+	items := append(buf[:0], ast.Item(keyAction, ast.StringTerm(action)))
+	items = append(items, b...)
+	items = append(items, extra...)
+	return ast.NewObject(items...)
 }
 
 // operationTerm is input.operation, of what r (the operation's reads) reads; args are the
 // arguments (nil when they are not read). The method and tool come from names (nil: fresh
 // terms).
 func operationTerm(names *nameTerms, op *Operation, args *ast.Term, r *inputReads) *ast.Term {
-	f := namesOf(names, r, 7)
+	f := namesOf(names, r)
 	f.name(keyMethod, op.Method)
 	f.name(keyTool, op.Tool)
 	if args != nil && f.wants(keyArguments) {
@@ -238,7 +250,7 @@ func annotationsTerm(a Annotations) *ast.Term {
 
 // serverTerm is an MCP server's input, of what r reads, from names (nil: fresh terms).
 func serverTerm(names *nameTerms, s Server, r *inputReads) *ast.Term {
-	f := namesOf(names, r, 4)
+	f := namesOf(names, r)
 	f.name(keyID, s.ID)
 	f.name(keyResource, s.Resource)
 	f.name(keyTransport, s.Transport)
@@ -259,10 +271,10 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 	} else {
 		next.lifecycle = sessionItems(names, sess)
 	}
-	f := fieldsOf(r, len(next.lifecycle)+3)
+	f := fieldsOf(r)
 	for _, it := range next.lifecycle {
 		if f.wants(it[0]) {
-			f.items = append(f.items, it)
+			f.put(it[0], it[1])
 		}
 	}
 	if f.wants(keyCalls) {
@@ -312,7 +324,7 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 // decision rebuilds only that server's (the others' terms come from cached, which it matches
 // run by run).
 func callsTerm(names *nameTerms, u *state.Usage, r *inputReads, cached []serverCalls) (*ast.Term, []serverCalls) {
-	f := fieldsOf(r, 3)
+	f := fieldsOf(r)
 	if f.wants(keyTotal) {
 		f.put(keyTotal, ast.UIntNumberTerm(u.Total))
 	}
