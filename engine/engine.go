@@ -153,13 +153,13 @@ func (e *Engine) Prepare(ctx context.Context, p Policy) (*Prepared, error) {
 		return nil, err
 	}
 	level := slog.LevelInfo
-	if pq.program != nil && !e.checkPlan(ctx, pq) {
+	if pq.programs != nil && !e.checkPlan(ctx, pq) {
 		level = slog.LevelWarn // a plan that disagrees with OPA is worth a look
 	}
 	if err := e.probe(ctx, pq); err != nil {
 		return nil, err
 	}
-	if pq.program == nil {
+	if pq.programs == nil {
 		e.cfg.Logger.LogAttrs(ctx, level, "policy runs on OPA's topdown evaluator",
 			slog.String("policy_revision", pq.revision), slog.String("reason", pq.planless))
 	}
@@ -400,7 +400,7 @@ func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input as
 
 	start := time.Now()
 	if q.plan != "" {
-		t, err := pq.program.Eval(ctx, q.plan, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
+		t, err := pq.programs[q.plan].Eval(ctx, planName, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
 		took := time.Since(start)
 		switch {
 		case err != nil && timedOut.Load():

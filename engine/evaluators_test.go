@@ -16,6 +16,11 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 
 	"github.com/arbiter-mcp/arbiter/policy"
 )
@@ -356,7 +361,7 @@ func TestConcurrentPreparesKeepTheirOwnPlans(t *testing.T) {
 		if errA != nil || errB != nil {
 			t.Fatal(errA, errB)
 		}
-		if pa.p.program == nil || pb.p.program == nil {
+		if pa.p.programs == nil || pb.p.programs == nil {
 			t.Fatalf("a revision is not on its plan: %q, %q", pa.p.planless, pb.p.planless)
 		}
 		e.Swap(pa)
@@ -382,7 +387,7 @@ func TestTopdownDecidesWhenThePlanDisagreesOrCannotBeTrusted(t *testing.T) {
 		why     string
 	}{
 		{"disagrees", map[string]string{"p.rego": "package mcp\n\nvals := [\"1\", \"a\"]\n\npositive if {\n\tsome v in vals\n\tto_number(v) > 0\n}\n\ndecision := {\"result\": \"allow\"} if positive\n"},
-			nil, "on a sample request the plan of mcp/decision answered <nil> (error:"},
+			nil, "on a sample request the plan of data.mcp.decision answered <nil> (error:"},
 		{"mixed", map[string]string{
 			"p.rego": "package mcp\n\nimport data.q\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"q\": [v | some v in q]}}\n",
 			"q.rego": "package q\n\na := 1\n",
@@ -440,4 +445,88 @@ func engineOf(t *testing.T, revision string, modules map[string]string, data map
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestEnginePlansDecideAsTopdown: every policy of the plan executor's differential corpus,
+// planned as the engine plans a revision (planPolicy: OPA's planner over the modules as the
+// engine compiled them), answers each of its inputs as OPA's topdown evaluator does (the same
+// value, undefined, or an error on both sides; a case marked stricter may fail where topdown
+// answers).
+func TestEnginePlansDecideAsTopdown(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("irexec", "testdata", "differential.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Name     string   `json:"name"`
+		Stricter bool     `json:"stricter"`
+		Src      string   `json:"src"`
+		Data     string   `json:"data"`
+		Inputs   []string `json:"inputs"`
+	}
+	if err := util.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 100 {
+		t.Fatalf("only %d cases read", len(cases))
+	}
+	ctx := context.Background()
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	ref := ast.MustParseRef("data.p.x")
+	for _, c := range cases {
+		data := map[string]any{}
+		if c.Data != "" {
+			if err := util.UnmarshalJSON([]byte(c.Data), &data); err != nil {
+				t.Fatalf("%s: data: %v", c.Name, err)
+			}
+		}
+		m, err := ast.ParseModuleWithOpts("p.rego", "package p\n\n"+c.Src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		cm, err := (&compiledModules{}).get(map[string]*ast.Module{"p.rego": m})
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		plan := cm.planFor(ctx, []string{ref.String()}, []ast.Ref{ref})
+		if plan.programs == nil {
+			t.Errorf("%s: not planned: %s", c.Name, plan.reason)
+			continue
+		}
+		dataTerm := ast.MustParseTerm("{}")
+		if c.Data != "" {
+			dataTerm = ast.MustParseTerm(c.Data)
+		}
+		for _, in := range c.Inputs {
+			input := ast.MustParseTerm(in)
+			// The reference compiles the policy afresh for each input: OPA's topdown can
+			// write a document merged from rules of different kinds into the compiled rules
+			// themselves, so that later evaluations of the same compilation see it (the corpus
+			// case "a set rule under a ref head and a rule giving its key a set": {"j": "b"}
+			// and then {"j": "c"} answers "c": [1, 2]).
+			q, err := rego.New(rego.Query("data.p.x"), rego.Module("p.rego", "package p\n\n"+c.Src), rego.Store(inmem.NewFromObject(data)),
+				rego.StrictBuiltinErrors(true)).PrepareForEval(ctx)
+			if err != nil {
+				t.Fatalf("%s: %v", c.Name, err)
+			}
+			var want *ast.Term
+			rs, werr := q.Eval(ctx, rego.EvalParsedInput(input.Value), rego.EvalTime(now))
+			if werr == nil && len(rs) > 0 {
+				v, err := ast.InterfaceToValue(rs[0].Expressions[0].Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = ast.NewTerm(v)
+			}
+			got, gerr := plan.programs[ref.String()].Eval(ctx, planName, input, dataTerm, irexec.Options{Time: now})
+			switch {
+			case werr != nil && gerr != nil:
+			case c.Stricter && werr == nil && gerr != nil:
+			case werr != nil || gerr != nil:
+				t.Errorf("%s: input %s: topdown %v (error %v), plan %v (error %v)", c.Name, in, want, werr, got, gerr)
+			case (want == nil) != (got == nil) || (want != nil && !want.Equal(got)):
+				t.Errorf("%s: input %s: topdown %v, plan %v", c.Name, in, want, got)
+			}
+		}
+	}
 }

@@ -124,7 +124,7 @@ func (e *Engine) Explain(ctx context.Context, input map[string]any) (Explanation
 	if perr := resultContractError(rs); perr != nil && ex.Error == "" {
 		ex.Error = perr.Error()
 	}
-	if pq.program != nil {
+	if pq.programs != nil {
 		planFailed := d.Outcome == Deny && len(d.Reasons) == 1 && d.Reasons[0].Code == ReasonPolicyError
 		traced := Outcome("")
 		if len(rs) == 1 && len(rs[0].Expressions) == 1 && ex.Error == "" {

@@ -638,9 +638,9 @@ type sessionTerms struct {
 	clients     objectTerms[clientKey]
 	servers     objectTerms[serverKey]
 	credentials objectTerms[credentialKey]
-	max   int
-	mu    sync.Mutex
-	m     map[string]*cacheSlot
+	max         int
+	mu          sync.Mutex
+	m           map[string]*cacheSlot
 }
 
 // cacheSlot holds a session's latest terms. Replacing them goes through the slot, under the

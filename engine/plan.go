@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
-	opacompile "github.com/open-policy-agent/opa/v1/compile"
+	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/arbiter-mcp/arbiter/engine/irexec"
 )
@@ -38,73 +35,107 @@ func CheckEvaluator(name string) error {
 // query is one decision query of a revision: OPA's prepared query, which explanations always
 // use, and the plan that decides in its place when the revision runs on the plan executor.
 type query struct {
+	ref     ast.Ref // the rule queried
 	topdown *rego.PreparedEvalQuery
-	// plan is the query's plan in prepared.program; "" when topdown decides.
+	// plan names the query's program in prepared.programs; "" when topdown decides.
 	plan string
 }
 
-// planned is the plan of a set of modules, or why there is none.
+// planned is the plan of a set of modules, or why there is none: one program per entry point
+// (named by its reference, such as "data.mcp.decision"), each with its one plan named planName.
 type planned struct {
 	entrypoints []string
-	program     *irexec.Program
-	reason      string // why program is nil
+	programs    map[string]*irexec.Program
+	reason      string // why programs is nil
 }
 
-// planPolicy plans the entry points (data paths such as "mcp/decision") of modules with OPA's
-// planner, through OPA's compile package (what "opa build -t plan" runs), and readies the plan
-// for irexec. A policy the planner or the executor cannot take gets no program, and the reason.
-func planPolicy(ctx context.Context, modules map[string]*ast.Module, entrypoints []string) (out planned) {
+// planName is the name rego gives the plan of a query (see planQuery).
+const planName = "eval"
+
+// planPolicy plans each entry point (named entrypoints[i], refs[i] the rule it queries) of
+// compiler's modules with OPA's planner, and readies the plans for irexec. A
+// policy the planner or the executor cannot take gets no programs, and the reason. The planner
+// works on the modules as compiler has compiled them: they are not compiled a second time, as
+// OPA's compile package ("opa build -t plan") would, which also prints the plan it made and
+// encodes it for us to decode.
+func planPolicy(ctx context.Context, compiler *ast.Compiler, entrypoints []string, refs []ast.Ref) (out planned) {
 	out.entrypoints = entrypoints
 	// A planner that panics on some policy leaves that policy to topdown instead of failing
 	// its activation (or, for a bundle restored on start, the process).
 	defer func() {
 		if r := recover(); r != nil {
-			out.program, out.reason = nil, fmt.Sprintf("the planner failed: %v", r)
+			out.programs, out.reason = nil, fmt.Sprintf("the planner failed: %v", r)
 		}
 	}()
-	b := &bundle.Bundle{Data: map[string]any{}}
-	for _, name := range slices.Sorted(maps.Keys(modules)) {
-		b.Modules = append(b.Modules, bundle.ModuleFile{URL: name, Path: name, Parsed: modules[name]})
-	}
-	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(opacompile.PlanFormatProto).
-		WithEntrypoints(entrypoints...).WithBundle(b).WithEnablePrintStatements(false)
-	if err := c.Build(ctx); err != nil {
-		out.reason = fmt.Sprintf("the planner refused the policy: %v", err)
-		return out
-	}
-	if len(c.Bundle().PlanModules) != 1 {
-		out.reason = fmt.Sprintf("the planner wrote %d plans, not one", len(c.Bundle().PlanModules))
-		return out
-	}
-	pol, err := irexec.PlanProto(c.Bundle().PlanModules[0].Raw)
-	if err == nil {
-		out.program, err = irexec.New(pol)
-	}
-	if err != nil {
-		out.reason = err.Error()
-		return out
-	}
-	for _, name := range entrypoints {
-		if !out.program.HasPlan(name) {
-			out.program, out.reason = nil, fmt.Sprintf("the plan has no entry point %s", name)
-			break
+	programs := make(map[string]*irexec.Program, len(entrypoints))
+	for i, name := range entrypoints {
+		pol, err := planQuery(ctx, compiler, refs[i])
+		if err != nil {
+			out.reason = fmt.Sprintf("the planner refused the policy: %v", err)
+			return out
 		}
+		prog, err := irexec.New(pol)
+		if err != nil {
+			out.reason = err.Error()
+			return out
+		}
+		if !prog.HasPlan(planName) {
+			out.reason = fmt.Sprintf("the plan of %s has no plan %q", name, planName)
+			return out
+		}
+		programs[name] = prog
 	}
+	out.programs = programs
 	return out
 }
 
-// planPath is the planner's name of the entry point ref (data.mcp.decision is "mcp/decision").
-func planPath(ref ast.Ref) string {
-	parts := make([]string, 0, len(ref)-1)
-	for _, t := range ref[1:] {
-		s, ok := t.Value.(ast.String)
-		// OPA's compile package splits entry points on "/" (and unescapes "%").
-		if !ok || strings.ContainsAny(string(s), "/%") {
-			return ""
-		}
-		parts = append(parts, string(s))
+// planQuery plans the query "result = REF" over compiler's modules, as OPA's compile package
+// plans an entry point: through rego, whose preparation for a target plugin plans the query
+// with the compiler it is given and hands the plan to the plugin (capturePlan). The caller
+// serialises rego preparations on compiler (compiled.mu): the preparation sets the compiler's
+// evaluation mode, which query compilation reads.
+func planQuery(ctx context.Context, compiler *ast.Compiler, ref ast.Ref) (*ir.Policy, error) {
+	var pol *ir.Policy
+	query := ast.NewBody(ast.Equality.Expr(ast.VarTerm("result"), ast.NewTerm(ref)))
+	_, err := rego.New(rego.ParsedQuery(query), rego.Compiler(compiler), rego.Store(inmem.New()),
+		rego.Target(captureTarget),
+		// The compiler stays in the mode topdown's queries are compiled in (rego would leave
+		// it in IR mode), and is compiled in as OPA's compile package plans: the same plan.
+		rego.EvalMode(ast.EvalModeTopdown),
+	).PrepareForEval(context.WithValue(ctx, captureKey{}, &pol))
+	if err != nil {
+		return nil, err
 	}
-	return strings.Join(parts, "/")
+	if pol == nil {
+		return nil, errors.New("rego made no plan")
+	}
+	return pol, nil
+}
+
+// captureTarget is the rego target of capturePlan.
+const captureTarget = "arbiter-capture-plan"
+
+// capturePlan is a rego target plugin whose preparation keeps the plan rego made, in the
+// *ir.Policy the context carries (captureKey), and whose queries are never evaluated.
+type capturePlan struct{}
+
+type captureKey struct{}
+
+func init() { rego.RegisterPlugin(captureTarget, capturePlan{}) }
+
+func (capturePlan) IsTarget(t string) bool { return t == captureTarget }
+
+func (capturePlan) PrepareForEval(ctx context.Context, pol *ir.Policy, _ ...rego.PrepareOption) (rego.TargetPluginEval, error) {
+	sink, ok := ctx.Value(captureKey{}).(**ir.Policy)
+	if !ok {
+		return nil, errors.New("no place to keep the plan")
+	}
+	*sink = pol
+	return capturePlan{}, nil
+}
+
+func (capturePlan) Eval(context.Context, *rego.EvalContext, ast.Value) (ast.Value, error) {
+	return nil, errors.New("a captured plan is run by the plan executor, not through rego")
 }
 
 // Evaluator says what decides for the serving revision, EvaluatorIR or EvaluatorTopdown, and

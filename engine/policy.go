@@ -87,16 +87,16 @@ type prepared struct {
 	// verdicts is the batch tools/list rule beside the entry point (ToolVerdictsRule), when
 	// the policy defines it: FilterTools then evaluates once per call instead of once per tool.
 	verdicts *query
-	// program runs the queries that have a plan, over data (the base document as a term);
-	// nil when topdown decides, for the reason in planless.
-	program  *irexec.Program
+	// programs run the queries that have a plan (query.plan names each one's), over data (the
+	// base document as a term); nil when topdown decides, for the reason in planless.
+	programs map[string]*irexec.Program
 	data     *ast.Term
 	planless string
 }
 
 // evaluator names what decides for the revision: EvaluatorIR or EvaluatorTopdown.
 func (pq *prepared) evaluator() string {
-	if pq.program != nil {
+	if pq.programs != nil {
 		return EvaluatorIR
 	}
 	return EvaluatorTopdown
@@ -162,11 +162,11 @@ func (c *compiledModules) get(modules map[string]*ast.Module) (*compiled, error)
 // planFor returns the plan of these modules for entrypoints, planning them unless the last plan
 // was for the same entry points. Like the compiler, a plan does not depend on data: revisions
 // that change only data reuse it.
-func (c *compiled) planFor(ctx context.Context, entrypoints []string) planned {
+func (c *compiled) planFor(ctx context.Context, entrypoints []string, refs []ast.Ref) planned {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.plan == nil || !slices.Equal(c.plan.entrypoints, entrypoints) {
-		p := planPolicy(ctx, c.modules, entrypoints)
+		p := planPolicy(ctx, c.compiler, entrypoints, refs)
 		c.plan = &p
 	}
 	return *c.plan
@@ -231,7 +231,10 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 	// failing built-in (see decisionOpts); the log mask takes OPA's defaults.
 	prepare := func(rule ast.Ref, opts ...func(*rego.Rego)) (*rego.PreparedEvalQuery, error) {
 		all := append([]func(*rego.Rego){rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(rule)))), rego.Compiler(compiler), rego.Store(store)}, opts...)
+		// Preparations on one compiler take turns with its planning (see planQuery).
+		cm.mu.Lock()
 		q, err := rego.New(all...).PrepareForEval(ctx)
+		cm.mu.Unlock()
 		if err != nil {
 			return nil, fmt.Errorf("prepare %s: %w", rule, err)
 		}
@@ -241,14 +244,14 @@ func compile(ctx context.Context, p Policy, modules *compiledModules, evaluator 
 	if err != nil {
 		return nil, err
 	}
-	pq := &prepared{revision: p.Revision, query: query{topdown: q, plan: planPath(ref)}, reads: reads}
+	pq := &prepared{revision: p.Revision, query: query{ref: ref, topdown: q, plan: ref.String()}, reads: reads}
 	verdicts := append(ref[:len(ref)-1:len(ref)-1], ast.StringTerm(ToolVerdictsRule))
 	if len(ref) > 1 && len(compiler.GetRulesForVirtualDocument(verdicts)) > 0 {
 		vq, err := prepare(verdicts, decisionOpts...)
 		if err != nil {
 			return nil, err
 		}
-		pq.verdicts = &query{topdown: vq, plan: planPath(verdicts)}
+		pq.verdicts = &query{ref: verdicts, topdown: vq, plan: verdicts.String()}
 	}
 	if err := pq.usePlan(ctx, cm, evaluator, data); err != nil {
 		return nil, err
@@ -268,13 +271,9 @@ func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string,
 		pq.topdownOnly(fmt.Sprintf("the evaluator is %q", EvaluatorTopdown))
 		return nil
 	}
-	entrypoints := []string{pq.query.plan}
+	entrypoints, refs := []string{pq.query.plan}, []ast.Ref{pq.query.ref}
 	if pq.verdicts != nil {
-		entrypoints = append(entrypoints, pq.verdicts.plan)
-	}
-	if slices.Contains(entrypoints, "") {
-		pq.topdownOnly("an entry point is not a plain data path")
-		return nil
+		entrypoints, refs = append(entrypoints, pq.verdicts.plan), append(refs, pq.verdicts.ref)
 	}
 	if path := mixedDocument(cm.compiler, data); path != "" {
 		// topdown iterates such a document in its own order (base data, then rules), which an
@@ -282,8 +281,8 @@ func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string,
 		pq.topdownOnly(fmt.Sprintf("%s holds both base data and rules, and the policy reads it whole or by a variable key", path))
 		return nil
 	}
-	plan := cm.planFor(ctx, entrypoints)
-	if plan.program == nil {
+	plan := cm.planFor(ctx, entrypoints, refs)
+	if plan.programs == nil {
 		pq.topdownOnly(plan.reason)
 		return nil
 	}
@@ -292,7 +291,7 @@ func (pq *prepared) usePlan(ctx context.Context, cm *compiled, evaluator string,
 		return fmt.Errorf("policy data: %w", err)
 	}
 	sortAll(v)
-	pq.program, pq.data = plan.program, ast.NewTerm(v)
+	pq.programs, pq.data = plan.programs, ast.NewTerm(v)
 	return nil
 }
 
@@ -378,7 +377,7 @@ func sortAll(v ast.Value) {
 
 // topdownOnly makes topdown decide for pq, for reason.
 func (pq *prepared) topdownOnly(reason string) {
-	pq.program, pq.data, pq.planless = nil, nil, reason
+	pq.programs, pq.data, pq.planless = nil, nil, reason
 	pq.query.plan = ""
 	if pq.verdicts != nil {
 		pq.verdicts.plan = ""

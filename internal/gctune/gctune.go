@@ -11,10 +11,11 @@ import (
 )
 
 // Headroom is the heap growth allowed between two collections, as long as --gogc permits
-// it. Decisions allocate ~45 KB each on a small live heap: a high GC percent there saves a
-// lot of collector work for a little memory. With a million sessions the live heap is near
-// a gigabyte, and the same percent would let it grow by gigabytes in fresh pages, each
-// faulted in and zeroed; there the standard 100% is both smaller and faster.
+// it. Decisions allocate quickly (~12 KB each in the engine, more with gRPC's) on a small
+// live heap: a high GC percent there saves a lot of collector work for a little memory. With
+// a million sessions the live heap is near a gigabyte, and the same percent would let it grow
+// by gigabytes in fresh pages, each faulted in and zeroed; there the standard 100% is both
+// smaller and faster.
 const Headroom = 256 << 20
 
 // DefaultLimit is the highest GC percent arbiter serve uses unless told otherwise (--gogc):
