@@ -2,13 +2,9 @@ package engine_test
 
 import (
 	"context"
-	"maps"
-	"slices"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
-	opacompile "github.com/open-policy-agent/opa/v1/compile"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
@@ -166,22 +162,17 @@ func BenchmarkRawOPA(b *testing.B) {
 }
 
 // BenchmarkRawPlan evaluates the same policy on the same input document as BenchmarkRawOPA with
-// the plan executor alone: the policy planned by OPA's compile package, the plan readied by
-// irexec.New, then Program.Eval per iteration. The difference from BenchmarkRawOPA is what
+// the plan executor alone: the policy compiled and planned as the engine plans it (irexec.Plan),
+// readied by irexec.New, then Program.Eval per iteration. The difference from BenchmarkRawOPA is what
 // running the plan saves over OPA's evaluator.
 func BenchmarkRawPlan(b *testing.B) {
 	p := benchPolicy(b)
 	input := benchInput(b)
-	bndl := &bundle.Bundle{Data: map[string]any{}}
-	for _, name := range slices.Sorted(maps.Keys(p.Modules)) {
-		bndl.Modules = append(bndl.Modules, bundle.ModuleFile{URL: name, Path: name, Parsed: p.Modules[name]})
+	c := ast.NewCompiler()
+	if c.Compile(p.Modules); c.Failed() {
+		b.Fatal(c.Errors)
 	}
-	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(opacompile.PlanFormatProto).
-		WithEntrypoints("mcp/decision").WithBundle(bndl)
-	if err := c.Build(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	pol, err := irexec.PlanProto(c.Bundle().PlanModules[0].Raw)
+	pol, err := irexec.Plan(context.Background(), c, ast.MustParseRef(engine.DefaultEntrypoint))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -197,7 +188,7 @@ func BenchmarkRawPlan(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if out, err := prog.Eval(ctx, "mcp/decision", in, dataTerm, irexec.Options{}); err != nil || out == nil {
+		if out, err := prog.Eval(ctx, irexec.PlanName, in, dataTerm, irexec.Options{}); err != nil || out == nil {
 			b.Fatalf("%v %v", out, err)
 		}
 	}

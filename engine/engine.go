@@ -400,7 +400,7 @@ func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input as
 
 	start := time.Now()
 	if q.plan != "" {
-		t, err := pq.programs[q.plan].Eval(ctx, planName, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
+		t, err := pq.programs[q.plan].Eval(ctx, irexec.PlanName, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
 		took := time.Since(start)
 		switch {
 		case err != nil && timedOut.Load():

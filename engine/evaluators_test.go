@@ -453,23 +453,7 @@ func engineOf(t *testing.T, revision string, modules map[string]string, data map
 // value, undefined, or an error on both sides; a case marked stricter may fail where topdown
 // answers).
 func TestEnginePlansDecideAsTopdown(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("irexec", "testdata", "differential.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []struct {
-		Name     string   `json:"name"`
-		Stricter bool     `json:"stricter"`
-		Src      string   `json:"src"`
-		Data     string   `json:"data"`
-		Inputs   []string `json:"inputs"`
-	}
-	if err := util.Unmarshal(raw, &cases); err != nil {
-		t.Fatal(err)
-	}
-	if len(cases) < 100 {
-		t.Fatalf("only %d cases read", len(cases))
-	}
+	cases := differentialCorpus(t)
 	ctx := context.Background()
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	ref := ast.MustParseRef("data.p.x")
@@ -518,7 +502,7 @@ func TestEnginePlansDecideAsTopdown(t *testing.T) {
 				}
 				want = ast.NewTerm(v)
 			}
-			got, gerr := plan.programs[ref.String()].Eval(ctx, planName, input, dataTerm, irexec.Options{Time: now})
+			got, gerr := plan.programs[ref.String()].Eval(ctx, irexec.PlanName, input, dataTerm, irexec.Options{Time: now})
 			switch {
 			case werr != nil && gerr != nil:
 			case c.Stricter && werr == nil && gerr != nil:

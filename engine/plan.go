@@ -6,9 +6,7 @@ import (
 	"fmt"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/arbiter-mcp/arbiter/engine/irexec"
 )
@@ -42,22 +40,17 @@ type query struct {
 }
 
 // planned is the plan of a set of modules, or why there is none: one program per entry point
-// (named by its reference, such as "data.mcp.decision"), each with its one plan named planName.
+// (named by its reference, such as "data.mcp.decision"), each with its one plan (irexec.Plan).
 type planned struct {
 	entrypoints []string
 	programs    map[string]*irexec.Program
 	reason      string // why programs is nil
 }
 
-// planName is the name rego gives the plan of a query (see planQuery).
-const planName = "eval"
-
 // planPolicy plans each entry point (named entrypoints[i], refs[i] the rule it queries) of
-// compiler's modules with OPA's planner, and readies the plans for irexec. A
-// policy the planner or the executor cannot take gets no programs, and the reason. The planner
-// works on the modules as compiler has compiled them: they are not compiled a second time, as
-// OPA's compile package ("opa build -t plan") would, which also prints the plan it made and
-// encodes it for us to decode.
+// compiler's modules with irexec.Plan, and readies the plans. A policy the planner or the
+// executor cannot take gets no programs, and the reason. The caller holds compiled.mu (see
+// irexec.Plan on sharing the compiler).
 func planPolicy(ctx context.Context, compiler *ast.Compiler, entrypoints []string, refs []ast.Ref) (out planned) {
 	out.entrypoints = entrypoints
 	// A planner that panics on some policy leaves that policy to topdown instead of failing
@@ -69,7 +62,7 @@ func planPolicy(ctx context.Context, compiler *ast.Compiler, entrypoints []strin
 	}()
 	programs := make(map[string]*irexec.Program, len(entrypoints))
 	for i, name := range entrypoints {
-		pol, err := planQuery(ctx, compiler, refs[i])
+		pol, err := irexec.Plan(ctx, compiler, refs[i])
 		if err != nil {
 			out.reason = fmt.Sprintf("the planner refused the policy: %v", err)
 			return out
@@ -79,63 +72,14 @@ func planPolicy(ctx context.Context, compiler *ast.Compiler, entrypoints []strin
 			out.reason = err.Error()
 			return out
 		}
-		if !prog.HasPlan(planName) {
-			out.reason = fmt.Sprintf("the plan of %s has no plan %q", name, planName)
+		if !prog.HasPlan(irexec.PlanName) {
+			out.reason = fmt.Sprintf("the plan of %s has no plan %q", name, irexec.PlanName)
 			return out
 		}
 		programs[name] = prog
 	}
 	out.programs = programs
 	return out
-}
-
-// planQuery plans the query "result = REF" over compiler's modules, as OPA's compile package
-// plans an entry point: through rego, whose preparation for a target plugin plans the query
-// with the compiler it is given and hands the plan to the plugin (capturePlan). The caller
-// serialises rego preparations on compiler (compiled.mu): the preparation sets the compiler's
-// evaluation mode, which query compilation reads.
-func planQuery(ctx context.Context, compiler *ast.Compiler, ref ast.Ref) (*ir.Policy, error) {
-	var pol *ir.Policy
-	query := ast.NewBody(ast.Equality.Expr(ast.VarTerm("result"), ast.NewTerm(ref)))
-	_, err := rego.New(rego.ParsedQuery(query), rego.Compiler(compiler), rego.Store(inmem.New()),
-		rego.Target(captureTarget),
-		// The compiler stays in the mode topdown's queries are compiled in (rego would leave
-		// it in IR mode), and is compiled in as OPA's compile package plans: the same plan.
-		rego.EvalMode(ast.EvalModeTopdown),
-	).PrepareForEval(context.WithValue(ctx, captureKey{}, &pol))
-	if err != nil {
-		return nil, err
-	}
-	if pol == nil {
-		return nil, errors.New("rego made no plan")
-	}
-	return pol, nil
-}
-
-// captureTarget is the rego target of capturePlan.
-const captureTarget = "arbiter-capture-plan"
-
-// capturePlan is a rego target plugin whose preparation keeps the plan rego made, in the
-// *ir.Policy the context carries (captureKey), and whose queries are never evaluated.
-type capturePlan struct{}
-
-type captureKey struct{}
-
-func init() { rego.RegisterPlugin(captureTarget, capturePlan{}) }
-
-func (capturePlan) IsTarget(t string) bool { return t == captureTarget }
-
-func (capturePlan) PrepareForEval(ctx context.Context, pol *ir.Policy, _ ...rego.PrepareOption) (rego.TargetPluginEval, error) {
-	sink, ok := ctx.Value(captureKey{}).(**ir.Policy)
-	if !ok {
-		return nil, errors.New("no place to keep the plan")
-	}
-	*sink = pol
-	return capturePlan{}, nil
-}
-
-func (capturePlan) Eval(context.Context, *rego.EvalContext, ast.Value) (ast.Value, error) {
-	return nil, errors.New("a captured plan is run by the plan executor, not through rego")
 }
 
 // Evaluator says what decides for the serving revision, EvaluatorIR or EvaluatorTopdown, and

@@ -2,6 +2,7 @@ package irexec_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -21,34 +22,44 @@ import (
 	"github.com/arbiter-mcp/arbiter/engine/irexec"
 )
 
-// plan plans the entry point "p/x" of src (a module of package p) and readies it, from the
-// plan in OPA's protobuf format, as the engine does.
+// plan plans x of src (a module of package p) as the engine plans a revision (Plan, over the
+// modules compiled once) and readies it; its plan is PlanName.
 func plan(t *testing.T, src string) (*irexec.Program, error) {
 	t.Helper()
-	return planAs(t, src, opacompile.PlanFormatProto)
+	m, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatalf("parse: %v\n%s", err, src)
+	}
+	c := ast.NewCompiler()
+	if c.Compile(map[string]*ast.Module{"p.rego": m}); c.Failed() {
+		t.Fatalf("compile: %v\n%s", c.Errors, src)
+	}
+	pol, err := irexec.Plan(context.Background(), c, ast.MustParseRef("data.p.x"))
+	if err != nil {
+		t.Fatalf("plan: %v\n%s", err, src)
+	}
+	return irexec.New(pol)
 }
 
-// planAs is plan from the plan in format (opacompile.PlanFormatProto or PlanFormatJSON).
-func planAs(t *testing.T, src, format string) (*irexec.Program, error) {
+// planOPA plans the entry point "p/x" of src as "opa build -t plan" does (OPA's compile
+// package, which compiles the modules itself), from its JSON plan, and readies it: a second
+// planning of the same policy, for the corpus to check against.
+func planOPA(t *testing.T, src string) (*irexec.Program, error) {
 	t.Helper()
 	m, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, src)
 	}
 	b := &bundle.Bundle{Data: map[string]any{}, Modules: []bundle.ModuleFile{{URL: "p.rego", Path: "p.rego", Parsed: m}}}
-	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(format).WithEntrypoints("p/x").WithBundle(b)
+	c := opacompile.New().WithTarget(opacompile.TargetPlan).WithPlanFormat(opacompile.PlanFormatJSON).WithEntrypoints("p/x").WithBundle(b)
 	if err := c.Build(context.Background()); err != nil {
 		t.Fatalf("plan: %v\n%s", err, src)
 	}
-	decode := irexec.PlanProto
-	if format == opacompile.PlanFormatJSON {
-		decode = irexec.PlanJSON
-	}
-	pol, err := decode(c.Bundle().PlanModules[0].Raw)
-	if err != nil {
+	var pol ir.Policy
+	if err := json.Unmarshal(c.Bundle().PlanModules[0].Raw, &pol); err != nil {
 		t.Fatal(err)
 	}
-	return irexec.New(pol)
+	return irexec.New(&pol)
 }
 
 // topdownEval is the reference: OPA's evaluator with strict built-in errors. Undefined is nil.
@@ -108,9 +119,9 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 			if err != nil {
 				t.Fatalf("executor refused the plan: %v", err)
 			}
-			fromJSON, err := planAs(t, src, opacompile.PlanFormatJSON)
+			fromOPA, err := planOPA(t, src)
 			if err != nil {
-				t.Fatalf("executor refused the JSON plan: %v", err)
+				t.Fatalf("executor refused the plan of OPA's compile package: %v", err)
 			}
 			dataJSON := c.Data
 			if dataJSON == "" {
@@ -130,10 +141,10 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 					t.Fatalf("input %s: %v", in, err)
 				}
 				want, werr := topdownEval(t, src, input, data, now)
-				got, gerr := prog.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now})
-				// The same plan read from OPA's JSON format runs alike.
-				if j, jerr := fromJSON.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
-					t.Errorf("input %s: from the protobuf plan %v (error %v), from the JSON plan %v (error %v)", in, got, gerr, j, jerr)
+				got, gerr := prog.Eval(context.Background(), irexec.PlanName, ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now})
+				// The plan "opa build -t plan" makes of it, read from its JSON format, runs alike.
+				if j, jerr := fromOPA.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
+					t.Errorf("input %s: from the engine's plan %v (error %v), from opa build's plan %v (error %v)", in, got, gerr, j, jerr)
 				}
 				switch {
 				case werr != nil && gerr != nil:
@@ -173,11 +184,11 @@ func TestCancel(t *testing.T) {
 	}
 	c := topdown.NewCancel()
 	c.Cancel()
-	_, err = prog.Eval(context.Background(), "p/x", ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{Cancel: c})
+	_, err = prog.Eval(context.Background(), irexec.PlanName, ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{Cancel: c})
 	if !errors.Is(err, irexec.ErrCancelled) {
 		t.Fatalf("got %v, want ErrCancelled", err)
 	}
-	got, err := prog.Eval(context.Background(), "p/x", ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{Cancel: topdown.NewCancel()})
+	got, err := prog.Eval(context.Background(), irexec.PlanName, ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{Cancel: topdown.NewCancel()})
 	if err != nil || !got.Equal(ast.IntNumberTerm(300*299)) {
 		t.Fatalf("uncancelled: %v %v", got, err)
 	}

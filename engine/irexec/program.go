@@ -214,17 +214,6 @@ func (p *Program) HasPlan(name string) bool {
 	return ok
 }
 
-// PlanJSON decodes a plan in OPA's JSON plan format, as `opa build -t plan` writes it
-// (plan.json). The engine plans in the protobuf format (PlanProto); this reads plans from
-// elsewhere, and the tests check that both formats of one plan run alike.
-func PlanJSON(raw []byte) (*ir.Policy, error) {
-	var p ir.Policy
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, fmt.Errorf("decode plan: %w", err)
-	}
-	return &p, nil
-}
-
 // stackNeed is the most locals a chain of calls made from blocks can hold at once (calls
 // cannot recurse: Rego has no recursion, and the planner plans none).
 func stackNeed(blocks []block, depth int) (int, error) {
