@@ -96,7 +96,8 @@ func TestReadsOf(t *testing.T) {
 	}
 }
 
-// The default policy reads a small part of its input; the rest is not built per decision.
+// The default policy reads a small part of its input, as the policy guide says; the rest is not
+// built per decision.
 func TestDefaultPolicyReads(t *testing.T) {
 	p, err := LoadPolicyFS(policy.FS(), ".", "default")
 	if err != nil {
@@ -106,7 +107,28 @@ func TestDefaultPolicyReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("reads: %v", cm.reads.paths())
+	r := cm.reads
+	t.Logf("reads: %v", r.paths())
+	if r.whole {
+		t.Fatal("the default policy reads its whole input")
+	}
+	for _, key := range []*ast.Term{keyNow, keySubject, keyContext} {
+		if r.has(key) {
+			t.Errorf("the default policy reads input.%v", key)
+		}
+	}
+	if r.readsHistory() {
+		t.Error("the default policy reads input.session.history")
+	}
+	for _, path := range [][]*ast.Term{{keyAction}, {keyOperation, keyTool}, {keySession, keyCalls, keyTotal}, {keyCredential, keyScopes}} {
+		n := r
+		for _, k := range path {
+			n = n.sub(k)
+		}
+		if n == nil {
+			t.Errorf("the default policy does not read input%v", path)
+		}
+	}
 }
 
 // pruned is v without what r does not read: the input a decision builds for a policy that
