@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -231,21 +232,47 @@ func operationTerm(names *nameTerms, op *Operation, args *ast.Term, r *inputRead
 	return f.object()
 }
 
-// annotationsTerm carries only the hints the server set: absence is meaningful in MCP.
+// annotationsTerm carries only the hints the server set: absence is meaningful in MCP. There
+// are 81 such objects (each of four hints unset, false or true), made once and shared.
 func annotationsTerm(a Annotations) *ast.Term {
-	if a == (Annotations{}) {
-		return emptyTerm
-	}
-	obj := ast.NewObjectWithCapacity(4)
-	for _, h := range []struct {
-		key *ast.Term
-		val *bool
-	}{{keyReadOnly, a.ReadOnly}, {keyDestructive, a.Destructive}, {keyIdempotent, a.Idempotent}, {keyOpenWorld, a.OpenWorld}} {
-		if h.val != nil {
-			obj.Insert(h.key, ast.BooleanTerm(*h.val))
+	return annotationTerms()[annotationsIndex(a)]
+}
+
+// annotationsIndex numbers a's hints in base 3: 0 unset, 1 false, 2 true.
+func annotationsIndex(a Annotations) int {
+	i := 0
+	for _, h := range [...]*bool{a.ReadOnly, a.Destructive, a.Idempotent, a.OpenWorld} {
+		i *= 3
+		if h != nil {
+			i++
+			if *h {
+				i++
+			}
 		}
 	}
-	return ast.NewTerm(obj)
+	return i
+}
+
+var annotationTerms = sync.OnceValue(func() (terms [81]*ast.Term) {
+	keys := [...]*ast.Term{keyReadOnly, keyDestructive, keyIdempotent, keyOpenWorld}
+	for i := range terms {
+		var items [][2]*ast.Term
+		for k, n := len(keys)-1, i; k >= 0; k, n = k-1, n/3 {
+			if d := n % 3; d > 0 {
+				items = append(items, ast.Item(keys[k], ast.InternedTerm(d == 2)))
+			}
+		}
+		terms[i] = ast.ObjectTerm(items...)
+	}
+	return terms
+})
+
+// countTerm is a number term for a count, shared for the small counts OPA interns.
+func countTerm(n uint64) *ast.Term {
+	if n <= math.MaxInt32 && ast.HasInternedIntNumberTerm(int(n)) {
+		return ast.InternedTerm(int(n))
+	}
+	return ast.UIntNumberTerm(n)
 }
 
 // serverTerm is an MCP server's input, of what r reads, from names (nil: fresh terms).
@@ -326,7 +353,7 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 func callsTerm(names *nameTerms, u *state.Usage, r *inputReads, cached []serverCalls) (*ast.Term, []serverCalls) {
 	f := fieldsOf(r)
 	if f.wants(keyTotal) {
-		f.put(keyTotal, ast.UIntNumberTerm(u.Total))
+		f.put(keyTotal, countTerm(u.Total))
 	}
 	servers, tools := f.wants(keyByServer), f.wants(keyByTool)
 	if !servers && !tools {
@@ -381,17 +408,18 @@ func newServerCalls(names *nameTerms, run []state.CallCount) serverCalls {
 	sc := serverCalls{calls: make([]state.CallCount, len(run)), key: names.term(run[0].Server)}
 	srv := string(sc.key.Value.(ast.String))
 	var total uint64
-	var items [][2]*ast.Term
+	var buf [16][2]*ast.Term
+	items := buf[:0]
 	for i, c := range run {
 		total += c.N
 		sc.calls[i] = state.CallCount{Server: srv, N: c.N}
 		if c.Tool != "" {
 			tool := names.term(c.Tool)
 			sc.calls[i].Tool = string(tool.Value.(ast.String))
-			items = append(items, ast.Item(tool, ast.UIntNumberTerm(c.N)))
+			items = append(items, ast.Item(tool, countTerm(c.N)))
 		}
 	}
-	sc.total = ast.UIntNumberTerm(total)
+	sc.total = countTerm(total)
 	if len(items) > 0 {
 		sc.tools = ast.ObjectTerm(items...)
 	}
@@ -414,7 +442,7 @@ func sessionItems(names *nameTerms, sess *state.Session) [][2]*ast.Term {
 		ast.Item(keyStatus, activeTerm),
 		ast.Item(keyCreatedAt, timeTerm(sess.CreatedAt)),
 		ast.Item(keyExpiresAt, timeTerm(sess.ExpiresAt)),
-		ast.Item(keyRenewals, ast.IntNumberTerm(sess.Renewals)),
+		ast.Item(keyRenewals, countTerm(uint64(sess.Renewals))),
 		ast.Item(keyClientID, names.term(sess.ClientID)),
 		ast.Item(keySubjectID, ast.StringTerm(strings.Clone(sess.SubjectID))),
 		ast.Item(keyServers, names.terms(sess.Servers)),

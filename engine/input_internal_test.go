@@ -354,3 +354,55 @@ func TestDataOnlyRevisionsReuseCompiledCode(t *testing.T) {
 		t.Error("a failed activation changed what serves")
 	}
 }
+
+func TestAnnotationsTermsHoldTheHintsSet(t *testing.T) {
+	hints := []*bool{nil, new(false), new(true)}
+	seen := map[*ast.Term]bool{}
+	for _, ro := range hints {
+		for _, de := range hints {
+			for _, id := range hints {
+				for _, ow := range hints {
+					a := Annotations{ReadOnly: ro, Destructive: de, Idempotent: id, OpenWorld: ow}
+					want := ast.NewObject()
+					for _, h := range []struct {
+						key string
+						val *bool
+					}{{"readOnlyHint", ro}, {"destructiveHint", de}, {"idempotentHint", id}, {"openWorldHint", ow}} {
+						if h.val != nil {
+							want.Insert(ast.StringTerm(h.key), ast.BooleanTerm(*h.val))
+						}
+					}
+					got := annotationsTerm(a)
+					if got.Value.Compare(want) != 0 {
+						t.Errorf("annotations %s: got %v, want %v", describeHints(a), got, want)
+					}
+					if seen[got] {
+						t.Errorf("annotations %s share a term with another set of hints", describeHints(a))
+					}
+					seen[got] = true
+				}
+			}
+		}
+	}
+	if len(seen) != 81 {
+		t.Errorf("%d distinct annotation objects, want 81", len(seen))
+	}
+}
+
+func describeHints(a Annotations) string {
+	s := func(b *bool) string {
+		if b == nil {
+			return "unset"
+		}
+		return fmt.Sprint(*b)
+	}
+	return fmt.Sprintf("readOnly=%s destructive=%s idempotent=%s openWorld=%s", s(a.ReadOnly), s(a.Destructive), s(a.Idempotent), s(a.OpenWorld))
+}
+
+func TestCountTermsAreNumbers(t *testing.T) {
+	for _, n := range []uint64{0, 1, 7, 511, 512, 513, 1 << 20, 1<<31 - 1, 1 << 31, 1 << 40, 1<<64 - 1} {
+		if got, want := countTerm(n), ast.UIntNumberTerm(n); !got.Equal(want) {
+			t.Errorf("countTerm(%d) = %v, want %v", n, got, want)
+		}
+	}
+}

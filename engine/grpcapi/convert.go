@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -69,7 +68,7 @@ func (l limits) structFrom(field string, s *structpb.Struct, max int) (map[strin
 	if s == nil {
 		return nil, nil
 	}
-	if n := proto.Size(s); n > max {
+	if n := structSize(s); n > max {
 		return nil, invalidArgument(field, fmt.Sprintf("is %d bytes, more than the limit of %d", n, max))
 	}
 	return s.AsMap(), nil

@@ -175,17 +175,16 @@ func withCallHead(enc []byte, call Call, historyLimit int) ([]byte, Usage, error
 		u = d.head()
 		entries = d.count()
 	}
-	// Skip the entries that drop out of the window, then check the kept ones are whole.
+	// Skip the entries that drop out of the window; the kept ones are copied as they are. They
+	// are not read through here: the store encoded them, and every read of the usage reads the
+	// whole history through, so a malformed one is still an error there.
 	keep := min(entries, max(historyLimit-1, 0))
 	for range entries - keep {
 		d.entry()
 	}
 	kept := d.b
-	for range keep {
-		d.entry()
-	}
-	if err := d.end(); err != nil {
-		return nil, Usage{}, err
+	if d.err != nil || (keep == 0 && len(kept) != 0) {
+		return nil, Usage{}, d.end()
 	}
 
 	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
