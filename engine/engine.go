@@ -390,18 +390,17 @@ func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input as
 	}
 	defer func() { <-e.slots }()
 
-	// Cancellation through a flag set by a timer and by the caller's context, rather than the
-	// goroutine and timer-backed context OPA would otherwise start for every evaluation.
-	cancel := topdown.NewCancel()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(e.cfg.EvalTimeout, func() { timedOut.Store(true); cancel.Cancel() })
-	defer timer.Stop()
-	defer context.AfterFunc(ctx, cancel.Cancel)()
-
 	start := time.Now()
+	cancel := &evalCancel{start: start, timeout: e.cfg.EvalTimeout, done: ctx.Done()}
+	timedOut := &cancel.timedOut
 	if q.plan != "" {
 		t, err := pq.programs[q.plan].Eval(ctx, irexec.PlanName, ast.NewTerm(input), pq.data, irexec.Options{Time: now, Cancel: cancel})
 		took := time.Since(start)
+		if err == nil && took > e.cfg.EvalTimeout {
+			// It passed the timeout where it asked no question (in a built-in, say).
+			timedOut.Store(true)
+			err = irexec.ErrCancelled
+		}
 		switch {
 		case err != nil && timedOut.Load():
 			return nil, took, fmt.Errorf("evaluation timed out after %s: %w", e.cfg.EvalTimeout, err)
@@ -421,6 +420,10 @@ func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input as
 		rego.EvalMetrics(noMetrics),
 	)
 	took := time.Since(start)
+	if err == nil && took > e.cfg.EvalTimeout {
+		timedOut.Store(true)
+		err = irexec.ErrCancelled
+	}
 	if err != nil {
 		// OPA reports both as a cancelled query; the log must tell them apart.
 		switch {
@@ -511,4 +514,48 @@ func intersect(have, allowed []string) []string {
 		}
 	}
 	return out
+}
+
+// evalCancel stops an evaluation once it has run longer than timeout or its caller went away.
+// The evaluators ask it at every function call and loop step; it looks at the clock and the
+// caller's context on every cancelCheckEvery-th question only. It replaces a timer and a
+// context.AfterFunc per evaluation, which cost more than the checks (allocations, the
+// runtime's timer heap, and a registration with the caller's context under its lock).
+type evalCancel struct {
+	cancelled atomic.Bool
+	timedOut  atomic.Bool
+	checks    atomic.Uint32
+	start     time.Time
+	timeout   time.Duration
+	done      <-chan struct{} // the caller's context's; nil when it cannot be cancelled
+}
+
+// cancelCheckEvery is how many questions an evaluation asks between two looks at the clock:
+// a decision of the default policy asks about 40, and a loop step is well under a
+// microsecond, so a timeout is noticed within microseconds of passing.
+const cancelCheckEvery = 32
+
+var _ topdown.Cancel = (*evalCancel)(nil)
+
+func (c *evalCancel) Cancel() { c.cancelled.Store(true) }
+
+func (c *evalCancel) Cancelled() bool {
+	if c.cancelled.Load() {
+		return true
+	}
+	if c.checks.Add(1)%cancelCheckEvery != 0 {
+		return false
+	}
+	select {
+	case <-c.done:
+		c.cancelled.Store(true)
+		return true
+	default:
+	}
+	if time.Since(c.start) > c.timeout {
+		c.timedOut.Store(true)
+		c.cancelled.Store(true)
+		return true
+	}
+	return false
 }

@@ -666,3 +666,52 @@ func TestRevokedDuringEvaluationSaysRevoked(t *testing.T) {
 		t.Errorf("the revoked session recorded the call: %+v", info.Usage)
 	}
 }
+
+// An evaluation stops when its caller goes away, and one that passed the evaluation timeout
+// inside a built-in (where it asks nobody whether to stop) is denied as timed out all the same.
+func TestEvaluationsStopForTheCallerAndTheClock(t *testing.T) {
+	t.Run("caller went away", func(t *testing.T) {
+		var logged bytes.Buffer
+		src := failingPolicy(`{"result": "allow", "n": count([x | some x in numbers.range(1, 20000000); x > 0])}`)
+		e, err := engine.New(context.Background(), engine.Config{EvalTimeout: time.Hour, Logger: slog.New(slog.NewTextHandler(&logged, nil))},
+			policyFrom(t, "long", map[string]string{"p.rego": src}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		d, err := e.Decide(ctx, call("", "read"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOutcome(t, d, engine.Deny, engine.ReasonPolicyError)
+		if !strings.Contains(logged.String(), "caller went away during evaluation") {
+			t.Errorf("the log must say the caller went away: %s", logged.String())
+		}
+		// Without the cancellation the evaluation runs for tens of seconds.
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("the evaluation ran %s after its caller left", took)
+		}
+	})
+	t.Run("timeout passed in a built-in", func(t *testing.T) {
+		p, url, arrived, release := blockingPolicy(t)
+		var logged bytes.Buffer
+		e, err := engine.New(context.Background(), engine.Config{EvalTimeout: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logged, nil))}, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := call("", "slow")
+		req.Context = map[string]any{"url": url}
+		go func() {
+			<-arrived
+			time.Sleep(300 * time.Millisecond)
+			release <- struct{}{}
+		}()
+		d := mustDecide(t, e, req)
+		wantOutcome(t, d, engine.Deny, engine.ReasonPolicyError)
+		if !strings.Contains(logged.String(), "timed out after 100ms") {
+			t.Errorf("the log must say the evaluation timed out: %s", logged.String())
+		}
+	})
+}

@@ -96,7 +96,14 @@ func ParseTokens(r io.Reader, role Role) ([]Token, error) {
 // every caller act as admin: the service then listens on loopback only.
 type Authenticator struct {
 	tokens []Token
+	// principals[i] and secrets[i] are tokens[i]'s, made once: a request's context carries a
+	// pointer to its principal, and the comparison needs the secrets as bytes.
+	principals []*Principal
+	secrets    [][]byte
 }
+
+// localPrincipal is every caller's principal when no token is configured.
+var localPrincipal = &Principal{Name: "local", Role: RoleAdmin}
 
 // NewAuthenticator returns an authenticator for tokens. A secret given to two roles, or two
 // names, is refused: a caller's role must never be ambiguous.
@@ -112,7 +119,12 @@ func NewAuthenticator(tokens []Token) (*Authenticator, error) {
 		}
 		seen[t.Secret], names[t.Name] = t.Name, true
 	}
-	return &Authenticator{tokens: tokens}, nil
+	a := &Authenticator{tokens: tokens}
+	for _, t := range tokens {
+		a.principals = append(a.principals, &Principal{Name: t.Name, Role: t.Role})
+		a.secrets = append(a.secrets, []byte(t.Secret))
+	}
+	return a, nil
 }
 
 // Enabled reports whether callers must present a token.
@@ -144,20 +156,31 @@ func openMethod(full string) bool {
 // Authenticate finds the principal behind a bearer token ("Bearer TOKEN"). Every token is
 // compared in constant time, and all of them are compared, so timing tells nothing.
 func (a *Authenticator) Authenticate(header string) (Principal, bool) {
+	if p := a.principal(header); p != nil {
+		return *p, true
+	}
+	return Principal{}, false
+}
+
+// principal is Authenticate, giving the shared principal of the token (nil: none).
+func (a *Authenticator) principal(header string) *Principal {
 	if !a.Enabled() {
-		return Principal{Name: "local", Role: RoleAdmin}, true
+		return localPrincipal
 	}
 	secret, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok {
-		return Principal{}, false
+		return nil
 	}
-	var found Principal
-	for _, t := range a.tokens {
-		if subtle.ConstantTimeCompare([]byte(secret), []byte(t.Secret)) == 1 {
-			found = Principal{Name: t.Name, Role: t.Role}
+	var found *Principal
+	for i, t := range a.secrets {
+		if subtle.ConstantTimeCompare([]byte(secret), t) == 1 {
+			found = a.principals[i]
 		}
 	}
-	return found, found.Role != RoleNone
+	if found == nil || found.Role == RoleNone {
+		return nil
+	}
+	return found
 }
 
 // authorize checks the caller of method and returns the context carrying its principal.
@@ -166,13 +189,11 @@ func (a *Authenticator) authorize(ctx context.Context, method string) (context.C
 		return ctx, nil
 	}
 	var header string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			header = v[0]
-		}
+	if v := metadata.ValueFromIncomingContext(ctx, "authorization"); len(v) > 0 {
+		header = v[0]
 	}
-	p, ok := a.Authenticate(header)
-	if !ok {
+	p := a.principal(header)
+	if p == nil {
 		return nil, status.Error(codes.Unauthenticated, "missing or unknown bearer token (metadata \"authorization: Bearer TOKEN\")")
 	}
 	need, listed := methodRoles[method]
@@ -189,8 +210,10 @@ type principalKey struct{}
 
 // PrincipalFrom returns the authenticated caller of a request.
 func PrincipalFrom(ctx context.Context) Principal {
-	p, _ := ctx.Value(principalKey{}).(Principal)
-	return p
+	if p, _ := ctx.Value(principalKey{}).(*Principal); p != nil {
+		return *p
+	}
+	return Principal{}
 }
 
 // UnaryInterceptor authenticates and authorizes unary calls.
