@@ -273,7 +273,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		return Decision{}, err
 	}
 	op := pq.reads.sub(keyOperation)
-	args, err := jsonTerm(op.sub(keyArguments), req.Operation.Arguments)
+	args, err := jsonTerm(op.sub(keyArguments), req.Operation.Arguments, nil)
 	if err != nil {
 		return Decision{}, &InvalidArgumentError{Field: "operation.arguments", Reason: err.Error()}
 	}

@@ -715,3 +715,47 @@ func TestEvaluationsStopForTheCallerAndTheClock(t *testing.T) {
 		}
 	})
 }
+
+// Request.ContextFrom and Subject.AttributesFrom are called only when the serving policy
+// reads what they give, and then it sees it.
+func TestLazyContextIsConvertedOnlyWhenRead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		src   string
+		reads bool
+	}{
+		{"policy that does not read them", `package mcp
+
+decision := {"result": "allow", "reasons": []}
+`, false},
+		{"policy that reads them", `package mcp
+
+decision := {"result": "allow", "reasons": []} if {
+	input.context.trace == "t-1"
+	input.subject.attributes.team == "payments"
+} else := {"result": "deny", "reasons": [{"code": "unseen", "message": "no context"}]}
+`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, nil, map[string]string{"p.rego": tc.src})
+			var contexts, attributes int
+			req := call("", "read")
+			req.ContextFrom = func() map[string]any { contexts++; return map[string]any{"trace": "t-1"} }
+			req.Subject.AttributesFrom = func() map[string]any { attributes++; return map[string]any{"team": "payments"} }
+			wantOutcome(t, mustDecide(t, e, req), engine.Allow, "")
+			want := 0
+			if tc.reads {
+				want = 1
+			}
+			if contexts != want || attributes != want {
+				t.Errorf("context converted %d times, attributes %d times; want %d each", contexts, attributes, want)
+			}
+			// Given as maps, they are used as they are and ContextFrom is not called.
+			req.Context, req.Subject.Attributes = map[string]any{"trace": "t-1"}, map[string]any{"team": "payments"}
+			wantOutcome(t, mustDecide(t, e, req), engine.Allow, "")
+			if contexts != want || attributes != want {
+				t.Errorf("with maps given, context converted %d times, attributes %d times; want %d each", contexts, attributes, want)
+			}
+		})
+	}
+}

@@ -137,12 +137,12 @@ func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items()...) }
 // the policy. The values and objects that repeat across requests come from c's caches.
 func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, r *inputReads) (inputBase, error) {
 	names := &c.names
-	ctx, err := jsonTerm(r.sub(keyContext), req.Context)
+	ctx, err := jsonTerm(r.sub(keyContext), req.Context, req.ContextFrom)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "context", Reason: err.Error()}
 	}
 	subject := r.sub(keySubject)
-	attrs, err := jsonTerm(subject.sub(keyAttributes), req.Subject.Attributes)
+	attrs, err := jsonTerm(subject.sub(keyAttributes), req.Subject.Attributes, req.Subject.AttributesFrom)
 	if err != nil {
 		return nil, &InvalidArgumentError{Field: "subject.attributes", Reason: err.Error()}
 	}
@@ -539,8 +539,12 @@ func timeTerm(t time.Time) *ast.Term {
 }
 
 // jsonTerm is objectTerm(m) when r reads it; when it does not (r is nil), m is only checked
-// as objectTerm would, and the term is nil.
-func jsonTerm(r *inputReads, m map[string]any) (*ast.Term, error) {
+// as objectTerm would, and the term is nil. When m is nil, from (if not nil) gives it, called
+// only when r reads it.
+func jsonTerm(r *inputReads, m map[string]any, from func() map[string]any) (*ast.Term, error) {
+	if m == nil && from != nil && r != nil {
+		m = from()
+	}
 	if r != nil {
 		return objectTerm(m)
 	}

@@ -73,7 +73,7 @@ func (e *Engine) openSession(ctx context.Context, req *OpenRequest, pq *prepared
 		ttl = e.cfg.DefaultSessionTTL
 	}
 	ttl = min(ttl, e.cfg.MaxSessionTTL)
-	dreq := &Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context}
+	dreq := &Request{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context, ContextFrom: req.ContextFrom}
 	base, err := newInputBase(&e.inputs, dreq, ast.NullTerm(), now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
@@ -178,7 +178,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 	if reads := pq.reads.sub(keySession); reads != nil {
 		sessTerm = e.inputs.term(sess, &sess.Usage, nil, reads)
 	}
-	base, err := newInputBase(&e.inputs, &Request{Client: req.Client, Subject: req.Subject, Context: req.Context}, sessTerm, now, pq.reads)
+	base, err := newInputBase(&e.inputs, &Request{Client: req.Client, Subject: req.Subject, Context: req.Context, ContextFrom: req.ContextFrom}, sessTerm, now, pq.reads)
 	if err != nil {
 		return Decision{}, nil, err
 	}

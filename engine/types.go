@@ -51,6 +51,11 @@ type Request struct {
 	Operation  Operation
 	// Context is free-form and reaches the policy as input.context.
 	Context map[string]any
+	// ContextFrom, when Context is nil, gives the context if and when the serving policy reads
+	// input.context: a caller that holds it in another form (the gRPC service: a protobuf
+	// Struct) then converts it only for a policy that reads it. Unlike Context, which is
+	// checked on every request, what it gives is checked only when read.
+	ContextFrom func() map[string]any
 	// Gateway is the authenticated caller, recorded on the approvals its calls ask for.
 	Gateway string
 }
@@ -68,6 +73,9 @@ type Subject struct {
 	ID         string
 	Groups     []string
 	Attributes map[string]any
+	// AttributesFrom, when Attributes is nil, gives them if and when the serving policy reads
+	// input.subject.attributes (as Request.ContextFrom).
+	AttributesFrom func() map[string]any
 }
 
 // Server is the MCP server addressed.
@@ -178,6 +186,8 @@ type OpenRequest struct {
 	Credential Credential
 	TTL        time.Duration
 	Context    map[string]any
+	// ContextFrom is as Request.ContextFrom.
+	ContextFrom func() map[string]any
 	// Gateway is the authenticated caller.
 	Gateway string
 }
@@ -189,7 +199,9 @@ type RenewRequest struct {
 	Subject   Subject
 	TTL       time.Duration
 	Context   map[string]any
-	Gateway   string
+	// ContextFrom is as Request.ContextFrom.
+	ContextFrom func() map[string]any
+	Gateway     string
 }
 
 // SessionInfo is a session as callers see it: lifecycle, usage and status at a given time.

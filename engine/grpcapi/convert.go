@@ -56,22 +56,37 @@ type limits struct {
 
 // subjectFrom converts the subject, checking its free-form attributes.
 func (l limits) subjectFrom(s *arbiterv1.Subject) (engine.Subject, error) {
-	attrs, err := l.structFrom("subject.attributes", s.GetAttributes(), l.contextBytes)
+	attrs, err := l.lazyStruct("subject.attributes", s.GetAttributes(), l.contextBytes)
 	if err != nil {
 		return engine.Subject{}, err
 	}
-	return engine.Subject{ID: s.GetId(), Groups: s.GetGroups(), Attributes: attrs}, nil
+	return engine.Subject{ID: s.GetId(), Groups: s.GetGroups(), AttributesFrom: attrs}, nil
 }
 
 // structFrom converts a Struct field, refusing one larger than max bytes on the wire.
 func (l limits) structFrom(field string, s *structpb.Struct, max int) (map[string]any, error) {
-	if s == nil {
-		return nil, nil
-	}
-	if n := structSize(s); n > max {
-		return nil, invalidArgument(field, fmt.Sprintf("is %d bytes, more than the limit of %d", n, max))
+	if err := l.checkStruct(field, s, max); err != nil || s == nil {
+		return nil, err
 	}
 	return s.AsMap(), nil
+}
+
+// lazyStruct checks a Struct field as structFrom does and returns its conversion for the
+// engine to make only if the policy reads it (nil for none). A Struct always converts: its
+// values are JSON's.
+func (l limits) lazyStruct(field string, s *structpb.Struct, max int) (func() map[string]any, error) {
+	if err := l.checkStruct(field, s, max); err != nil || s == nil {
+		return nil, err
+	}
+	return s.AsMap, nil
+}
+
+// checkStruct refuses a Struct larger than max bytes on the wire.
+func (l limits) checkStruct(field string, s *structpb.Struct, max int) error {
+	if n := structSize(s); n > max {
+		return invalidArgument(field, fmt.Sprintf("is %d bytes, more than the limit of %d", n, max))
+	}
+	return nil
 }
 
 // argumentsFrom decodes the tool arguments from either form, which must be a JSON object.

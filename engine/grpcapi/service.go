@@ -151,7 +151,7 @@ func (s *Service) OpenSession(ctx context.Context, in *arbiterv1.OpenSessionRequ
 	if err != nil {
 		return nil, err
 	}
-	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, Context: req.Context,
+	open := &engine.OpenRequest{Client: req.Client, Subject: req.Subject, Credential: req.Credential, ContextFrom: req.ContextFrom,
 		Gateway: PrincipalFrom(ctx).Name, Scopes: in.GetScopes()}
 	for _, srv := range in.GetServers() {
 		open.Servers = append(open.Servers, serverFrom(srv))
@@ -185,7 +185,7 @@ func (s *Service) RenewSession(ctx context.Context, in *arbiterv1.RenewSessionRe
 	if err != nil {
 		return nil, err
 	}
-	renew := &engine.RenewRequest{SessionID: req.SessionID, Client: req.Client, Subject: req.Subject, Context: req.Context, Gateway: PrincipalFrom(ctx).Name}
+	renew := &engine.RenewRequest{SessionID: req.SessionID, Client: req.Client, Subject: req.Subject, ContextFrom: req.ContextFrom, Gateway: PrincipalFrom(ctx).Name}
 	if renew.TTL, err = ttlFrom(in.GetTtl()); err != nil {
 		return nil, err
 	}
@@ -308,17 +308,17 @@ func (s *Service) request(sessionID string, c *arbiterv1.Client, subj *arbiterv1
 	if err != nil {
 		return engine.Request{}, err
 	}
-	reqCtx, err := s.limits.structFrom("context", ctxStruct, s.limits.contextBytes)
+	reqCtx, err := s.limits.lazyStruct("context", ctxStruct, s.limits.contextBytes)
 	if err != nil {
 		return engine.Request{}, err
 	}
 	return engine.Request{
-		SessionID:  sessionID,
-		Client:     clientFrom(c),
-		Subject:    subject,
-		Server:     serverFrom(srv),
-		Credential: credentialFrom(cred),
-		Context:    reqCtx,
+		SessionID:   sessionID,
+		Client:      clientFrom(c),
+		Subject:     subject,
+		Server:      serverFrom(srv),
+		Credential:  credentialFrom(cred),
+		ContextFrom: reqCtx,
 	}, nil
 }
 
