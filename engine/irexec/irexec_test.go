@@ -341,3 +341,55 @@ func TestEmptySetsStayEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectLiteralsAreMadeInOneGo: a made object and the inserts of constant keys that follow
+// it (with only makes of other values between) become one object made in one go; what each
+// insert reads is still what it would have read, and the object is each run's own. Where a make
+// between rewrites a value an insert before it read, or the object goes into itself, or a key
+// repeats, the inserts after that run one by one.
+func TestObjectLiteralsAreMadeInOneGo(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stmts []ir.Stmt
+		want  string
+	}{
+		{"a literal with values made between", []ir.Stmt{
+			&ir.DotStmt{Source: local(0), Key: str(3), Target: 2},
+			&ir.MakeObjectStmt{Target: 4}, &ir.ObjectInsertStmt{Key: str(1), Value: local(2), Object: 4},
+			&ir.MakeArrayStmt{Target: 5}, &ir.ObjectInsertStmt{Key: str(2), Value: local(5), Object: 4},
+			&ir.MakeObjectStmt{Target: 6}, &ir.ObjectInsertStmt{Key: str(3), Value: local(6), Object: 4},
+			&ir.ObjectInsertStmt{Key: str(0), Value: str(1), Object: 4},
+		}, `{"a": [1], "b": [], "result": "a", "xs": {}}`},
+		{"a value made anew after its insert", []ir.Stmt{
+			&ir.MakeArrayStmt{Target: 2}, &ir.ArrayAppendStmt{Value: str(3), Array: 2},
+			&ir.MakeObjectStmt{Target: 4}, &ir.ObjectInsertStmt{Key: str(1), Value: local(2), Object: 4},
+			&ir.MakeArrayStmt{Target: 2}, &ir.ObjectInsertStmt{Key: str(2), Value: local(2), Object: 4},
+		}, `{"a": ["xs"], "b": []}`},
+		{"a key twice", []ir.Stmt{
+			&ir.MakeObjectStmt{Target: 4}, &ir.ObjectInsertStmt{Key: str(1), Value: str(2), Object: 4},
+			&ir.ObjectInsertStmt{Key: str(1), Value: str(3), Object: 4},
+		}, `{"a": "xs"}`},
+		{"inserts into another object between", []ir.Stmt{
+			&ir.MakeObjectStmt{Target: 4}, &ir.MakeObjectStmt{Target: 5},
+			&ir.ObjectInsertStmt{Key: str(1), Value: str(2), Object: 5},
+			&ir.ObjectInsertStmt{Key: str(1), Value: local(5), Object: 4},
+			&ir.ObjectInsertStmt{Key: str(2), Value: str(3), Object: 4},
+		}, `{"a": {"a": "b"}, "b": "xs"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := handPlan(t, append(tc.stmts, result(4)...)...)
+			for range 2 {
+				if got := runHand(t, p, `{"xs": [1]}`); got != tc.want {
+					t.Fatalf("got %s, want %s", got, tc.want)
+				}
+			}
+		})
+	}
+	// A value the make reads is undefined: an error, as the insert's own would be.
+	p := handPlan(t, append([]ir.Stmt{
+		&ir.MakeObjectStmt{Target: 4}, &ir.ObjectInsertStmt{Key: str(1), Value: local(7), Object: 4},
+	}, result(4)...)...)
+	if out, err := p.Eval(context.Background(), "p/x", ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{}); err == nil {
+		t.Fatalf("an undefined value was inserted: %v", out)
+	}
+}

@@ -101,6 +101,10 @@ const (
 	opReturn
 	opResultAdd
 	opNop
+	// opMakeObjectItems is a MakeObjectStmt and the ObjectInsertStmts of constant keys that
+	// follow it into the same object (objectItems): the object is made in one go, with one
+	// block for its members, rather than grown by one allocation per insert.
+	opMakeObjectItems
 )
 
 // operand is a local, or a constant when term is set.
@@ -133,7 +137,8 @@ type instrExt struct {
 	fn     *function
 	bi     topdown.BuiltinFunc
 	biName string
-	args   []operand
+	args   []operand   // a call's arguments, or opMakeObjectItems' values
+	keys   []*ast.Term // opMakeObjectItems' keys
 	loc    ir.Location
 	astLoc *ast.Location // loc, for the errors of built-ins
 }
@@ -295,6 +300,22 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 				if body, ok := b.Stmts[j+1].(*ir.BlockStmt); ok {
 					comprehensionInserts(body.Blocks, mk.Target, r.lastWins)
 				}
+				if inserts, between, n := r.objectItems(mk.Target, b.Stmts[j+1:]); n > 0 {
+					for _, s := range between {
+						ins, err := r.stmt(s)
+						if err != nil {
+							return nil, err
+						}
+						out[i] = append(out[i], ins)
+					}
+					ins, err := r.makeObjectItems(mk, inserts)
+					if err != nil {
+						return nil, err
+					}
+					out[i] = append(out[i], ins)
+					j += n
+					continue
+				}
 			}
 			ins, err := r.stmt(s)
 			if err != nil {
@@ -308,6 +329,94 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 		}
 	}
 	return out, nil
+}
+
+// maxObjectItems bounds the inserts one opMakeObjectItems takes (the run gathers them on the
+// stack).
+const maxObjectItems = 16
+
+// objectItems finds, in stmts, which follow a MakeObjectStmt of obj, the inserts the make can
+// take in: ObjectInsertStmts into obj of distinct constant string keys whose values are not obj,
+// with between them only statements that make a value and cannot fail (MakeObjectStmt,
+// MakeArrayStmt, MakeSetStmt, MakeNullStmt) of locals other than obj and the values of the
+// inserts before them. The planner writes an object literal so: {"a": x, "b": {}} makes the
+// object, inserts "a", makes {}, inserts "b". Read at the last insert, every value is the one
+// its own insert would have read, and nothing in between can see the object half made. It
+// returns the inserts, the statements between them, and how many statements they are; a make
+// that a rule's return value starts with (emptyReturn) is left alone.
+func (r *resolver) objectItems(obj ir.Local, stmts []ir.Stmt) (inserts []*ir.ObjectInsertStmt, between []ir.Stmt, n int) {
+	if obj == r.emptyRet {
+		return nil, nil, 0
+	}
+	keys := map[string]bool{}
+	values := map[ir.Local]bool{}
+	var pending []ir.Stmt // makes since the last insert taken
+	for i, s := range stmts {
+		switch s := s.(type) {
+		case *ir.ObjectInsertStmt:
+			if !r.takes(obj, s, keys, len(inserts)) {
+				return inserts, between, n
+			}
+			if l, ok := s.Value.Value.(ir.Local); ok {
+				values[l] = true
+			}
+			inserts, between, pending, n = append(inserts, s), append(between, pending...), nil, i+1
+		case *ir.MakeObjectStmt, *ir.MakeArrayStmt, *ir.MakeSetStmt, *ir.MakeNullStmt:
+			t := ir.Local(definedBy(s)[0])
+			if t == obj || values[t] {
+				return inserts, between, n
+			}
+			pending = append(pending, s)
+		default:
+			return inserts, between, n
+		}
+	}
+	return inserts, between, n
+}
+
+// takes reports whether an opMakeObjectItems of obj, holding taken inserts with keys, can
+// take s too (see objectItems).
+func (r *resolver) takes(obj ir.Local, s *ir.ObjectInsertStmt, keys map[string]bool, taken int) bool {
+	if s.Object != obj || taken == maxObjectItems {
+		return false
+	}
+	if l, ok := s.Value.Value.(ir.Local); ok && l == obj {
+		return false
+	}
+	key, err := r.operand(s.Key)
+	if err != nil || key.term == nil {
+		return false
+	}
+	k, ok := key.term.Value.(ast.String)
+	if !ok || keys[string(k)] {
+		return false
+	}
+	keys[string(k)] = true
+	return true
+}
+
+// makeObjectItems is the opMakeObjectItems of mk and inserts (see objectItems).
+func (r *resolver) makeObjectItems(mk *ir.MakeObjectStmt, inserts []*ir.ObjectInsertStmt) (instr, error) {
+	in, err := r.stmt(mk)
+	if err != nil {
+		return in, err
+	}
+	in.op = opMakeObjectItems
+	for _, ins := range inserts {
+		key, err := r.operand(ins.Key)
+		if err != nil {
+			return in, err
+		}
+		v, err := r.operand(ins.Value)
+		if err != nil {
+			return in, err
+		}
+		in.keys, in.args = append(in.keys, key.term), append(in.args, v)
+	}
+	if loc := inserts[0].GetLocation(); loc != nil {
+		in.loc = *loc
+	}
+	return in, nil
 }
 
 // rowError is an error about the statement at a row of the policy: it names the innermost

@@ -178,6 +178,18 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 			frame[in.target] = ast.NewTerm(ast.NewArrayWithCapacity(in.n))
 		case opMakeObject:
 			frame[in.target] = ast.NewTerm(ast.NewObject())
+		case opMakeObjectItems:
+			var buf [maxObjectItems][2]*ast.Term
+			items := buf[:len(in.keys)]
+			for i, k := range in.keys {
+				v := m.get(in.args[i], frame)
+				if v == nil {
+					m.fail(in, errors.New("insert into a non-object"))
+					return stReturned
+				}
+				items[i] = [2]*ast.Term{k, v}
+			}
+			frame[in.target] = ast.NewTerm(ast.NewObject(items...))
 		case opMakeSet:
 			frame[in.target] = ast.NewTerm(ast.NewSet())
 		case opDot:

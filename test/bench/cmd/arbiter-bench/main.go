@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,8 +72,20 @@ func run() error {
 	fs.BoolVar(&cfg.SkipOPA, "no-opa", false, "leave out the OPA baseline")
 	fs.StringVar(&cfg.ProfileDir, "profile", "", "directory for CPU and allocation profiles of the Arbiter server")
 	fs.StringVar(&out, "out", "", "write the Markdown report here (default stdout)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if scenarios != "" {
 		cfg.Scenarios = strings.Split(scenarios, ",")
