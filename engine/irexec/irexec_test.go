@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,50 +115,61 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 		t.Fatalf("only %d cases read", len(cases))
 	}
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	for _, c := range cases {
-		t.Run(c.Name, func(t *testing.T) {
-			src := "package p\n\n" + c.Src
-			prog, err := plan(t, src)
-			if err != nil {
-				t.Fatalf("executor refused the plan: %v", err)
-			}
-			fromOPA, err := planOPA(t, src)
-			if err != nil {
-				t.Fatalf("executor refused the plan of OPA's compile package: %v", err)
-			}
-			dataJSON := c.Data
-			if dataJSON == "" {
-				dataJSON = "{}"
-			}
-			var data any
-			if err := util.UnmarshalJSON([]byte(dataJSON), &data); err != nil {
-				t.Fatal(err)
-			}
-			dataTerm := ast.MustParseTerm(dataJSON)
-			if len(c.Inputs) == 0 {
-				t.Fatal("no inputs")
-			}
-			for _, in := range c.Inputs {
-				var input any
-				if err := util.UnmarshalJSON([]byte(in), &input); err != nil {
-					t.Fatalf("input %s: %v", in, err)
+	// Each program runs the inputs forward, then backward: a value kept across runs (see
+	// fnCache) is found by a later input. The second pass keeps every function's values,
+	// however small the function.
+	for _, everything := range []bool{false, true} {
+		if everything {
+			restore := irexec.CacheEverything()
+			defer restore()
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/cache_everything=%v", c.Name, everything), func(t *testing.T) {
+				src := "package p\n\n" + c.Src
+				prog, err := plan(t, src)
+				if err != nil {
+					t.Fatalf("executor refused the plan: %v", err)
 				}
-				want, werr := topdownEval(t, src, input, data, now)
-				got, gerr := prog.Eval(context.Background(), irexec.PlanName, ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now})
-				// The plan "opa build -t plan" makes of it, read from its JSON format, runs alike.
-				if j, jerr := fromOPA.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
-					t.Errorf("input %s: from the engine's plan %v (error %v), from opa build's plan %v (error %v)", in, got, gerr, j, jerr)
+				fromOPA, err := planOPA(t, src)
+				if err != nil {
+					t.Fatalf("executor refused the plan of OPA's compile package: %v", err)
 				}
-				switch {
-				case werr != nil && gerr != nil:
-				case c.Stricter && werr == nil && gerr != nil:
-				case werr != nil || gerr != nil:
-					t.Errorf("input %s: topdown %v (error %v), executor %v (error %v)", in, want, werr, got, gerr)
-				case (want == nil) != (got == nil) || (want != nil && !want.Equal(got)):
-					t.Errorf("input %s: topdown %v, executor %v", in, want, got)
+				dataJSON := c.Data
+				if dataJSON == "" {
+					dataJSON = "{}"
 				}
-			}
-		})
+				var data any
+				if err := util.UnmarshalJSON([]byte(dataJSON), &data); err != nil {
+					t.Fatal(err)
+				}
+				dataTerm := ast.MustParseTerm(dataJSON)
+				if len(c.Inputs) == 0 {
+					t.Fatal("no inputs")
+				}
+				inputs := slices.Concat(c.Inputs, c.Inputs[1:])
+				slices.Reverse(inputs[len(c.Inputs):])
+				for _, in := range inputs {
+					var input any
+					if err := util.UnmarshalJSON([]byte(in), &input); err != nil {
+						t.Fatalf("input %s: %v", in, err)
+					}
+					want, werr := topdownEval(t, src, input, data, now)
+					got, gerr := prog.Eval(context.Background(), irexec.PlanName, ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now})
+					// The plan "opa build -t plan" makes of it, read from its JSON format, runs alike.
+					if j, jerr := fromOPA.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
+						t.Errorf("input %s: from the engine's plan %v (error %v), from opa build's plan %v (error %v)", in, got, gerr, j, jerr)
+					}
+					switch {
+					case werr != nil && gerr != nil:
+					case c.Stricter && werr == nil && gerr != nil:
+					case werr != nil || gerr != nil:
+						t.Errorf("input %s: topdown %v (error %v), executor %v (error %v)", in, want, werr, got, gerr)
+					case (want == nil) != (got == nil) || (want != nil && !want.Equal(got)):
+						t.Errorf("input %s: topdown %v, executor %v", in, want, got)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -392,4 +406,50 @@ func TestObjectLiteralsAreMadeInOneGo(t *testing.T) {
 	if out, err := p.Eval(context.Background(), "p/x", ast.MustParseTerm("{}"), ast.MustParseTerm("{}"), irexec.Options{}); err == nil {
 		t.Fatalf("an undefined value was inserted: %v", out)
 	}
+}
+
+// TestKeptValuesUnderConcurrentRuns: runs on many goroutines, over inputs that repeat, share the
+// values kept across runs and each still gets its own input's answer.
+func TestKeptValuesUnderConcurrentRuns(t *testing.T) {
+	restore := irexec.CacheEverything()
+	defer restore()
+	prog, err := plan(t, `package p
+
+owner := data.owners[input.server.id]
+
+loud := upper(owner) if startswith(owner, "team-")
+
+x := {"owner": owner, "loud": object.get({"v": loud}, "v", null), "tool": input.tool}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]any{}
+	for i := range 20 {
+		owners[fmt.Sprint("srv-", i)] = fmt.Sprint("team-", i)
+	}
+	data := ast.NewTerm(ast.MustInterfaceToValue(map[string]any{"owners": owners}))
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				n := (g*7 + i) % 23 // 20 known servers, 3 unknown
+				in := ast.MustParseTerm(fmt.Sprintf(`{"server": {"id": "srv-%d"}, "tool": "t%d"}`, n, i%3))
+				out, err := prog.Eval(context.Background(), irexec.PlanName, in, data, irexec.Options{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				want := fmt.Sprintf(`{"loud": "TEAM-%d", "owner": "team-%d", "tool": "t%d"}`, n, n, i%3)
+				if n >= 20 {
+					want = "<nil>"
+				}
+				if got := fmt.Sprint(out); got != want {
+					t.Errorf("server %d: got %s, want %s", n, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

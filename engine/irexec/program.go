@@ -64,6 +64,8 @@ type function struct {
 	// memo: the function takes only input and data, so within one run (no "with" changes
 	// either) its result is the same every time it is called.
 	memo bool
+	// cache keeps its values across runs (see fnCache); nil when it is not worth it.
+	cache *fnCache
 }
 
 type block []instr
@@ -191,6 +193,7 @@ func New(p *ir.Policy) (*Program, error) {
 		}
 		fn.frame = int(r.maxLocal) + 1
 	}
+	cacheResults(funcs, p.Static.Strings, r.funcs)
 	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
 	r.emptyRet = -1
 	for _, pl := range p.Plans.Plans {

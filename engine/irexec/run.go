@@ -387,6 +387,21 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 		m.err = ErrCancelled
 		return nil
 	}
+	var key []*ast.Term
+	var hash int
+	var keyBuf [maxKeyPaths]*ast.Term
+	c := fn.cache
+	if c != nil && c.off.Load() {
+		c = nil
+	}
+	if c != nil {
+		key, hash = c.key(m.get(in.args[0], frame), keyBuf[:])
+		if out, ok := c.get(m.get(in.args[1], frame), key, hash); ok {
+			c.counted(true)
+			m.memo[fn.index], m.memoSet[fn.index] = out, true
+			return out
+		}
+	}
 	base := m.sp
 	callee := m.stack[base : base+fn.frame]
 	for i, a := range in.args {
@@ -408,6 +423,10 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 	}
 	if fn.memo {
 		m.memo[fn.index], m.memoSet[fn.index] = out, true
+	}
+	if c != nil {
+		c.put(m.get(in.args[1], frame), key, hash, out)
+		c.counted(false)
 	}
 	return out
 }

@@ -1,0 +1,523 @@
+package irexec
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+)
+
+// Results across runs.
+//
+// A rule's value depends on the data document and on the parts of the input it reads. Most of a
+// decision is rules of the request's parties (the server, the tool, the credential) whose
+// values repeat from one request to the next; only a few read what changes on every call (the
+// session's counts). A program keeps, for each rule that is worth it, its recent values keyed
+// by the data and by the values of the input paths the rule can read (inputPaths, an analysis
+// of the plan), and a run that finds its rule's key there takes the value instead of
+// evaluating the rule. A rule whose key keeps missing (it reads a part of the input that
+// changes on every request) stops being looked up.
+//
+// Only rules (functions of input and data) that call no built-in depending on anything but its
+// arguments (time.now_ns is the one the executor runs) are kept, and only those that run a
+// good many statements: for a small rule, making the key costs more than the rule.
+
+// fnCache holds a function's recent values.
+type fnCache struct {
+	// paths are the input paths the function can read, each whole: the key is their values
+	// (nil when undefined), with the data document.
+	paths [][]*ast.Term
+	mu    sync.Mutex
+	m     map[int][]*cached
+	n     int
+	// lookups and hits count this cache's use while it is on trial; off once it failed it.
+	lookups, hits atomic.Int64
+	off           atomic.Bool
+}
+
+type cached struct {
+	data *ast.Term
+	key  []*ast.Term
+	out  *ast.Term
+}
+
+const (
+	// maxCached bounds the values one function keeps; the cache starts over when full.
+	maxCached = 1024
+	// cacheTrial is how many lookups a cache gets to show it hits at least cacheMinHits of the
+	// time; below that it is switched off for good (for this program).
+	cacheTrial   = 512
+	cacheMinHits = 0.5
+)
+
+// minCachedSize is how many statements a function must run at least (its own and its callees',
+// counted once each) for its values to be kept. (A variable: tests keep every value.)
+var minCachedSize = 40
+
+// key gathers into buf the key of a call given input: the values at the function's paths, read
+// as its DotStmts read them.
+func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash int) {
+	key = buf[:0]
+	for _, p := range c.paths {
+		t := input
+		for _, k := range p {
+			if t = dot(t, k); t == nil {
+				break
+			}
+		}
+		key = append(key, t)
+		h := 0x9e3779b9
+		if t != nil {
+			h = t.Hash()
+		}
+		hash = hash*31 + h
+	}
+	return key, hash
+}
+
+// get returns the value kept for key and data.
+func (c *fnCache) get(data *ast.Term, key []*ast.Term, hash int) (*ast.Term, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.m[hash] {
+		if e.data == data && sameKey(e.key, key) {
+			return e.out, true
+		}
+	}
+	return nil, false
+}
+
+func sameKey(a, b []*ast.Term) bool {
+	for i := range a {
+		if !identical(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// identical reports whether a and b are the same value written the same way (nil: undefined).
+// Equal values can differ in what a rule makes of them: 1 and 1.0 are equal, yet sprintf("%d")
+// and json.marshal tell them apart, so a key holding one does not stand for the other.
+func identical(a, b *ast.Term) bool {
+	if a == b {
+		return true
+	}
+	if a == nil || b == nil {
+		return false
+	}
+	switch x := a.Value.(type) {
+	case ast.Number:
+		y, ok := b.Value.(ast.Number)
+		return ok && x == y
+	case ast.String:
+		y, ok := b.Value.(ast.String)
+		return ok && x == y
+	case *ast.Array:
+		y, ok := b.Value.(*ast.Array)
+		if !ok || x.Len() != y.Len() {
+			return false
+		}
+		for i := range x.Len() {
+			if !identical(x.Elem(i), y.Elem(i)) {
+				return false
+			}
+		}
+		return true
+	case ast.Object:
+		y, ok := b.Value.(ast.Object)
+		if !ok || x.Len() != y.Len() {
+			return false
+		}
+		xk, yk := x.Keys(), y.Keys() // both sorted: equal keys pair up
+		for i := range xk {
+			if !identical(xk[i], yk[i]) || !identical(x.Get(xk[i]), y.Get(yk[i])) {
+				return false
+			}
+		}
+		return true
+	case ast.Set:
+		y, ok := b.Value.(ast.Set)
+		if !ok || x.Len() != y.Len() {
+			return false
+		}
+		xs, ys := x.Sorted(), y.Sorted()
+		for i := range xs.Len() {
+			if !identical(xs.Elem(i), ys.Elem(i)) {
+				return false
+			}
+		}
+		return true
+	}
+	return a.Value.Compare(b.Value) == 0 // null, booleans
+}
+
+// maxKeyBytes bounds the size of the values a kept key holds (strings' bytes, and a few
+// bytes for every other value): a key holds on to its values, so a function reading a large
+// part of the input (tool arguments, say) keeps none of its values rather than a thousand
+// requests' worth of input.
+const maxKeyBytes = 4 << 10
+
+// put keeps out as the value for key and data, unless the key is too large to keep.
+func (c *fnCache) put(data *ast.Term, key []*ast.Term, hash int, out *ast.Term) {
+	budget := maxKeyBytes
+	for _, t := range key {
+		if budget = within(t, budget); budget < 0 {
+			return
+		}
+	}
+	e := &cached{data: data, key: append([]*ast.Term(nil), key...), out: out}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.n >= maxCached {
+		c.m, c.n = make(map[int][]*cached), 0
+	}
+	c.m[hash] = append(c.m[hash], e)
+	c.n++
+}
+
+// within is what is left of budget after t's size (see maxKeyBytes); negative once spent.
+func within(t *ast.Term, budget int) int {
+	if t == nil {
+		return budget
+	}
+	budget -= 8
+	if budget < 0 {
+		return budget
+	}
+	switch v := t.Value.(type) {
+	case ast.String:
+		budget -= len(v)
+	case ast.Number:
+		budget -= len(v)
+	case *ast.Array:
+		for i := 0; i < v.Len() && budget >= 0; i++ {
+			budget = within(v.Elem(i), budget)
+		}
+	case ast.Object:
+		v.Until(func(k, x *ast.Term) bool {
+			budget = within(x, within(k, budget))
+			return budget < 0
+		})
+	case ast.Set:
+		v.Until(func(x *ast.Term) bool {
+			budget = within(x, budget)
+			return budget < 0
+		})
+	}
+	return budget
+}
+
+// counted records a lookup on trial and reports whether the cache is still on.
+func (c *fnCache) counted(hit bool) {
+	n := c.lookups.Add(1)
+	if hit {
+		c.hits.Add(1)
+	}
+	if n == cacheTrial && float64(c.hits.Load()) < cacheMinHits*cacheTrial {
+		c.off.Store(true)
+		c.mu.Lock()
+		c.m, c.n = nil, 0
+		c.mu.Unlock()
+	}
+}
+
+// reads is what the analysis found of a function: the input paths it can read (each whole),
+// whether it can read the whole input or anything the analysis does not follow (whole), whether
+// its value depends on more than input and data (impure), and how many statements it and its
+// callees hold.
+type reads struct {
+	paths  [][]string
+	whole  bool
+	impure bool
+	size   int
+	done   bool
+}
+
+// inputPaths analyses the functions of p (see reads).
+type inputPaths struct {
+	funcs   map[string]*ir.Func
+	strings []string
+	out     map[string]*reads
+}
+
+func (a *inputPaths) of(name string) *reads {
+	if r, ok := a.out[name]; ok {
+		if !r.done {
+			// A call cycle: the planner plans none, but never trust a plan with a loop.
+			return &reads{whole: true, impure: true}
+		}
+		return r
+	}
+	r := &reads{}
+	a.out[name] = r
+	f := a.funcs[name]
+	if f == nil || len(f.Params) < 2 {
+		r.whole, r.impure, r.done = true, true, true
+		return r
+	}
+	w := &walker{a: a, r: r, at: map[ir.Local][][]string{f.Params[0]: {nil}}, seen: map[string]bool{}, callees: map[string]bool{}}
+	// Paths flow from a DotStmt to the statements after it; walk until nothing new is learnt
+	// of which local holds which path, then once more to collect the reads.
+	for range 8 {
+		w.changed = false
+		w.blocks(f.Blocks)
+		if !w.changed {
+			break
+		}
+	}
+	w.collect = true
+	w.blocks(f.Blocks)
+	if w.changed {
+		r.whole = true
+	}
+	r.paths = withoutExtensions(r.paths)
+	r.done = true
+	return r
+}
+
+// withoutExtensions drops the paths that extend another of paths: the value at a path read
+// whole determines the values under it.
+func withoutExtensions(paths [][]string) [][]string {
+	var out [][]string
+	for _, p := range paths {
+		extends := false
+		for _, q := range paths {
+			if len(q) < len(p) && slices.Equal(q, p[:len(q)]) {
+				extends = true
+				break
+			}
+		}
+		if !extends {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+type walker struct {
+	a       *inputPaths
+	r       *reads
+	at      map[ir.Local][][]string // the input paths a local can hold
+	seen    map[string]bool         // paths read, as keys
+	callees map[string]bool
+	changed bool
+	collect bool
+}
+
+func (w *walker) blocks(bs []*ir.Block) {
+	for _, b := range bs {
+		if b == nil {
+			continue
+		}
+		for _, s := range b.Stmts {
+			w.stmt(s)
+		}
+	}
+}
+
+// read records that o is used as a value: every input path it can hold is read whole.
+func (w *walker) read(o ir.Operand) {
+	if l, ok := localOf(o); ok {
+		w.readLocal(ir.Local(l))
+	}
+}
+
+// stringOf reads an operand as a string constant (plans decoded from JSON hold pointers).
+func stringOf(o ir.Operand) (ir.StringIndex, bool) {
+	switch v := o.Value.(type) {
+	case ir.StringIndex:
+		return v, true
+	case *ir.StringIndex:
+		return *v, true
+	}
+	return 0, false
+}
+
+func (w *walker) readLocal(l ir.Local) {
+	if !w.collect {
+		return
+	}
+	for _, p := range w.at[l] {
+		if len(p) == 0 {
+			w.r.whole = true
+			continue
+		}
+		k := pathKey(p)
+		if !w.seen[k] {
+			w.seen[k] = true
+			w.r.paths = append(w.r.paths, p)
+		}
+	}
+}
+
+func pathKey(p []string) string {
+	k := ""
+	for _, s := range p {
+		k += s + "\x00"
+	}
+	return k
+}
+
+func (w *walker) holds(l ir.Local, p []string) {
+	k := pathKey(p)
+	for _, q := range w.at[l] {
+		if pathKey(q) == k {
+			return
+		}
+	}
+	w.at[l] = append(w.at[l], p)
+	w.changed = true
+}
+
+func (w *walker) stmt(s ir.Stmt) {
+	if w.collect {
+		w.r.size++
+	}
+	switch s := s.(type) {
+	case *ir.DotStmt:
+		l, isLocal := localOf(s.Source)
+		src := ir.Local(l)
+		key, isConst := stringOf(s.Key)
+		if isLocal && isConst && int(key) < len(w.a.strings) && len(w.at[src]) > 0 {
+			name := w.a.strings[key]
+			for _, p := range w.at[src] {
+				w.holds(s.Target, append(append([]string(nil), p...), name))
+			}
+			return
+		}
+		w.read(s.Source)
+		w.read(s.Key)
+	case *ir.AssignVarStmt:
+		// A copy: the target holds what the source holds.
+		if l, ok := localOf(s.Source); ok && len(w.at[ir.Local(l)]) > 0 {
+			for _, p := range w.at[ir.Local(l)] {
+				w.holds(s.Target, p)
+			}
+		}
+	case *ir.AssignVarOnceStmt:
+		w.read(s.Source)
+	case *ir.LenStmt:
+		w.read(s.Source)
+	case *ir.EqualStmt:
+		w.read(s.A)
+		w.read(s.B)
+	case *ir.NotEqualStmt:
+		w.read(s.A)
+		w.read(s.B)
+	case *ir.IsArrayStmt:
+		w.read(s.Source)
+	case *ir.IsObjectStmt:
+		w.read(s.Source)
+	case *ir.IsSetStmt:
+		w.read(s.Source)
+	case *ir.IsDefinedStmt:
+		w.readLocal(s.Source)
+	case *ir.IsUndefinedStmt:
+		w.readLocal(s.Source)
+	case *ir.ArrayAppendStmt:
+		w.read(s.Value)
+	case *ir.ObjectInsertStmt:
+		w.read(s.Key)
+		w.read(s.Value)
+	case *ir.ObjectInsertOnceStmt:
+		w.read(s.Key)
+		w.read(s.Value)
+	case *ir.SetAddStmt:
+		w.read(s.Value)
+	case *ir.ReturnLocalStmt:
+		w.readLocal(s.Source)
+	case *ir.ResultSetAddStmt:
+		w.readLocal(s.Value)
+	case *ir.ScanStmt:
+		w.readLocal(s.Source)
+		w.blocks([]*ir.Block{s.Block})
+	case *ir.NotStmt:
+		w.blocks([]*ir.Block{s.Block})
+	case *ir.BlockStmt:
+		w.blocks(s.Blocks)
+	case *ir.CallStmt:
+		w.call(s)
+	case *ir.AssignIntStmt, *ir.ResetLocalStmt, *ir.MakeNullStmt, *ir.MakeNumberIntStmt, *ir.MakeNumberRefStmt,
+		*ir.MakeArrayStmt, *ir.MakeObjectStmt, *ir.MakeSetStmt, *ir.BreakStmt, *ir.NopStmt:
+	default:
+		w.r.whole, w.r.impure = true, true
+	}
+}
+
+func (w *walker) call(s *ir.CallStmt) {
+	if _, planned := w.a.funcs[s.Func]; !planned {
+		if s.Func == ast.NowNanos.Name || s.Func == ast.InternalPrint.Name || ast.BuiltinMap[s.Func] == nil || ast.BuiltinMap[s.Func].Nondeterministic {
+			w.r.impure = true
+		}
+		for _, a := range s.Args {
+			w.read(a)
+		}
+		return
+	}
+	callee := w.a.of(s.Func)
+	if !w.collect {
+		return
+	}
+	if !w.callees[s.Func] {
+		w.callees[s.Func] = true
+		w.r.size += callee.size
+	}
+	w.r.impure = w.r.impure || callee.impure
+	for i, a := range s.Args {
+		l32, isLocal := localOf(a)
+		l := ir.Local(l32)
+		switch {
+		case i == 0 && isLocal && len(w.at[l]) == 1 && len(w.at[l][0]) == 0:
+			// The input, whole, as the callee's input: it reads what the callee reads.
+			if callee.whole {
+				w.r.whole = true
+			}
+			for _, p := range callee.paths {
+				k := pathKey(p)
+				if !w.seen[k] {
+					w.seen[k] = true
+					w.r.paths = append(w.r.paths, p)
+				}
+			}
+		case i == 1 && isLocal && l == ir.Data:
+		default:
+			w.read(a)
+		}
+	}
+}
+
+// cacheResults gives the functions worth it a cache of their values across runs.
+func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]*function) {
+	a := &inputPaths{funcs: map[string]*ir.Func{}, out: map[string]*reads{}, strings: make([]string, len(strs))}
+	for i, s := range strs {
+		a.strings[i] = s.Value
+	}
+	for _, f := range funcs {
+		a.funcs[f.Name] = f
+	}
+	for _, f := range funcs {
+		fn := resolved[f.Name]
+		if !fn.memo {
+			continue
+		}
+		r := a.of(f.Name)
+		if r.whole || r.impure || r.size < minCachedSize || len(r.paths) > maxKeyPaths {
+			continue
+		}
+		c := &fnCache{}
+		for _, p := range r.paths {
+			keys := make([]*ast.Term, len(p))
+			for i, k := range p {
+				keys[i] = ast.StringTerm(k)
+			}
+			c.paths = append(c.paths, keys)
+		}
+		fn.cache = c
+	}
+}
+
+// maxKeyPaths bounds the input paths of a key (the run gathers them on the stack).
+const maxKeyPaths = 16

@@ -1,0 +1,239 @@
+package irexec
+
+import (
+	"context"
+	"io/fs"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+
+	"github.com/arbiter-mcp/arbiter/policy"
+)
+
+// planOf plans data.p.x of src (a module of package p).
+func planOf(t *testing.T, src string) *ir.Policy {
+	t.Helper()
+	m, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ast.NewCompiler()
+	if c.Compile(map[string]*ast.Module{"p.rego": m}); c.Failed() {
+		t.Fatal(c.Errors)
+	}
+	pol, err := Plan(context.Background(), c, ast.MustParseRef("data.p.x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// readsOf analyses every function of pol, by rule name (the function's name after g0.data.p.).
+func readsOf(pol *ir.Policy) map[string]*reads {
+	a := &inputPaths{funcs: map[string]*ir.Func{}, out: map[string]*reads{}}
+	for _, s := range pol.Static.Strings {
+		a.strings = append(a.strings, s.Value)
+	}
+	for _, f := range pol.Funcs.Funcs {
+		a.funcs[f.Name] = f
+	}
+	out := map[string]*reads{}
+	for _, f := range pol.Funcs.Funcs {
+		out[strings.TrimPrefix(f.Name, "g0.data.p.")] = a.of(f.Name)
+	}
+	return out
+}
+
+func pathsString(r *reads) []string {
+	var out []string
+	for _, p := range r.paths {
+		out = append(out, strings.Join(p, "."))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestInputPathsOfRules: the analysis finds the input paths a rule can read, through the rules
+// it calls, with a path under one read whole left out; passing the input on whole (to a
+// built-in) reads all of it, and time.now_ns makes a rule's value depend on more than its input.
+func TestInputPathsOfRules(t *testing.T) {
+	pol := planOf(t, `package p
+
+server := input.server.id
+
+pair := [input.action, server]
+
+budget := count(input.session.calls.by_tool)
+
+guarded := input.server.id if input.server
+
+labels := object.get(input, ["session", "labels"], [])
+
+clock := time.now_ns()
+
+copied := y if {
+	y := input.operation
+	y.tool == "t"
+}
+
+x := [server, pair, budget, guarded, labels, clock, copied]
+`)
+	got := readsOf(pol)
+	for name, want := range map[string][]string{
+		"server":  {"server.id"},
+		"pair":    {"action", "server.id"},
+		"budget":  {"session.calls.by_tool"},
+		"guarded": {"server"},
+		"copied":  {"operation"},
+	} {
+		r := got[name]
+		if r == nil {
+			t.Fatalf("no function for rule %s", name)
+		}
+		if r.whole || r.impure || !slices.Equal(pathsString(r), want) {
+			t.Errorf("%s: paths %v whole %v impure %v; want paths %v", name, pathsString(r), r.whole, r.impure, want)
+		}
+	}
+	if r := got["labels"]; r == nil || !r.whole {
+		t.Errorf("labels passes the input to object.get whole: %+v", r)
+	}
+	if r := got["clock"]; r == nil || !r.impure {
+		t.Errorf("clock calls time.now_ns: %+v", r)
+	}
+}
+
+func TestIdenticalTellsWritingsApart(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{`1`, `1`, true},
+		{`1`, `1.0`, false},
+		{`"a"`, `"a"`, true},
+		{`"1"`, `1`, false},
+		{`{"a": [1, {"b": null}]}`, `{"a": [1, {"b": null}]}`, true},
+		{`{"a": 1}`, `{"a": 1.0}`, false},
+		{`{1: "x"}`, `{1.0: "x"}`, false},
+		{`{"a": 1, "b": 2}`, `{"b": 2, "a": 1}`, true},
+		{`{"a": 1}`, `{"a": 1, "b": 2}`, false},
+		{`[1, 2]`, `[1]`, false},
+		{`{1, 2}`, `{2, 1}`, true},
+		{`{1}`, `{1.0}`, false},
+		{`true`, `true`, true},
+		{`true`, `false`, false},
+		{`null`, `null`, true},
+		{`[]`, `{}`, false},
+	} {
+		if got := identical(ast.MustParseTerm(tc.a), ast.MustParseTerm(tc.b)); got != tc.want {
+			t.Errorf("identical(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+	if !identical(nil, nil) || identical(nil, ast.NullTerm()) || identical(ast.NullTerm(), nil) {
+		t.Error("undefined is identical to undefined only")
+	}
+}
+
+// TestCacheKeepsWhatItShould: a key is found again only with the same data document and the
+// same values; a key holding more than maxKeyBytes is not kept; a cache that misses most of its
+// trial is switched off, one that hits stays on.
+func TestCacheKeepsWhatItShould(t *testing.T) {
+	c := &fnCache{paths: [][]*ast.Term{{ast.StringTerm("server"), ast.StringTerm("id")}}}
+	data, other := ast.MustParseTerm(`{"d": 1}`), ast.MustParseTerm(`{"d": 1}`)
+	in := func(id string) *ast.Term {
+		return ast.NewTerm(ast.NewObject(ast.Item(ast.StringTerm("server"), ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(id))))))
+	}
+	var buf [maxKeyPaths]*ast.Term
+	key, h := c.key(in("fs"), buf[:])
+	c.put(data, key, h, ast.StringTerm("kept"))
+	var buf2 [maxKeyPaths]*ast.Term
+	if k, h := c.key(in("fs"), buf2[:]); !func() bool { out, ok := c.get(data, k, h); return ok && out.Equal(ast.StringTerm("kept")) }() {
+		t.Error("the same key and data did not find the value")
+	}
+	if k, h := c.key(in("fs"), buf2[:]); func() bool { _, ok := c.get(other, k, h); return ok }() {
+		t.Error("an equal data document that is another revision's found the value")
+	}
+	if k, h := c.key(in("gh"), buf2[:]); func() bool { _, ok := c.get(data, k, h); return ok }() {
+		t.Error("another server id found the value")
+	}
+	big := in(strings.Repeat("x", maxKeyBytes))
+	key, h = c.key(big, buf[:])
+	c.put(data, key, h, ast.StringTerm("big"))
+	if _, ok := c.get(data, key, h); ok {
+		t.Error("a key over maxKeyBytes was kept")
+	}
+
+	for hit, wantOff := range map[bool]bool{false: true, true: false} {
+		c := &fnCache{}
+		for range cacheTrial {
+			c.counted(hit)
+		}
+		if c.off.Load() != wantOff {
+			t.Errorf("after a trial of hits=%v, off = %v, want %v", hit, c.off.Load(), wantOff)
+		}
+	}
+}
+
+// TestDefaultPolicyRulesAreKept: the rules of the parties (server, credential, tool) that every
+// tools/call runs keep their values across runs: the analysis must not lose them.
+func TestDefaultPolicyRulesAreKept(t *testing.T) {
+	prog, err := New(defaultPolicyPlan(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := map[string]bool{}
+	var walk func(bs []block)
+	walk = func(bs []block) {
+		for _, b := range bs {
+			for _, in := range b {
+				if in.fn != nil && in.fn.cache != nil {
+					cached[in.fn.name] = true
+				}
+				walk(in.blocks)
+				if in.fn != nil {
+					walk(in.fn.blocks)
+				}
+			}
+		}
+	}
+	for _, p := range prog.plans {
+		walk(p.blocks)
+	}
+	for _, name := range []string{"g0.data.mcp.servers.deny", "g0.data.mcp.credentials.deny", "g0.data.mcp.tools.deny", "g0.data.mcp.tools.approve"} {
+		if !cached[name] {
+			t.Errorf("%s keeps no values across runs; kept: %v", name, cached)
+		}
+	}
+}
+
+// defaultPolicyPlan plans data.mcp.decision of Arbiter's default policy.
+func defaultPolicyPlan(t *testing.T) *ir.Policy {
+	t.Helper()
+	mods := map[string]*ast.Module{}
+	err := fs.WalkDir(policy.FS(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".rego") || strings.HasSuffix(path, "_test.rego") {
+			return err
+		}
+		src, err := fs.ReadFile(policy.FS(), path)
+		if err != nil {
+			return err
+		}
+		m, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		mods[path] = m
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ast.NewCompiler()
+	if c.Compile(mods); c.Failed() {
+		t.Fatal(c.Errors)
+	}
+	pol, err := Plan(context.Background(), c, ast.MustParseRef("data.mcp.decision"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
