@@ -258,21 +258,8 @@ func (a *inputPaths) of(name string) *reads {
 		r.whole, r.impure, r.done = true, true, true
 		return r
 	}
-	w := &walker{a: a, r: r, at: map[ir.Local][][]string{f.Params[0]: {nil}}, seen: map[string]bool{}, callees: map[string]bool{}}
-	// Paths flow from a DotStmt to the statements after it; walk until nothing new is learnt
-	// of which local holds which path, then once more to collect the reads.
-	for range 8 {
-		w.changed = false
-		w.blocks(f.Blocks)
-		if !w.changed {
-			break
-		}
-	}
-	w.collect = true
-	w.blocks(f.Blocks)
-	if w.changed {
-		r.whole = true
-	}
+	w := &walker{a: a, r: r, seen: map[string]bool{}, callees: map[string]bool{}}
+	w.blocks(f.Blocks, state{f.Params[0]: {nil}})
 	r.paths = withoutExtensions(r.paths)
 	r.done = true
 	return r
@@ -300,22 +287,58 @@ func withoutExtensions(paths [][]string) [][]string {
 type walker struct {
 	a       *inputPaths
 	r       *reads
-	at      map[ir.Local][][]string // the input paths a local can hold
-	seen    map[string]bool         // paths read, as keys
+	seen    map[string]bool // paths read, as keys
 	callees map[string]bool
-	changed bool
-	collect bool
+	st      state // at the statement being walked
 }
 
-func (w *walker) blocks(bs []*ir.Block) {
+// state is which input paths each local can hold at a point of a function. The walk follows
+// the statements in order: a statement that sets a local replaces what it held, and where
+// control can come from several points (after a block, which any statement can leave; around
+// a loop) the states of all of them are joined.
+type state map[ir.Local][][]string
+
+func (st state) clone() state {
+	c := make(state, len(st))
+	for l, ps := range st {
+		c[l] = ps
+	}
+	return c
+}
+
+// join adds to st what o holds, and reports whether st changed.
+func (st state) join(o state) bool {
+	changed := false
+	for l, ps := range o {
+		for _, p := range ps {
+			if !slices.ContainsFunc(st[l], func(q []string) bool { return slices.Equal(p, q) }) {
+				st[l] = append(slices.Clip(st[l]), p)
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+// blocks walks blocks that run one after the other (each from where the one before it could be
+// left) from st, and returns the join of every state met: where the statement holding them can
+// be left from.
+func (w *walker) blocks(bs []*ir.Block, st state) state {
+	all := st.clone()
 	for _, b := range bs {
 		if b == nil {
 			continue
 		}
+		left := st.clone()
+		w.st = st.clone()
 		for _, s := range b.Stmts {
 			w.stmt(s)
+			left.join(w.st)
 		}
+		all.join(left)
+		st = left
 	}
+	return all
 }
 
 // read records that o is used as a value: every input path it can hold is read whole.
@@ -337,19 +360,19 @@ func stringOf(o ir.Operand) (ir.StringIndex, bool) {
 }
 
 func (w *walker) readLocal(l ir.Local) {
-	if !w.collect {
-		return
-	}
-	for _, p := range w.at[l] {
+	for _, p := range w.st[l] {
 		if len(p) == 0 {
 			w.r.whole = true
 			continue
 		}
-		k := pathKey(p)
-		if !w.seen[k] {
-			w.seen[k] = true
-			w.r.paths = append(w.r.paths, p)
-		}
+		w.readPath(p)
+	}
+}
+
+func (w *walker) readPath(p []string) {
+	if k := pathKey(p); !w.seen[k] {
+		w.seen[k] = true
+		w.r.paths = append(w.r.paths, p)
 	}
 }
 
@@ -361,42 +384,55 @@ func pathKey(p []string) string {
 	return k
 }
 
-func (w *walker) holds(l ir.Local, p []string) {
-	k := pathKey(p)
-	for _, q := range w.at[l] {
-		if pathKey(q) == k {
-			return
+// nested walks the blocks of a statement from the current state and leaves the join of the
+// states they can be left from; a loop's body (loop) is walked until no state it starts from is
+// new.
+func (w *walker) nested(bs []*ir.Block, loop bool) {
+	before := w.st
+	if !loop {
+		after := w.blocks(bs, before)
+		after.join(before)
+		w.st = after
+		return
+	}
+	entry := before.clone()
+	for range 16 {
+		left := w.blocks(bs, entry.clone())
+		if !entry.join(left) {
+			break
 		}
 	}
-	w.at[l] = append(w.at[l], p)
-	w.changed = true
+	w.st = entry
 }
 
 func (w *walker) stmt(s ir.Stmt) {
-	if w.collect {
-		w.r.size++
-	}
+	w.r.size++
 	switch s := s.(type) {
 	case *ir.DotStmt:
 		l, isLocal := localOf(s.Source)
 		src := ir.Local(l)
 		key, isConst := stringOf(s.Key)
-		if isLocal && isConst && int(key) < len(w.a.strings) && len(w.at[src]) > 0 {
+		if isLocal && isConst && int(key) < len(w.a.strings) && len(w.st[src]) > 0 {
 			name := w.a.strings[key]
-			for _, p := range w.at[src] {
-				w.holds(s.Target, append(append([]string(nil), p...), name))
+			var held [][]string
+			for _, p := range w.st[src] {
+				held = append(held, append(slices.Clip(p), name))
 			}
+			w.st[s.Target] = held
 			return
 		}
 		w.read(s.Source)
 		w.read(s.Key)
+		delete(w.st, s.Target)
+		return
 	case *ir.AssignVarStmt:
 		// A copy: the target holds what the source holds.
-		if l, ok := localOf(s.Source); ok && len(w.at[ir.Local(l)]) > 0 {
-			for _, p := range w.at[ir.Local(l)] {
-				w.holds(s.Target, p)
-			}
+		if l, ok := localOf(s.Source); ok && len(w.st[ir.Local(l)]) > 0 {
+			w.st[s.Target] = w.st[ir.Local(l)]
+		} else {
+			delete(w.st, s.Target)
 		}
+		return
 	case *ir.AssignVarOnceStmt:
 		w.read(s.Source)
 	case *ir.LenStmt:
@@ -433,17 +469,26 @@ func (w *walker) stmt(s ir.Stmt) {
 		w.readLocal(s.Value)
 	case *ir.ScanStmt:
 		w.readLocal(s.Source)
-		w.blocks([]*ir.Block{s.Block})
+		delete(w.st, s.Key)
+		delete(w.st, s.Value)
+		w.nested([]*ir.Block{s.Block}, true)
+		return
 	case *ir.NotStmt:
-		w.blocks([]*ir.Block{s.Block})
+		w.nested([]*ir.Block{s.Block}, false)
+		return
 	case *ir.BlockStmt:
-		w.blocks(s.Blocks)
+		w.nested(s.Blocks, false)
+		return
 	case *ir.CallStmt:
 		w.call(s)
 	case *ir.AssignIntStmt, *ir.ResetLocalStmt, *ir.MakeNullStmt, *ir.MakeNumberIntStmt, *ir.MakeNumberRefStmt,
 		*ir.MakeArrayStmt, *ir.MakeObjectStmt, *ir.MakeSetStmt, *ir.BreakStmt, *ir.NopStmt:
 	default:
 		w.r.whole, w.r.impure = true, true
+	}
+	// What the statement sets no longer holds an input path.
+	for _, l := range definedBy(s) {
+		delete(w.st, ir.Local(l))
 	}
 }
 
@@ -458,9 +503,6 @@ func (w *walker) call(s *ir.CallStmt) {
 		return
 	}
 	callee := w.a.of(s.Func)
-	if !w.collect {
-		return
-	}
 	if !w.callees[s.Func] {
 		w.callees[s.Func] = true
 		w.r.size += callee.size
@@ -470,17 +512,13 @@ func (w *walker) call(s *ir.CallStmt) {
 		l32, isLocal := localOf(a)
 		l := ir.Local(l32)
 		switch {
-		case i == 0 && isLocal && len(w.at[l]) == 1 && len(w.at[l][0]) == 0:
+		case i == 0 && isLocal && len(w.st[l]) == 1 && len(w.st[l][0]) == 0:
 			// The input, whole, as the callee's input: it reads what the callee reads.
 			if callee.whole {
 				w.r.whole = true
 			}
 			for _, p := range callee.paths {
-				k := pathKey(p)
-				if !w.seen[k] {
-					w.seen[k] = true
-					w.r.paths = append(w.r.paths, p)
-				}
+				w.readPath(p)
 			}
 		case i == 1 && isLocal && l == ir.Data:
 		default:
