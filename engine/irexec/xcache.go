@@ -2,7 +2,6 @@ package irexec
 
 import (
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -24,14 +23,14 @@ import (
 // arguments (time.now_ns is the one the executor runs) are kept, and only those that run a
 // good many statements: for a small rule, making the key costs more than the rule.
 
-// fnCache holds a function's recent values.
+// fnCache holds a function's recent values, in a table of maxCached slots indexed by the key's
+// hash: a run reads and writes a slot without a lock, and a key whose slot another key took is
+// evaluated again.
 type fnCache struct {
 	// paths are the input paths the function can read, each whole: the key is their values
 	// (nil when undefined), with the data document.
 	paths [][]*ast.Term
-	mu    sync.Mutex
-	m     map[int][]*cached
-	n     int
+	slots [maxCached]atomic.Pointer[cached]
 	// lookups and hits count this cache's use while it is on trial; off once it failed it.
 	lookups, hits atomic.Int64
 	off           atomic.Bool
@@ -40,11 +39,12 @@ type fnCache struct {
 type cached struct {
 	data *ast.Term
 	key  []*ast.Term
+	hash int
 	out  *ast.Term
 }
 
 const (
-	// maxCached bounds the values one function keeps; the cache starts over when full.
+	// maxCached is how many values one function keeps at most.
 	maxCached = 1024
 	// cacheTrial is how many lookups a cache gets to show it hits at least cacheMinHits of the
 	// time; below that it is switched off for good (for this program).
@@ -79,12 +79,9 @@ func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash i
 
 // get returns the value kept for key and data.
 func (c *fnCache) get(data *ast.Term, key []*ast.Term, hash int) (*ast.Term, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, e := range c.m[hash] {
-		if e.data == data && sameKey(e.key, key) {
-			return e.out, true
-		}
+	e := c.slots[uint(hash)%maxCached].Load()
+	if e != nil && e.hash == hash && e.data == data && sameKey(e.key, key) {
+		return e.out, true
 	}
 	return nil, false
 }
@@ -100,7 +97,10 @@ func sameKey(a, b []*ast.Term) bool {
 
 // identical reports whether a and b are the same value written the same way (nil: undefined).
 // Equal values can differ in what a rule makes of them: 1 and 1.0 are equal, yet sprintf("%d")
-// and json.marshal tell them apart, so a key holding one does not stand for the other.
+// and json.marshal tell them apart, so a key holding one does not stand for the other. An
+// array, object or set is identical only to itself: comparing two of them deeply would cost
+// about what the rule does, while the input parts that repeat from request to request (a
+// server, a credential, tool annotations) are one term the engine shares between requests.
 func identical(a, b *ast.Term) bool {
 	if a == b {
 		return true
@@ -115,43 +115,14 @@ func identical(a, b *ast.Term) bool {
 	case ast.String:
 		y, ok := b.Value.(ast.String)
 		return ok && x == y
-	case *ast.Array:
-		y, ok := b.Value.(*ast.Array)
-		if !ok || x.Len() != y.Len() {
-			return false
-		}
-		for i := range x.Len() {
-			if !identical(x.Elem(i), y.Elem(i)) {
-				return false
-			}
-		}
-		return true
-	case ast.Object:
-		y, ok := b.Value.(ast.Object)
-		if !ok || x.Len() != y.Len() {
-			return false
-		}
-		xk, yk := x.Keys(), y.Keys() // both sorted: equal keys pair up
-		for i := range xk {
-			if !identical(xk[i], yk[i]) || !identical(x.Get(xk[i]), y.Get(yk[i])) {
-				return false
-			}
-		}
-		return true
-	case ast.Set:
-		y, ok := b.Value.(ast.Set)
-		if !ok || x.Len() != y.Len() {
-			return false
-		}
-		xs, ys := x.Sorted(), y.Sorted()
-		for i := range xs.Len() {
-			if !identical(xs.Elem(i), ys.Elem(i)) {
-				return false
-			}
-		}
-		return true
+	case ast.Boolean:
+		y, ok := b.Value.(ast.Boolean)
+		return ok && x == y
+	case ast.Null:
+		_, ok := b.Value.(ast.Null)
+		return ok
 	}
-	return a.Value.Compare(b.Value) == 0 // null, booleans
+	return false
 }
 
 // maxKeyBytes bounds the size of the values a kept key holds (strings' bytes, and a few
@@ -168,14 +139,7 @@ func (c *fnCache) put(data *ast.Term, key []*ast.Term, hash int, out *ast.Term) 
 			return
 		}
 	}
-	e := &cached{data: data, key: append([]*ast.Term(nil), key...), out: out}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || c.n >= maxCached {
-		c.m, c.n = make(map[int][]*cached), 0
-	}
-	c.m[hash] = append(c.m[hash], e)
-	c.n++
+	c.slots[uint(hash)%maxCached].Store(&cached{data: data, key: append([]*ast.Term(nil), key...), hash: hash, out: out})
 }
 
 // within is what is left of budget after t's size (see maxKeyBytes); negative once spent.
@@ -218,9 +182,9 @@ func (c *fnCache) counted(hit bool) {
 	}
 	if n == cacheTrial && float64(c.hits.Load()) < cacheMinHits*cacheTrial {
 		c.off.Store(true)
-		c.mu.Lock()
-		c.m, c.n = nil, 0
-		c.mu.Unlock()
+		for i := range c.slots {
+			c.slots[i].Store(nil)
+		}
 	}
 }
 

@@ -114,22 +114,21 @@ func TestIdenticalTellsWritingsApart(t *testing.T) {
 		{`1`, `1.0`, false},
 		{`"a"`, `"a"`, true},
 		{`"1"`, `1`, false},
-		{`{"a": [1, {"b": null}]}`, `{"a": [1, {"b": null}]}`, true},
-		{`{"a": 1}`, `{"a": 1.0}`, false},
-		{`{1: "x"}`, `{1.0: "x"}`, false},
-		{`{"a": 1, "b": 2}`, `{"b": 2, "a": 1}`, true},
-		{`{"a": 1}`, `{"a": 1, "b": 2}`, false},
-		{`[1, 2]`, `[1]`, false},
-		{`{1, 2}`, `{2, 1}`, true},
-		{`{1}`, `{1.0}`, false},
 		{`true`, `true`, true},
 		{`true`, `false`, false},
 		{`null`, `null`, true},
-		{`[]`, `{}`, false},
+		{`null`, `false`, false},
+		// Composite values are identical to themselves only.
+		{`{"a": 1}`, `{"a": 1}`, false},
+		{`[1]`, `[1]`, false},
 	} {
 		if got := identical(ast.MustParseTerm(tc.a), ast.MustParseTerm(tc.b)); got != tc.want {
 			t.Errorf("identical(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
+	}
+	obj := ast.MustParseTerm(`{"a": [1]}`)
+	if !identical(obj, obj) {
+		t.Error("an object is not identical to itself")
 	}
 	if !identical(nil, nil) || identical(nil, ast.NullTerm()) || identical(ast.NullTerm(), nil) {
 		t.Error("undefined is identical to undefined only")
