@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -475,7 +476,13 @@ func historyTerm(names *nameTerms, server, tool, method string, at time.Time) *a
 type nameTerms struct {
 	mu sync.Mutex
 	m  map[string]*ast.Term
+	// lists are the array terms of lists of names (scopes, audiences, groups, labels), keyed
+	// by the names, each after its length, for lists of up to maxListBytes; bounded as m is.
+	lists map[string]*ast.Term
 }
+
+// maxListBytes bounds the lists of names whose array terms are shared.
+const maxListBytes = 256
 
 const (
 	maxNameTerms = 1 << 14
@@ -505,13 +512,29 @@ func (n *nameTerms) locked(s string) *ast.Term {
 	return t
 }
 
-// terms is an array term of names.
+// terms is an array term of names. A short list is one term shared by every request and
+// session naming the same names in the same order: the plan executor's kept rule values (see
+// irexec) find a rule's key again only in the same array term.
 func (n *nameTerms) terms(ss []string) *ast.Term {
-	terms := make([]*ast.Term, len(ss))
+	var buf [maxListBytes]byte
+	key := buf[:0]
 	if n != nil {
 		n.mu.Lock()
 		defer n.mu.Unlock()
+		for _, s := range ss {
+			if len(key)+len(s)+binary.MaxVarintLen64 > maxListBytes {
+				key = nil
+				break
+			}
+			key = append(binary.AppendUvarint(key, uint64(len(s))), s...)
+		}
+		if key != nil {
+			if t, ok := n.lists[string(key)]; ok {
+				return t
+			}
+		}
 	}
+	terms := make([]*ast.Term, len(ss))
 	for i, s := range ss {
 		if n == nil || len(s) > maxNameBytes {
 			terms[i] = ast.StringTerm(strings.Clone(s))
@@ -519,7 +542,14 @@ func (n *nameTerms) terms(ss []string) *ast.Term {
 			terms[i] = n.locked(s)
 		}
 	}
-	return ast.ArrayTerm(terms...)
+	t := ast.ArrayTerm(terms...)
+	if n != nil && key != nil {
+		if n.lists == nil || len(n.lists) >= maxNameTerms {
+			n.lists = make(map[string]*ast.Term)
+		}
+		n.lists[string(key)] = t
+	}
+	return t
 }
 
 func stringsTerm(ss []string) *ast.Term {
@@ -649,7 +679,7 @@ func credentialKeyOf(r *inputReads, c *Credential) (credentialKey, bool) {
 		return credentialKey{}, false
 	}
 	k := credentialKey{r: r, issuer: c.Issuer, clientID: c.ClientID, scopes: uint8(len(c.Scopes)), audiences: uint8(len(c.Audience))}
-	if !c.ExpiresAt.IsZero() {
+	if !c.ExpiresAt.IsZero() && r.has(keyExpiresAt) {
 		k.expires = c.ExpiresAt.UnixNano()
 	}
 	copy(k.claims[:], c.Scopes)

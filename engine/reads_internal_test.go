@@ -462,3 +462,52 @@ else := {"result": "allow", "labels": ["l"], "obligations": {"total": input.sess
 	}
 	check(decide("nope"), "map[total:6]") // not the term the last decision built
 }
+
+// TestNameListsAreSharedByValue: a short list of names is one array term for every request
+// naming the same names in the same order, and a credential's expiry splits its object only
+// when the policy reads it.
+func TestNameListsAreSharedByValue(t *testing.T) {
+	var names nameTerms
+	a, b := names.terms([]string{"repo", "read:org"}), names.terms([]string{"repo", "read:org"})
+	if a != b || !a.Equal(ast.MustParseTerm(`["repo", "read:org"]`)) {
+		t.Errorf("one list gave %v and %v, not one shared term", a, b)
+	}
+	if c := names.terms([]string{"read:org", "repo"}); c == a || !c.Equal(ast.MustParseTerm(`["read:org", "repo"]`)) {
+		t.Errorf("another order gave %v", c)
+	}
+	if x, y := names.terms([]string{"a\x00b"}), names.terms([]string{"a", "b"}); x == y || x.Equal(y) {
+		t.Errorf("lists whose names join alike share a term: %v, %v", x, y)
+	}
+	if e1, e2 := names.terms(nil), names.terms([]string{}); e1 != e2 || e1.Value.(*ast.Array).Len() != 0 {
+		t.Errorf("empty lists: %v, %v", e1, e2)
+	}
+	long := strings.Split(strings.Repeat("scope-with-a-long-name ", 20), " ")
+	if x, y := names.terms(long), names.terms(long); x == y || !x.Equal(y) {
+		t.Error("a list over maxListBytes was shared, or changed")
+	}
+
+	ctx := context.Background()
+	expires := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		src  string
+		want int
+	}{
+		{`decision := {"result": "allow", "obligations": {"s": input.credential.scopes}}`, 1},
+		{`decision := {"result": "allow", "obligations": {"s": input.credential.scopes, "e": input.credential.expires_at}}`, 2},
+	} {
+		e, err := New(ctx, Config{}, policyOf(t, "cred", "package mcp\n\n"+tc.src+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			req := Request{Client: Client{ID: "c"}, Server: Server{ID: "fs"}, Operation: Operation{Method: "tools/call", Tool: "t"},
+				Credential: Credential{Scopes: []string{"a", "b"}, ExpiresAt: expires.Add(time.Duration(i) * time.Minute)}}
+			if _, err := e.Decide(ctx, &req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(e.inputs.credentials.m); n != tc.want {
+			t.Errorf("%s: %d credential objects for two expiries, want %d", tc.src, n, tc.want)
+		}
+	}
+}
