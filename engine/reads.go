@@ -17,6 +17,26 @@ import (
 type inputReads struct {
 	whole bool
 	keys  map[string]*inputReads
+	// list holds keys once the tree is complete (freeze): a decision asks for each part of the
+	// input it could build, and a look through a few short names costs less than hashing one.
+	list []inputKey
+}
+
+type inputKey struct {
+	name string
+	r    *inputReads
+}
+
+// freeze fills the lists of r's tree.
+func (r *inputReads) freeze() *inputReads {
+	if r == nil {
+		return r
+	}
+	r.list = make([]inputKey, 0, len(r.keys))
+	for name, k := range r.keys {
+		r.list = append(r.list, inputKey{name, k.freeze()})
+	}
+	return r
 }
 
 // readsAll reads the whole input: what a policy is given when nothing is known of it.
@@ -27,7 +47,16 @@ func (r *inputReads) sub(key *ast.Term) *inputReads {
 	if r == nil || r.whole {
 		return r
 	}
-	return r.keys[string(key.Value.(ast.String))]
+	name := string(key.Value.(ast.String))
+	if r.list == nil {
+		return r.keys[name]
+	}
+	for i := range r.list {
+		if r.list[i].name == name {
+			return r.list[i].r
+		}
+	}
+	return nil
 }
 
 // has reports whether r reads anything under key.
@@ -137,7 +166,7 @@ func readsOf(modules map[string]*ast.Module) *inputReads {
 			}
 		}
 	}
-	return reads
+	return reads.freeze()
 }
 
 // readsHistory reports whether r can read input.session.history.
