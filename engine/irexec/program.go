@@ -365,7 +365,7 @@ func (r *resolver) objectItems(obj ir.Local, stmts []ir.Stmt) (inserts []*ir.Obj
 			}
 			inserts, between, pending, n = append(inserts, s), append(between, pending...), nil, i+1
 		case *ir.MakeObjectStmt, *ir.MakeArrayStmt, *ir.MakeSetStmt, *ir.MakeNullStmt:
-			t := ir.Local(definedBy(s)[0])
+			t := ir.Local(definedBy(s).l[0])
 			if t == obj || values[t] {
 				return inserts, between, n
 			}
@@ -724,7 +724,8 @@ func dataPathDots(blocks []*ir.Block) map[*ir.DotStmt]bool {
 			case *ir.WithStmt:
 				walk(s.Block, held)
 			default:
-				for _, t := range definedBy(s) {
+				for defs, j := definedBy(s), 0; j < defs.n; j++ {
+					t := defs.l[j]
 					setHeld(held, t, false)
 				}
 			}
@@ -751,51 +752,57 @@ func checked(held map[int32]bool, o ir.Operand) {
 	}
 }
 
+// locals are up to two locals, l[:n].
+type locals struct {
+	n int
+	l [2]int32
+}
+
 // definedBy lists the locals a statement other than DotStmt writes.
-func definedBy(s ir.Stmt) []int32 {
+func definedBy(s ir.Stmt) locals {
 	switch s := s.(type) {
 	case *ir.AssignVarStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.AssignVarOnceStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.AssignIntStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.ResetLocalStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeNullStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeNumberIntStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeNumberRefStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeArrayStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeObjectStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.MakeSetStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.LenStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.CallStmt:
-		return []int32{int32(s.Result)}
+		return locals{n: 1, l: [2]int32{int32(s.Result)}}
 	case *ir.CallDynamicStmt:
-		return []int32{int32(s.Result)}
+		return locals{n: 1, l: [2]int32{int32(s.Result)}}
 	case *ir.ScanStmt:
-		return []int32{int32(s.Key), int32(s.Value)}
+		return locals{n: 2, l: [2]int32{int32(s.Key), int32(s.Value)}}
 	case *ir.ArrayAppendStmt:
-		return []int32{int32(s.Array)}
+		return locals{n: 1, l: [2]int32{int32(s.Array)}}
 	case *ir.ObjectInsertStmt:
-		return []int32{int32(s.Object)}
+		return locals{n: 1, l: [2]int32{int32(s.Object)}}
 	case *ir.ObjectInsertOnceStmt:
-		return []int32{int32(s.Object)}
+		return locals{n: 1, l: [2]int32{int32(s.Object)}}
 	case *ir.ObjectMergeStmt:
-		return []int32{int32(s.Target)}
+		return locals{n: 1, l: [2]int32{int32(s.Target)}}
 	case *ir.SetAddStmt:
-		return []int32{int32(s.Set)}
+		return locals{n: 1, l: [2]int32{int32(s.Set)}}
 	case *ir.WithStmt:
-		return []int32{int32(s.Local)}
+		return locals{n: 1, l: [2]int32{int32(s.Local)}}
 	}
-	return nil
+	return locals{}
 }
 
 // call resolves a CallStmt to a planned function or to OPA's implementation of a built-in.

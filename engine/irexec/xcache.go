@@ -30,7 +30,8 @@ type fnCache struct {
 	// paths are the input paths the function can read, each whole: the key is their values
 	// (nil when undefined), with the data document.
 	paths [][]*ast.Term
-	slots [maxCached]atomic.Pointer[cached]
+	// slots is made at the first value kept: a revision's rules that never run cost nothing.
+	slots atomic.Pointer[[maxCached]atomic.Pointer[cached]]
 	// lookups and hits count this cache's use while it is on trial; off once it failed it.
 	lookups, hits atomic.Int64
 	off           atomic.Bool
@@ -79,7 +80,11 @@ func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash i
 
 // get returns the value kept for key and data.
 func (c *fnCache) get(data *ast.Term, key []*ast.Term, hash int) (*ast.Term, bool) {
-	e := c.slots[uint(hash)%maxCached].Load()
+	slots := c.slots.Load()
+	if slots == nil {
+		return nil, false
+	}
+	e := slots[uint(hash)%maxCached].Load()
 	if e != nil && e.hash == hash && e.data == data && sameKey(e.key, key) {
 		return e.out, true
 	}
@@ -139,7 +144,12 @@ func (c *fnCache) put(data *ast.Term, key []*ast.Term, hash int, out *ast.Term) 
 			return
 		}
 	}
-	c.slots[uint(hash)%maxCached].Store(&cached{data: data, key: append([]*ast.Term(nil), key...), hash: hash, out: out})
+	slots := c.slots.Load()
+	if slots == nil {
+		c.slots.CompareAndSwap(nil, new([maxCached]atomic.Pointer[cached]))
+		slots = c.slots.Load()
+	}
+	slots[uint(hash)%maxCached].Store(&cached{data: data, key: append([]*ast.Term(nil), key...), hash: hash, out: out})
 }
 
 // within is what is left of budget after t's size (see maxKeyBytes); negative once spent.
@@ -182,9 +192,7 @@ func (c *fnCache) counted(hit bool) {
 	}
 	if n == cacheTrial && float64(c.hits.Load()) < cacheMinHits*cacheTrial {
 		c.off.Store(true)
-		for i := range c.slots {
-			c.slots[i].Store(nil)
-		}
+		c.slots.Store(nil)
 	}
 }
 
@@ -222,8 +230,8 @@ func (a *inputPaths) of(name string) *reads {
 		r.whole, r.impure, r.done = true, true, true
 		return r
 	}
-	w := &walker{a: a, r: r, seen: map[string]bool{}, callees: map[string]bool{}}
-	w.blocks(f.Blocks, state{f.Params[0]: {nil}})
+	w := &walker{a: a, r: r, callees: map[string]bool{}}
+	w.blocks(f.Blocks, state{{f.Params[0], [][]string{nil}}})
 	r.paths = withoutExtensions(r.paths)
 	r.done = true
 	return r
@@ -251,35 +259,77 @@ func withoutExtensions(paths [][]string) [][]string {
 type walker struct {
 	a       *inputPaths
 	r       *reads
-	seen    map[string]bool // paths read, as keys
 	callees map[string]bool
-	st      state // at the statement being walked
+	st      state    // at the statement being walked
+	joins   []*state // of the blocks being walked, innermost last (see blocks)
 }
 
 // state is which input paths each local can hold at a point of a function. The walk follows
 // the statements in order: a statement that sets a local replaces what it held, and where
 // control can come from several points (after a block, which any statement can leave; around
-// a loop) the states of all of them are joined.
-type state map[ir.Local][][]string
+// a loop) the states of all of them are joined. Few locals hold input paths at once: a list.
+type state []held
 
-func (st state) clone() state {
-	c := make(state, len(st))
-	for l, ps := range st {
-		c[l] = ps
-	}
-	return c
+type held struct {
+	l     ir.Local
+	paths [][]string
 }
 
-// join adds to st what o holds, and reports whether st changed.
-func (st state) join(o state) bool {
-	changed := false
-	for l, ps := range o {
-		for _, p := range ps {
-			if !slices.ContainsFunc(st[l], func(q []string) bool { return slices.Equal(p, q) }) {
-				st[l] = append(slices.Clip(st[l]), p)
-				changed = true
-			}
+func (st state) get(l ir.Local) [][]string {
+	for _, h := range st {
+		if h.l == l {
+			return h.paths
 		}
+	}
+	return nil
+}
+
+func (st *state) put(l ir.Local, paths [][]string) {
+	for i := range *st {
+		if (*st)[i].l == l {
+			(*st)[i].paths = paths
+			return
+		}
+	}
+	*st = append(*st, held{l, paths})
+}
+
+func (st *state) del(l ir.Local) {
+	for i := range *st {
+		if (*st)[i].l == l {
+			*st = slices.Delete(*st, i, i+1)
+			return
+		}
+	}
+}
+
+func (st state) clone() state { return slices.Clone(st) }
+
+func hasPath(paths [][]string, p []string) bool {
+	return slices.ContainsFunc(paths, func(q []string) bool { return slices.Equal(p, q) })
+}
+
+// join adds to st what l can hold, and reports whether st changed.
+func (st *state) join(l ir.Local, paths [][]string) bool {
+	changed := false
+	cur := st.get(l)
+	for _, p := range paths {
+		if !hasPath(cur, p) {
+			cur = append(slices.Clip(cur), p)
+			changed = true
+		}
+	}
+	if changed {
+		st.put(l, cur)
+	}
+	return changed
+}
+
+// joinAll adds to st what o holds, and reports whether st changed.
+func (st *state) joinAll(o state) bool {
+	changed := false
+	for _, h := range o {
+		changed = st.join(h.l, h.paths) || changed
 	}
 	return changed
 }
@@ -293,16 +343,27 @@ func (w *walker) blocks(bs []*ir.Block, st state) state {
 		if b == nil {
 			continue
 		}
+		// The states met in a block are its entry state changed by what its statements set:
+		// their join is the entry state joined with every setting made (set).
 		left := st.clone()
+		w.joins = append(w.joins, &left)
 		w.st = st.clone()
 		for _, s := range b.Stmts {
 			w.stmt(s)
-			left.join(w.st)
 		}
-		all.join(left)
+		w.joins = w.joins[:len(w.joins)-1]
+		all.joinAll(left)
 		st = left
 	}
 	return all
+}
+
+// set records that l holds paths from here on.
+func (w *walker) set(l ir.Local, paths [][]string) {
+	w.st.put(l, paths)
+	for _, j := range w.joins {
+		j.join(l, paths)
+	}
 }
 
 // read records that o is used as a value: every input path it can hold is read whole.
@@ -324,7 +385,7 @@ func stringOf(o ir.Operand) (ir.StringIndex, bool) {
 }
 
 func (w *walker) readLocal(l ir.Local) {
-	for _, p := range w.st[l] {
+	for _, p := range w.st.get(l) {
 		if len(p) == 0 {
 			w.r.whole = true
 			continue
@@ -334,18 +395,9 @@ func (w *walker) readLocal(l ir.Local) {
 }
 
 func (w *walker) readPath(p []string) {
-	if k := pathKey(p); !w.seen[k] {
-		w.seen[k] = true
+	if !hasPath(w.r.paths, p) {
 		w.r.paths = append(w.r.paths, p)
 	}
-}
-
-func pathKey(p []string) string {
-	k := ""
-	for _, s := range p {
-		k += s + "\x00"
-	}
-	return k
 }
 
 // nested walks the blocks of a statement from the current state and leaves the join of the
@@ -355,14 +407,14 @@ func (w *walker) nested(bs []*ir.Block, loop bool) {
 	before := w.st
 	if !loop {
 		after := w.blocks(bs, before)
-		after.join(before)
+		after.joinAll(before)
 		w.st = after
 		return
 	}
 	entry := before.clone()
 	for range 16 {
 		left := w.blocks(bs, entry.clone())
-		if !entry.join(left) {
+		if !entry.joinAll(left) {
 			break
 		}
 	}
@@ -376,25 +428,25 @@ func (w *walker) stmt(s ir.Stmt) {
 		l, isLocal := localOf(s.Source)
 		src := ir.Local(l)
 		key, isConst := stringOf(s.Key)
-		if isLocal && isConst && int(key) < len(w.a.strings) && len(w.st[src]) > 0 {
+		if isLocal && isConst && int(key) < len(w.a.strings) && len(w.st.get(src)) > 0 {
 			name := w.a.strings[key]
 			var held [][]string
-			for _, p := range w.st[src] {
+			for _, p := range w.st.get(src) {
 				held = append(held, append(slices.Clip(p), name))
 			}
-			w.st[s.Target] = held
+			w.set(s.Target, held)
 			return
 		}
 		w.read(s.Source)
 		w.read(s.Key)
-		delete(w.st, s.Target)
+		w.st.del(s.Target)
 		return
 	case *ir.AssignVarStmt:
 		// A copy: the target holds what the source holds.
-		if l, ok := localOf(s.Source); ok && len(w.st[ir.Local(l)]) > 0 {
-			w.st[s.Target] = w.st[ir.Local(l)]
+		if l, ok := localOf(s.Source); ok && len(w.st.get(ir.Local(l))) > 0 {
+			w.set(s.Target, w.st.get(ir.Local(l)))
 		} else {
-			delete(w.st, s.Target)
+			w.st.del(s.Target)
 		}
 		return
 	case *ir.AssignVarOnceStmt:
@@ -433,8 +485,8 @@ func (w *walker) stmt(s ir.Stmt) {
 		w.readLocal(s.Value)
 	case *ir.ScanStmt:
 		w.readLocal(s.Source)
-		delete(w.st, s.Key)
-		delete(w.st, s.Value)
+		w.st.del(s.Key)
+		w.st.del(s.Value)
 		w.nested([]*ir.Block{s.Block}, true)
 		return
 	case *ir.NotStmt:
@@ -451,8 +503,9 @@ func (w *walker) stmt(s ir.Stmt) {
 		w.r.whole, w.r.impure = true, true
 	}
 	// What the statement sets no longer holds an input path.
-	for _, l := range definedBy(s) {
-		delete(w.st, ir.Local(l))
+	for defs, i := definedBy(s), 0; i < defs.n; i++ {
+		l := defs.l[i]
+		w.st.del(ir.Local(l))
 	}
 }
 
@@ -476,7 +529,7 @@ func (w *walker) call(s *ir.CallStmt) {
 		l32, isLocal := localOf(a)
 		l := ir.Local(l32)
 		switch {
-		case i == 0 && isLocal && len(w.st[l]) == 1 && len(w.st[l][0]) == 0:
+		case i == 0 && isLocal && len(w.st.get(l)) == 1 && len(w.st.get(l)[0]) == 0:
 			// The input, whole, as the callee's input: it reads what the callee reads.
 			if callee.whole {
 				w.r.whole = true
