@@ -1,8 +1,10 @@
 package irexec
 
 import (
+	"hash/maphash"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
@@ -69,13 +71,34 @@ func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash i
 			}
 		}
 		key = append(key, t)
-		h := 0x9e3779b9
-		if t != nil {
-			h = t.Hash()
-		}
-		hash = hash*31 + h
+		hash = hash*31 + keyHash(t)
 	}
 	return key, hash
+}
+
+// keySeed seeds keyHash.
+var keySeed = maphash.MakeSeed()
+
+// keyHash hashes a key value as identical tells them apart: a string or number by its text,
+// anything else but null and booleans by its address.
+func keyHash(t *ast.Term) int {
+	if t == nil {
+		return 0x9e3779b9
+	}
+	switch v := t.Value.(type) {
+	case ast.String:
+		return int(maphash.String(keySeed, string(v)))
+	case ast.Number:
+		return int(maphash.String(keySeed, string(v))) ^ 1
+	case ast.Boolean:
+		if v {
+			return 3
+		}
+		return 5
+	case ast.Null:
+		return 7
+	}
+	return int(uintptr(unsafe.Pointer(t)))
 }
 
 // get returns the value kept for key and data.
