@@ -395,7 +395,12 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 		c = nil
 	}
 	if c != nil {
-		key, hash = c.key(m.get(in.args[0], frame), keyBuf[:])
+		var ok bool
+		if key, hash, ok = c.key(m.get(in.args[0], frame), keyBuf[:]); !ok {
+			c = nil
+		}
+	}
+	if c != nil {
 		if out, ok := c.get(m.get(in.args[1], frame), key, hash); ok {
 			c.counted(true)
 			m.memo[fn.index], m.memoSet[fn.index] = out, true

@@ -60,12 +60,19 @@ const (
 var minCachedSize = 40
 
 // key gathers into buf the key of a call given input: the values at the function's paths, read
-// as its DotStmts read them.
-func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash int) {
+// as its DotStmts read them. It is not ok where a path runs through a set, which DotStmts and
+// object.get read differently, or when there is no input: the function is then evaluated.
+func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
 	key = buf[:0]
+	if input == nil {
+		return nil, 0, false
+	}
 	for _, p := range c.paths {
 		t := input
 		for _, k := range p {
+			if _, isSet := t.Value.(ast.Set); isSet {
+				return nil, 0, false
+			}
 			if t = dot(t, k); t == nil {
 				break
 			}
@@ -73,7 +80,7 @@ func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash i
 		key = append(key, t)
 		hash = hash*31 + keyHash(t)
 	}
-	return key, hash
+	return key, hash, true
 }
 
 // keySeed seeds keyHash.
@@ -253,7 +260,7 @@ func (a *inputPaths) of(name string) *reads {
 		r.whole, r.impure, r.done = true, true, true
 		return r
 	}
-	w := &walker{a: a, r: r, callees: map[string]bool{}}
+	w := &walker{a: a, r: r, callees: map[string]bool{}, arrays: map[ir.Local][]string{}}
 	w.blocks(f.Blocks, state{{f.Params[0], [][]string{nil}}})
 	r.paths = withoutExtensions(r.paths)
 	r.done = true
@@ -285,6 +292,11 @@ type walker struct {
 	callees map[string]bool
 	st      state    // at the statement being walked
 	joins   []*state // of the blocks being walked, innermost last (see blocks)
+	// arrays are the locals of the block being walked that hold an array of constant strings
+	// made in it (a MakeArrayStmt and ArrayAppendStmts), as the planner writes the path of
+	// object.get(input, ["session", "labels"], []). Only one block's: any nested statement
+	// forgets them.
+	arrays map[ir.Local][]string
 }
 
 // state is which input paths each local can hold at a point of a function. The walk follows
@@ -371,9 +383,11 @@ func (w *walker) blocks(bs []*ir.Block, st state) state {
 		left := st.clone()
 		w.joins = append(w.joins, &left)
 		w.st = st.clone()
+		clear(w.arrays)
 		for _, s := range b.Stmts {
 			w.stmt(s)
 		}
+		clear(w.arrays)
 		w.joins = w.joins[:len(w.joins)-1]
 		all.joinAll(left)
 		st = left
@@ -414,6 +428,16 @@ func (w *walker) readLocal(l ir.Local) {
 			continue
 		}
 		w.readPath(p)
+	}
+}
+
+// readDefined records that whether l is defined is read: the input itself always is when a
+// value is kept (fnCache.key), a path under it is read whole.
+func (w *walker) readDefined(l ir.Local) {
+	for _, p := range w.st.get(l) {
+		if len(p) > 0 {
+			w.readPath(p)
+		}
 	}
 }
 
@@ -489,11 +513,22 @@ func (w *walker) stmt(s ir.Stmt) {
 	case *ir.IsSetStmt:
 		w.read(s.Source)
 	case *ir.IsDefinedStmt:
-		w.readLocal(s.Source)
+		w.readDefined(s.Source)
 	case *ir.IsUndefinedStmt:
-		w.readLocal(s.Source)
+		w.readDefined(s.Source)
 	case *ir.ArrayAppendStmt:
 		w.read(s.Value)
+		if path, ok := w.arrays[s.Array]; ok {
+			if k, isConst := stringOf(s.Value); isConst && int(k) < len(w.a.strings) {
+				w.arrays[s.Array] = append(slices.Clip(path), w.a.strings[k])
+				return
+			}
+			delete(w.arrays, s.Array)
+		}
+	case *ir.MakeArrayStmt:
+		w.st.del(s.Target)
+		w.arrays[s.Target] = nil
+		return
 	case *ir.ObjectInsertStmt:
 		w.read(s.Key)
 		w.read(s.Value)
@@ -507,28 +542,32 @@ func (w *walker) stmt(s ir.Stmt) {
 	case *ir.ResultSetAddStmt:
 		w.readLocal(s.Value)
 	case *ir.ScanStmt:
+		clear(w.arrays)
 		w.readLocal(s.Source)
 		w.st.del(s.Key)
 		w.st.del(s.Value)
 		w.nested([]*ir.Block{s.Block}, true)
 		return
 	case *ir.NotStmt:
+		clear(w.arrays)
 		w.nested([]*ir.Block{s.Block}, false)
 		return
 	case *ir.BlockStmt:
+		clear(w.arrays)
 		w.nested(s.Blocks, false)
 		return
 	case *ir.CallStmt:
 		w.call(s)
 	case *ir.AssignIntStmt, *ir.ResetLocalStmt, *ir.MakeNullStmt, *ir.MakeNumberIntStmt, *ir.MakeNumberRefStmt,
-		*ir.MakeArrayStmt, *ir.MakeObjectStmt, *ir.MakeSetStmt, *ir.BreakStmt, *ir.NopStmt:
+		*ir.MakeObjectStmt, *ir.MakeSetStmt, *ir.BreakStmt, *ir.NopStmt:
 	default:
 		w.r.whole, w.r.impure = true, true
 	}
-	// What the statement sets no longer holds an input path.
+	// What the statement sets no longer holds an input path, nor a path for object.get.
 	for defs, i := definedBy(s), 0; i < defs.n; i++ {
 		l := defs.l[i]
 		w.st.del(ir.Local(l))
+		delete(w.arrays, ir.Local(l))
 	}
 }
 
@@ -536,6 +575,9 @@ func (w *walker) call(s *ir.CallStmt) {
 	if _, planned := w.a.funcs[s.Func]; !planned {
 		if s.Func == ast.NowNanos.Name || s.Func == ast.InternalPrint.Name || ast.BuiltinMap[s.Func] == nil || ast.BuiltinMap[s.Func].Nondeterministic {
 			w.r.impure = true
+		}
+		if w.objectGet(s) {
+			return
 		}
 		for _, a := range s.Args {
 			w.read(a)
@@ -565,6 +607,34 @@ func (w *walker) call(s *ir.CallStmt) {
 			w.read(a)
 		}
 	}
+}
+
+// objectGet reads the arguments of object.get(x, path, default) where x can hold input paths
+// and path is an array of constant strings made in the block: x's paths extended by path, each
+// read whole, rather than x whole. object.get reads a path as DotStmts do through objects;
+// where they differ (a set on the way) fnCache.key keeps no value.
+func (w *walker) objectGet(s *ir.CallStmt) bool {
+	if s.Func != ast.ObjectGet.Name || len(s.Args) != 3 {
+		return false
+	}
+	x, ok := localOf(s.Args[0])
+	p, isLocal := localOf(s.Args[1])
+	if !ok || !isLocal || len(w.st.get(ir.Local(x))) == 0 {
+		return false
+	}
+	path, ok := w.arrays[ir.Local(p)]
+	if !ok {
+		return false
+	}
+	for _, q := range w.st.get(ir.Local(x)) {
+		if full := append(slices.Clip(q), path...); len(full) == 0 {
+			w.r.whole = true
+		} else {
+			w.readPath(full)
+		}
+	}
+	w.read(s.Args[2])
+	return true
 }
 
 // cacheResults gives the functions worth it a cache of their values across runs.

@@ -57,8 +57,9 @@ func pathsString(r *reads) []string {
 }
 
 // TestInputPathsOfRules: the analysis finds the input paths a rule can read, through the rules
-// it calls, with a path under one read whole left out; passing the input on whole (to a
-// built-in) reads all of it, and time.now_ns makes a rule's value depend on more than its input.
+// it calls and object.get with a constant path, with a path under one read whole left out;
+// passing the input on whole (to a built-in) reads all of it, and time.now_ns makes a rule's
+// value depend on more than its input.
 func TestInputPathsOfRules(t *testing.T) {
 	pol := planOf(t, `package p
 
@@ -72,6 +73,8 @@ guarded := input.server.id if input.server
 
 labels := object.get(input, ["session", "labels"], [])
 
+whole := object.get(input, [input.key, "labels"], [])
+
 clock := time.now_ns()
 
 copied := y if {
@@ -79,7 +82,7 @@ copied := y if {
 	y.tool == "t"
 }
 
-x := [server, pair, budget, guarded, labels, clock, copied]
+x := [server, pair, budget, guarded, labels, whole, clock, copied]
 `)
 	got := readsOf(pol)
 	for name, want := range map[string][]string{
@@ -97,8 +100,11 @@ x := [server, pair, budget, guarded, labels, clock, copied]
 			t.Errorf("%s: paths %v whole %v impure %v; want paths %v", name, pathsString(r), r.whole, r.impure, want)
 		}
 	}
-	if r := got["labels"]; r == nil || !r.whole {
-		t.Errorf("labels passes the input to object.get whole: %+v", r)
+	if r := got["labels"]; r == nil || r.whole || !slices.Equal(pathsString(r), []string{"session.labels"}) {
+		t.Errorf("labels reads input.session.labels through object.get: %+v", r)
+	}
+	if r := got["whole"]; r == nil || !r.whole {
+		t.Errorf("whole passes the input to object.get with a path made at run time: %+v", r)
 	}
 	if r := got["clock"]; r == nil || !r.impure {
 		t.Errorf("clock calls time.now_ns: %+v", r)
@@ -144,21 +150,30 @@ func TestCacheKeepsWhatItShould(t *testing.T) {
 	in := func(id string) *ast.Term {
 		return ast.NewTerm(ast.NewObject(ast.Item(ast.StringTerm("server"), ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(id))))))
 	}
-	var buf [maxKeyPaths]*ast.Term
-	key, h := c.key(in("fs"), buf[:])
+	keyOf := func(input *ast.Term) ([]*ast.Term, int) {
+		t.Helper()
+		k, h, ok := c.key(input, make([]*ast.Term, 0, maxKeyPaths))
+		if !ok {
+			t.Fatalf("no key for %v", input)
+		}
+		return k, h
+	}
+	key, h := keyOf(in("fs"))
 	c.put(data, key, h, ast.StringTerm("kept"))
-	var buf2 [maxKeyPaths]*ast.Term
-	if k, h := c.key(in("fs"), buf2[:]); !func() bool { out, ok := c.get(data, k, h); return ok && out.Equal(ast.StringTerm("kept")) }() {
+	if k, h := keyOf(in("fs")); !func() bool { out, ok := c.get(data, k, h); return ok && out.Equal(ast.StringTerm("kept")) }() {
 		t.Error("the same key and data did not find the value")
 	}
-	if k, h := c.key(in("fs"), buf2[:]); func() bool { _, ok := c.get(other, k, h); return ok }() {
+	if k, h := keyOf(in("fs")); func() bool { _, ok := c.get(other, k, h); return ok }() {
 		t.Error("an equal data document that is another revision's found the value")
 	}
-	if k, h := c.key(in("gh"), buf2[:]); func() bool { _, ok := c.get(data, k, h); return ok }() {
+	if k, h := keyOf(in("gh")); func() bool { _, ok := c.get(data, k, h); return ok }() {
 		t.Error("another server id found the value")
 	}
+	if _, _, ok := c.key(ast.MustParseTerm(`{"server": {"id"}}`), nil); ok {
+		t.Error("a key read through a set")
+	}
 	big := in(strings.Repeat("x", maxKeyBytes))
-	key, h = c.key(big, buf[:])
+	key, h = keyOf(big)
 	c.put(data, key, h, ast.StringTerm("big"))
 	if _, ok := c.get(data, key, h); ok {
 		t.Error("a key over maxKeyBytes was kept")
