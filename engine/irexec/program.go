@@ -42,7 +42,9 @@ type Program struct {
 	// stack is the most locals any plan's run holds at once.
 	stack int
 	// frozen are the literal sets built once at New and shared by every run (constSet).
-	frozen   map[*ast.Term]bool
+	frozen map[*ast.Term]bool
+	// tree holds the input paths of the functions' keys (see fnCache).
+	tree     *pathTree
 	machines sync.Pool
 }
 
@@ -193,8 +195,8 @@ func New(p *ir.Policy) (*Program, error) {
 		}
 		fn.frame = int(r.maxLocal) + 1
 	}
-	cacheResults(funcs, p.Static.Strings, r.funcs)
-	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs)}
+	tree := cacheResults(funcs, p.Static.Strings, r.funcs)
+	prog := &Program{plans: map[string]*plan{}, funcs: len(funcs), tree: tree}
 	r.emptyRet = -1
 	for _, pl := range p.Plans.Plans {
 		r.maxLocal = int32(ir.Data)

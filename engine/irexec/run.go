@@ -57,6 +57,7 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	m.sp = pl.frame
 	frame := m.stack[:pl.frame]
 	frame[0], frame[1] = input, data
+	m.input = input
 	for _, b := range pl.blocks {
 		if st := m.block(b, frame); st == stReturned { // an error also ends the run this way
 			break
@@ -96,6 +97,12 @@ type machine struct {
 	args    []*ast.Term
 	results []*ast.Term
 	frozen  map[*ast.Term]bool // Program.frozen
+	// input is the run's input; tree, nodeVals and nodeState are the values found at the
+	// program's key paths in it (see machine.nodeValue).
+	input     *ast.Term
+	tree      *pathTree
+	nodeVals  []*ast.Term
+	nodeState []uint8
 	// dataRoot is the run's data document.
 	dataRoot *ast.Term
 	err      error
@@ -126,6 +133,11 @@ func (p *Program) machine() *machine {
 		m.memo, m.memoSet = make([]*ast.Term, p.funcs), make([]bool, p.funcs)
 	}
 	m.memo, m.memoSet = m.memo[:p.funcs], m.memoSet[:p.funcs]
+	if n := len(p.tree.parent); cap(m.nodeVals) < n {
+		m.nodeVals, m.nodeState = make([]*ast.Term, n), make([]uint8, n)
+	}
+	m.tree = p.tree
+	m.nodeVals, m.nodeState = m.nodeVals[:len(p.tree.parent)], m.nodeState[:len(p.tree.parent)]
 	if cap(m.args) < p.maxArgs {
 		m.args = make([]*ast.Term, p.maxArgs)
 	}
@@ -136,6 +148,9 @@ func (p *Program) release(m *machine) {
 	clear(m.stack)
 	clear(m.memo)
 	clear(m.memoSet)
+	clear(m.nodeVals)
+	clear(m.nodeState)
+	m.input = nil
 	clear(m.results)
 	m.results = m.results[:0]
 	clear(m.cache) // built-ins' per-run state; the map itself serves the next run
@@ -396,7 +411,12 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 	}
 	if c != nil {
 		var ok bool
-		if key, hash, ok = c.key(m.get(in.args[0], frame), keyBuf[:]); !ok {
+		if input := m.get(in.args[0], frame); input == m.input {
+			key, hash, ok = c.keyOf(m, keyBuf[:])
+		} else {
+			key, hash, ok = c.key(input, keyBuf[:])
+		}
+		if !ok {
 			c = nil
 		}
 	}

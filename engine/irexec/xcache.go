@@ -3,6 +3,7 @@ package irexec
 import (
 	"hash/maphash"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -30,8 +31,10 @@ import (
 // evaluated again.
 type fnCache struct {
 	// paths are the input paths the function can read, each whole: the key is their values
-	// (nil when undefined), with the data document.
+	// (nil when undefined), with the data document. nodes are the same paths as nodes of the
+	// program's pathTree, whose values a run finds once for all its functions.
 	paths [][]*ast.Term
+	nodes []int
 	// slots is made at the first value kept: a revision's rules that never run cost nothing.
 	slots atomic.Pointer[[maxCached]atomic.Pointer[cached]]
 	// lookups and hits count this cache's use while it is on trial; off once it failed it.
@@ -107,6 +110,58 @@ func keyHash(t *ast.Term) int {
 	}
 	return int(uintptr(unsafe.Pointer(t)))
 }
+
+// keyOf is key, for a call of a run that the run's own input was given to: the values come
+// from the run's nodes (nodeValue), each found once per run.
+func (c *fnCache) keyOf(m *machine, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
+	key = buf[:0]
+	if m.input == nil {
+		return nil, 0, false
+	}
+	for _, n := range c.nodes {
+		t, ok := m.nodeValue(n)
+		if !ok {
+			return nil, 0, false
+		}
+		key = append(key, t)
+		hash = hash*31 + keyHash(t)
+	}
+	return key, hash, true
+}
+
+// nodeValue is the value at node n of the program's path tree in the run's input, as key reads
+// it; not ok when the path runs through a set.
+func (m *machine) nodeValue(n int) (*ast.Term, bool) {
+	switch m.nodeState[n] {
+	case nodeFound:
+		return m.nodeVals[n], true
+	case nodeThroughSet:
+		return nil, false
+	}
+	parent := m.input
+	if p := m.tree.parent[n]; p >= 0 {
+		var ok bool
+		if parent, ok = m.nodeValue(p); !ok {
+			m.nodeState[n] = nodeThroughSet
+			return nil, false
+		}
+	}
+	if parent != nil {
+		if _, isSet := parent.Value.(ast.Set); isSet {
+			m.nodeState[n] = nodeThroughSet
+			return nil, false
+		}
+	}
+	t := dot(parent, m.tree.key[n])
+	m.nodeVals[n], m.nodeState[n] = t, nodeFound
+	return t, true
+}
+
+const (
+	nodeUnknown uint8 = iota
+	nodeFound
+	nodeThroughSet
+)
 
 // get returns the value kept for key and data.
 func (c *fnCache) get(data *ast.Term, key []*ast.Term, hash int) (*ast.Term, bool) {
@@ -638,7 +693,8 @@ func (w *walker) objectGet(s *ir.CallStmt) bool {
 }
 
 // cacheResults gives the functions worth it a cache of their values across runs.
-func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]*function) {
+func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]*function) *pathTree {
+	tree := &pathTree{}
 	a := &inputPaths{funcs: map[string]*ir.Func{}, out: map[string]*reads{}, strings: make([]string, len(strs))}
 	for i, s := range strs {
 		a.strings[i] = s.Value
@@ -662,9 +718,38 @@ func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]
 				keys[i] = ast.StringTerm(k)
 			}
 			c.paths = append(c.paths, keys)
+			c.nodes = append(c.nodes, tree.node(p))
 		}
 		fn.cache = c
 	}
+	return tree
+}
+
+// pathTree holds the input paths of every function's key, as a tree: a run finds the value at
+// each node once (machine.nodeValue), however many keys read it or a path under it.
+type pathTree struct {
+	parent []int       // -1 for a node under the input itself
+	key    []*ast.Term // the key from the parent
+	named  map[string]int
+}
+
+// node is the number of path's node, added with the nodes above it where missing.
+func (t *pathTree) node(path []string) int {
+	if t.named == nil {
+		t.named = map[string]int{}
+	}
+	n, name := -1, ""
+	for _, k := range path {
+		name += strconv.Itoa(len(k)) + ":" + k // each key after its length: no two paths alike
+		i, ok := t.named[name]
+		if !ok {
+			i = len(t.parent)
+			t.parent, t.key = append(t.parent, n), append(t.key, ast.StringTerm(k))
+			t.named[name] = i
+		}
+		n = i
+	}
+	return n
 }
 
 // maxKeyPaths bounds the input paths of a key (the run gathers them on the stack).

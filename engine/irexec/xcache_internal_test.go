@@ -251,3 +251,44 @@ func defaultPolicyPlan(t *testing.T) *ir.Policy {
 	}
 	return pol
 }
+
+// TestKeysFromTheRunsPathsAreKeys: the key a run makes from the values it found once per path
+// (keyOf) is the key made by reading the paths anew (key), for every input, and paths share
+// the nodes of their common prefix.
+func TestKeysFromTheRunsPathsAreKeys(t *testing.T) {
+	tree := &pathTree{}
+	paths := [][]string{{"server", "id"}, {"server", "transport"}, {"action"}, {"a:b"}, {"a", "b"}, {"session", "calls", "total"}}
+	c := &fnCache{}
+	for _, p := range paths {
+		keys := make([]*ast.Term, len(p))
+		for i, k := range p {
+			keys[i] = ast.StringTerm(k)
+		}
+		c.paths, c.nodes = append(c.paths, keys), append(c.nodes, tree.node(p))
+	}
+	if tree.node([]string{"server", "id"}) != c.nodes[0] || c.nodes[0] == c.nodes[1] || tree.parent[c.nodes[0]] != tree.parent[c.nodes[1]] {
+		t.Errorf("server.id and server.transport: nodes %v, parents %v", c.nodes[:2], tree.parent)
+	}
+	if c.nodes[3] == c.nodes[4] {
+		t.Error("a:b and a.b share a node")
+	}
+	for _, in := range []string{
+		`{"server": {"id": "fs", "transport": "stdio"}, "action": "tools/call", "a": {"b": 1}, "a:b": 2, "session": {"calls": {"total": 3}}}`,
+		`{"server": "fs", "action": 1.0}`,
+		`{"server": {"id": ["x"]}, "session": {"calls": [1]}}`,
+		`{"server": {"id"}}`,
+		`{}`,
+	} {
+		input := ast.MustParseTerm(in)
+		m := &machine{input: input, tree: tree, nodeVals: make([]*ast.Term, len(tree.parent)), nodeState: make([]uint8, len(tree.parent))}
+		k1, h1, ok1 := c.keyOf(m, nil)
+		k2, h2, ok2 := c.key(input, nil)
+		if ok1 != ok2 || h1 != h2 || len(k1) != len(k2) || ok1 && !sameKey(k1, k2) {
+			t.Errorf("input %s: keyOf %v %d %v, key %v %d %v", in, k1, h1, ok1, k2, h2, ok2)
+		}
+		// Found once: a second key reads the same terms without reading the input again.
+		if k3, _, _ := c.keyOf(m, nil); ok1 && !sameKey(k1, k3) {
+			t.Errorf("input %s: a second keyOf gave %v", in, k3)
+		}
+	}
+}
