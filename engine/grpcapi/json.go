@@ -16,7 +16,7 @@ import (
 // than a json.Decoder (TestDecodeJSONObjectAsEncodingJSON and FuzzDecodeJSONObject hold the two
 // to the same values and the same verdict on what is not JSON).
 func decodeJSONObject(raw []byte) (map[string]any, error) {
-	p := jsonParser{b: raw, text: string(raw)}
+	p := jsonParser{b: raw}
 	p.space()
 	v, err := p.value(0)
 	if err != nil {
@@ -44,9 +44,6 @@ const maxJSONDepth = 10000
 type jsonParser struct {
 	b []byte
 	i int
-	// text is b as a string, made once: keys, strings without escapes and numbers are slices
-	// of it rather than a copy each.
-	text string
 	// scratch is where strings with escapes are unescaped, kept from one string to the next.
 	scratch []byte
 }
@@ -215,11 +212,11 @@ func (p *jsonParser) number() (any, error) {
 			return nil, p.syntaxError("in exponent of numeric literal")
 		}
 	}
-	return json.Number(p.text[start:p.i]), nil
+	return json.Number(p.b[start:p.i]), nil
 }
 
-// string reads a string. Most strings need no unescaping and are valid UTF-8: they are a slice
-// of the text.
+// string reads a string. Most strings need no unescaping and are valid UTF-8: they are one
+// copy of their bytes.
 func (p *jsonParser) string() (string, error) {
 	p.i++ // "
 	start := p.i
@@ -227,7 +224,7 @@ func (p *jsonParser) string() (string, error) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
-			s := p.text[start:p.i]
+			s := string(p.b[start:p.i])
 			p.i++
 			return s, nil
 		case c == '\\' || c >= utf8.RuneSelf:
