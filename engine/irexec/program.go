@@ -362,8 +362,8 @@ func (r *resolver) objectItems(obj ir.Local, stmts []ir.Stmt) (inserts []*ir.Obj
 			if !r.takes(obj, s, keys, len(inserts)) {
 				return inserts, between, n
 			}
-			if l, ok := s.Value.Value.(ir.Local); ok {
-				values[l] = true
+			if l, ok := localOf(s.Value); ok {
+				values[ir.Local(l)] = true
 			}
 			inserts, between, pending, n = append(inserts, s), append(between, pending...), nil, i+1
 		case *ir.MakeObjectStmt, *ir.MakeArrayStmt, *ir.MakeSetStmt, *ir.MakeNullStmt:
@@ -385,7 +385,7 @@ func (r *resolver) takes(obj ir.Local, s *ir.ObjectInsertStmt, keys map[string]b
 	if s.Object != obj || taken == maxObjectItems {
 		return false
 	}
-	if l, ok := s.Value.Value.(ir.Local); ok && l == obj {
+	if l, ok := localOf(s.Value); ok && ir.Local(l) == obj {
 		return false
 	}
 	key, err := r.operand(s.Key)

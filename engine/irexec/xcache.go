@@ -35,8 +35,14 @@ type fnCache struct {
 	// program's pathTree, whose values a run finds once for all its functions.
 	paths [][]*ast.Term
 	nodes []int
+	// defined and definedNodes are the paths whose being defined is in the key (as true or
+	// false), and their nodes.
+	defined      [][]*ast.Term
+	definedNodes []int
 	// slots is made at the first value kept: a revision's rules that never run cost nothing.
 	slots atomic.Pointer[[maxCached]atomic.Pointer[cached]]
+	// data is the data document of the values kept.
+	data atomic.Pointer[ast.Term]
 	// lookups and hits count this cache's use while it is on trial; off once it failed it.
 	lookups, hits atomic.Int64
 	off           atomic.Bool
@@ -67,23 +73,49 @@ var minCachedSize = 40
 // object.get read differently, or when there is no input: the function is then evaluated.
 func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
 	key = buf[:0]
-	if input == nil {
+	if !isObject(input) {
 		return nil, 0, false
 	}
-	for _, p := range c.paths {
+	at := func(p []*ast.Term) (*ast.Term, bool) {
 		t := input
 		for _, k := range p {
 			if _, isSet := t.Value.(ast.Set); isSet {
-				return nil, 0, false
+				return nil, false
 			}
 			if t = dot(t, k); t == nil {
 				break
 			}
 		}
+		return t, true
+	}
+	for _, p := range c.paths {
+		t, ok := at(p)
+		if !ok {
+			return nil, 0, false
+		}
 		key = append(key, t)
 		hash = hash*31 + keyHash(t)
 	}
+	for _, p := range c.defined {
+		t, ok := at(p)
+		if !ok {
+			return nil, 0, false
+		}
+		d := ast.InternedTerm(t != nil)
+		key = append(key, d)
+		hash = hash*31 + keyHash(d)
+	}
 	return key, hash, true
+}
+
+// isObject reports whether the input is an object: a key reads paths of one, and object.get
+// fails on anything else.
+func isObject(t *ast.Term) bool {
+	if t == nil {
+		return false
+	}
+	_, ok := t.Value.(ast.Object)
+	return ok
 }
 
 // keySeed seeds keyHash.
@@ -115,7 +147,7 @@ func keyHash(t *ast.Term) int {
 // from the run's nodes (nodeValue), each found once per run.
 func (c *fnCache) keyOf(m *machine, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
 	key = buf[:0]
-	if m.input == nil {
+	if !isObject(m.input) {
 		return nil, 0, false
 	}
 	for _, n := range c.nodes {
@@ -125,6 +157,15 @@ func (c *fnCache) keyOf(m *machine, buf []*ast.Term) (key []*ast.Term, hash int,
 		}
 		key = append(key, t)
 		hash = hash*31 + keyHash(t)
+	}
+	for _, n := range c.definedNodes {
+		t, ok := m.nodeValue(n)
+		if !ok {
+			return nil, 0, false
+		}
+		d := ast.InternedTerm(t != nil)
+		key = append(key, d)
+		hash = hash*31 + keyHash(d)
 	}
 	return key, hash, true
 }
@@ -223,11 +264,19 @@ const maxKeyBytes = 4 << 10
 
 // put keeps out as the value for key and data, unless the key is too large to keep.
 func (c *fnCache) put(data *ast.Term, key []*ast.Term, hash int, out *ast.Term) {
+	if c.off.Load() {
+		return
+	}
 	budget := maxKeyBytes
 	for _, t := range key {
 		if budget = within(t, budget); budget < 0 {
 			return
 		}
+	}
+	// Values of one data document at a time: a new revision's data starts the table over, so
+	// the old document is not kept alive by values no key will find again.
+	if prev := c.data.Swap(data); prev != data {
+		c.slots.Store(new([maxCached]atomic.Pointer[cached]))
 	}
 	slots := c.slots.Load()
 	if slots == nil {
@@ -271,6 +320,9 @@ func within(t *ast.Term, budget int) int {
 
 // counted records a lookup on trial and reports whether the cache is still on.
 func (c *fnCache) counted(hit bool) {
+	if c.lookups.Load() >= cacheTrial {
+		return // the trial is over
+	}
 	n := c.lookups.Add(1)
 	if hit {
 		c.hits.Add(1)
@@ -286,11 +338,14 @@ func (c *fnCache) counted(hit bool) {
 // its value depends on more than input and data (impure), and how many statements it and its
 // callees hold.
 type reads struct {
-	paths  [][]string
-	whole  bool
-	impure bool
-	size   int
-	done   bool
+	paths [][]string
+	// defined are the paths whose being defined, not their value, the function can read: a
+	// DotStmt that fails ends its block, whether or not its value is used.
+	defined [][]string
+	whole   bool
+	impure  bool
+	size    int
+	done    bool
 }
 
 // inputPaths analyses the functions of p (see reads).
@@ -318,6 +373,10 @@ func (a *inputPaths) of(name string) *reads {
 	w := &walker{a: a, r: r, callees: map[string]bool{}, arrays: map[ir.Local][]string{}}
 	w.blocks(f.Blocks, state{{f.Params[0], [][]string{nil}}})
 	r.paths = withoutExtensions(r.paths)
+	r.defined = slices.DeleteFunc(r.defined, func(d []string) bool {
+		// The value at a path read whole tells whether any path under it is defined.
+		return slices.ContainsFunc(r.paths, func(q []string) bool { return len(q) <= len(d) && slices.Equal(q, d[:len(q)]) })
+	})
 	r.done = true
 	return r
 }
@@ -491,8 +550,14 @@ func (w *walker) readLocal(l ir.Local) {
 func (w *walker) readDefined(l ir.Local) {
 	for _, p := range w.st.get(l) {
 		if len(p) > 0 {
-			w.readPath(p)
+			w.readDefinedPath(p)
 		}
+	}
+}
+
+func (w *walker) readDefinedPath(p []string) {
+	if !hasPath(w.r.defined, p) {
+		w.r.defined = append(w.r.defined, p)
 	}
 }
 
@@ -534,9 +599,12 @@ func (w *walker) stmt(s ir.Stmt) {
 			name := w.a.strings[key]
 			var held [][]string
 			for _, p := range w.st.get(src) {
-				held = append(held, append(slices.Clip(p), name))
+				q := append(slices.Clip(p), name)
+				held = append(held, q)
+				w.readDefinedPath(q)
 			}
 			w.set(s.Target, held)
+			delete(w.arrays, s.Target)
 			return
 		}
 		w.read(s.Source)
@@ -545,6 +613,7 @@ func (w *walker) stmt(s ir.Stmt) {
 		return
 	case *ir.AssignVarStmt:
 		// A copy: the target holds what the source holds.
+		delete(w.arrays, s.Target)
 		if l, ok := localOf(s.Source); ok && len(w.st.get(ir.Local(l))) > 0 {
 			w.set(s.Target, w.st.get(ir.Local(l)))
 		} else {
@@ -628,7 +697,7 @@ func (w *walker) stmt(s ir.Stmt) {
 
 func (w *walker) call(s *ir.CallStmt) {
 	if _, planned := w.a.funcs[s.Func]; !planned {
-		if s.Func == ast.NowNanos.Name || s.Func == ast.InternalPrint.Name || ast.BuiltinMap[s.Func] == nil || ast.BuiltinMap[s.Func].Nondeterministic {
+		if clockBuiltins[s.Func] || s.Func == ast.InternalPrint.Name || ast.BuiltinMap[s.Func] == nil || ast.BuiltinMap[s.Func].Nondeterministic {
 			w.r.impure = true
 		}
 		if w.objectGet(s) {
@@ -657,6 +726,9 @@ func (w *walker) call(s *ir.CallStmt) {
 			for _, p := range callee.paths {
 				w.readPath(p)
 			}
+			for _, p := range callee.defined {
+				w.readDefinedPath(p)
+			}
 		case i == 1 && isLocal && l == ir.Data:
 		default:
 			w.read(a)
@@ -664,10 +736,11 @@ func (w *walker) call(s *ir.CallStmt) {
 	}
 }
 
-// objectGet reads the arguments of object.get(x, path, default) where x can hold input paths
-// and path is an array of constant strings made in the block: x's paths extended by path, each
-// read whole, rather than x whole. object.get reads a path as DotStmts do through objects;
-// where they differ (a set on the way) fnCache.key keeps no value.
+// objectGet reads the arguments of object.get(input, path, default) where path is an array of
+// constant strings made in the block: that path of the input, read whole, rather than the input
+// whole (fnCache.key keeps no value for an input that is not an object). Any other path of the
+// input given as object.get's object is read whole. object.get reads a path as DotStmts do
+// through objects; where they differ (a set on the way) fnCache.key keeps no value.
 func (w *walker) objectGet(s *ir.CallStmt) bool {
 	if s.Func != ast.ObjectGet.Name || len(s.Args) != 3 {
 		return false
@@ -682,14 +755,26 @@ func (w *walker) objectGet(s *ir.CallStmt) bool {
 		return false
 	}
 	for _, q := range w.st.get(ir.Local(x)) {
-		if full := append(slices.Clip(q), path...); len(full) == 0 {
+		switch {
+		case len(q) > 0:
+			// object.get fails on a value that is not an object: the value is read whole.
+			w.readPath(q)
+		case len(path) == 0:
 			w.r.whole = true
-		} else {
-			w.readPath(full)
+		default:
+			w.readPath(path)
 		}
 	}
 	w.read(s.Args[2])
 	return true
+}
+
+// clockBuiltins read the clock though OPA does not mark them non-deterministic (certificate
+// checks verify expiry at the present time): a rule calling one keeps no values.
+var clockBuiltins = map[string]bool{
+	ast.NowNanos.Name: true,
+	ast.CryptoX509ParseAndVerifyCertificates.Name:            true,
+	ast.CryptoX509ParseAndVerifyCertificatesWithOptions.Name: true,
 }
 
 // cacheResults gives the functions worth it a cache of their values across runs.
@@ -708,17 +793,24 @@ func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]
 			continue
 		}
 		r := a.of(f.Name)
-		if r.whole || r.impure || r.size < minCachedSize || len(r.paths) > maxKeyPaths {
+		if r.whole || r.impure || r.size < minCachedSize || len(r.paths)+len(r.defined) > maxKeyPaths {
 			continue
 		}
 		c := &fnCache{}
-		for _, p := range r.paths {
+		terms := func(p []string) []*ast.Term {
 			keys := make([]*ast.Term, len(p))
 			for i, k := range p {
 				keys[i] = ast.StringTerm(k)
 			}
-			c.paths = append(c.paths, keys)
+			return keys
+		}
+		for _, p := range r.paths {
+			c.paths = append(c.paths, terms(p))
 			c.nodes = append(c.nodes, tree.node(p))
+		}
+		for _, p := range r.defined {
+			c.defined = append(c.defined, terms(p))
+			c.definedNodes = append(c.definedNodes, tree.node(p))
 		}
 		fn.cache = c
 	}

@@ -47,6 +47,10 @@ func readsOf(pol *ir.Policy) map[string]*reads {
 	return out
 }
 
+func definedString(r *reads) []string {
+	return pathsString(&reads{paths: r.defined})
+}
+
 func pathsString(r *reads) []string {
 	var out []string
 	for _, p := range r.paths {
@@ -77,12 +81,16 @@ whole := object.get(input, [input.key, "labels"], [])
 
 clock := time.now_ns()
 
+cert := crypto.x509.parse_and_verify_certificates(input.pem)
+
+present if { _ := input.session.id }
+
 copied := y if {
 	y := input.operation
 	y.tool == "t"
 }
 
-x := [server, pair, budget, guarded, labels, whole, clock, copied]
+x := [server, pair, budget, guarded, labels, whole, clock, cert, present, copied]
 `)
 	got := readsOf(pol)
 	for name, want := range map[string][]string{
@@ -106,8 +114,18 @@ x := [server, pair, budget, guarded, labels, whole, clock, copied]
 	if r := got["whole"]; r == nil || !r.whole {
 		t.Errorf("whole passes the input to object.get with a path made at run time: %+v", r)
 	}
-	if r := got["clock"]; r == nil || !r.impure {
-		t.Errorf("clock calls time.now_ns: %+v", r)
+	for _, name := range []string{"clock", "cert"} {
+		if r := got[name]; r == nil || !r.impure {
+			t.Errorf("%s reads the clock: %+v", name, r)
+		}
+	}
+	// A reference whose value is not used still decides whether the rule is defined.
+	if r := got["present"]; r == nil || r.whole || len(r.paths) != 0 || !slices.Equal(definedString(r), []string{"session", "session.id"}) {
+		t.Errorf("present reads whether input.session and input.session.id are defined: %+v", r)
+	}
+	// A path read whole tells whether the paths under it are defined.
+	if r := got["guarded"]; r == nil || len(r.defined) != 0 {
+		t.Errorf("guarded reads input.server whole, which covers input.server.id being defined: %+v", r)
 	}
 }
 
@@ -177,6 +195,17 @@ func TestCacheKeepsWhatItShould(t *testing.T) {
 	c.put(data, key, h, ast.StringTerm("big"))
 	if _, ok := c.get(data, key, h); ok {
 		t.Error("a key over maxKeyBytes was kept")
+	}
+
+	// Values of another data document start the table over.
+	key, h = keyOf(in("fs"))
+	c.put(data, key, h, ast.StringTerm("kept"))
+	c.put(other, key, h, ast.StringTerm("other"))
+	if _, ok := c.get(data, key, h); ok {
+		t.Error("a value of the previous data document is still kept")
+	}
+	if _, _, ok := c.key(ast.MustParseTerm(`"not an object"`), nil); ok {
+		t.Error("a key of an input that is not an object")
 	}
 
 	for hit, wantOff := range map[bool]bool{false: true, true: false} {
