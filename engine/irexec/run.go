@@ -410,11 +410,11 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 		c = nil
 	}
 	if c != nil {
+		// A key is read from the run's input; a call given another (none the planner writes)
+		// is evaluated.
 		var ok bool
-		if input := m.get(in.args[0], frame); input == m.input {
+		if m.get(in.args[0], frame) == m.input {
 			key, hash, ok = c.keyOf(m, keyBuf[:])
-		} else {
-			key, hash, ok = c.key(input, keyBuf[:])
 		}
 		if !ok {
 			c = nil

@@ -30,15 +30,10 @@ import (
 // hash: a run reads and writes a slot without a lock, and a key whose slot another key took is
 // evaluated again.
 type fnCache struct {
-	// paths are the input paths the function can read, each whole: the key is their values
-	// (nil when undefined), with the data document. nodes are the same paths as nodes of the
-	// program's pathTree, whose values a run finds once for all its functions.
-	paths [][]*ast.Term
-	nodes []int
-	// defined and definedNodes are the paths whose being defined is in the key (as true or
-	// false), and their nodes.
-	defined      [][]*ast.Term
-	definedNodes []int
+	// nodes are the input paths the function can read, each whole, as nodes of the program's
+	// pathTree: the key is their values (nil when undefined), with the data document.
+	// definedNodes are the paths whose being defined is in the key (as true or false).
+	nodes, definedNodes []int
 	// slots is made at the first value kept: a revision's rules that never run cost nothing.
 	slots atomic.Pointer[[maxCached]atomic.Pointer[cached]]
 	// data is the data document of the values kept.
@@ -67,46 +62,6 @@ const (
 // minCachedSize is how many statements a function must run at least (its own and its callees',
 // counted once each) for its values to be kept. (A variable: tests keep every value.)
 var minCachedSize = 40
-
-// key gathers into buf the key of a call given input: the values at the function's paths, read
-// as its DotStmts read them. It is not ok where a path runs through a set, which DotStmts and
-// object.get read differently, or when there is no input: the function is then evaluated.
-func (c *fnCache) key(input *ast.Term, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
-	key = buf[:0]
-	if !isObject(input) {
-		return nil, 0, false
-	}
-	at := func(p []*ast.Term) (*ast.Term, bool) {
-		t := input
-		for _, k := range p {
-			if _, isSet := t.Value.(ast.Set); isSet {
-				return nil, false
-			}
-			if t = dot(t, k); t == nil {
-				break
-			}
-		}
-		return t, true
-	}
-	for _, p := range c.paths {
-		t, ok := at(p)
-		if !ok {
-			return nil, 0, false
-		}
-		key = append(key, t)
-		hash = hash*31 + keyHash(t)
-	}
-	for _, p := range c.defined {
-		t, ok := at(p)
-		if !ok {
-			return nil, 0, false
-		}
-		d := ast.InternedTerm(t != nil)
-		key = append(key, d)
-		hash = hash*31 + keyHash(d)
-	}
-	return key, hash, true
-}
 
 // isObject reports whether the input is an object: a key reads paths of one, and object.get
 // fails on anything else.
@@ -143,8 +98,10 @@ func keyHash(t *ast.Term) int {
 	return int(uintptr(unsafe.Pointer(t)))
 }
 
-// keyOf is key, for a call of a run that the run's own input was given to: the values come
-// from the run's nodes (nodeValue), each found once per run.
+// keyOf gathers into buf the key of a call given the run's own input: the values at the
+// function's paths (found once per run, nodeValue) and whether its defined paths are. It is not
+// ok where a path runs through a set, which DotStmts and object.get read differently, or for
+// an input that is not an object: the function is then evaluated.
 func (c *fnCache) keyOf(m *machine, buf []*ast.Term) (key []*ast.Term, hash int, ok bool) {
 	key = buf[:0]
 	if !isObject(m.input) {
@@ -170,8 +127,8 @@ func (c *fnCache) keyOf(m *machine, buf []*ast.Term) (key []*ast.Term, hash int,
 	return key, hash, true
 }
 
-// nodeValue is the value at node n of the program's path tree in the run's input, as key reads
-// it; not ok when the path runs through a set.
+// nodeValue is the value at node n of the program's path tree in the run's input, read as the
+// plan's DotStmts read it; not ok when the path runs through a set.
 func (m *machine) nodeValue(n int) (*ast.Term, bool) {
 	switch m.nodeState[n] {
 	case nodeFound:
@@ -546,7 +503,7 @@ func (w *walker) readLocal(l ir.Local) {
 }
 
 // readDefined records that whether l is defined is read: the input itself always is when a
-// value is kept (fnCache.key), a path under it is read whole.
+// value is kept (fnCache.keyOf); for a path under it, the key holds whether it is defined.
 func (w *walker) readDefined(l ir.Local) {
 	for _, p := range w.st.get(l) {
 		if len(p) > 0 {
@@ -738,9 +695,9 @@ func (w *walker) call(s *ir.CallStmt) {
 
 // objectGet reads the arguments of object.get(input, path, default) where path is an array of
 // constant strings made in the block: that path of the input, read whole, rather than the input
-// whole (fnCache.key keeps no value for an input that is not an object). Any other path of the
+// whole (fnCache.keyOf keeps no value for an input that is not an object). Any other path of the
 // input given as object.get's object is read whole. object.get reads a path as DotStmts do
-// through objects; where they differ (a set on the way) fnCache.key keeps no value.
+// through objects; where they differ (a set on the way) fnCache.keyOf keeps no value.
 func (w *walker) objectGet(s *ir.CallStmt) bool {
 	if s.Func != ast.ObjectGet.Name || len(s.Args) != 3 {
 		return false
@@ -797,19 +754,10 @@ func cacheResults(funcs []*ir.Func, strs []*ir.StringConst, resolved map[string]
 			continue
 		}
 		c := &fnCache{}
-		terms := func(p []string) []*ast.Term {
-			keys := make([]*ast.Term, len(p))
-			for i, k := range p {
-				keys[i] = ast.StringTerm(k)
-			}
-			return keys
-		}
 		for _, p := range r.paths {
-			c.paths = append(c.paths, terms(p))
 			c.nodes = append(c.nodes, tree.node(p))
 		}
 		for _, p := range r.defined {
-			c.defined = append(c.defined, terms(p))
 			c.definedNodes = append(c.definedNodes, tree.node(p))
 		}
 		fn.cache = c

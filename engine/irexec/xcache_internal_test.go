@@ -163,14 +163,15 @@ func TestIdenticalTellsWritingsApart(t *testing.T) {
 // same values; a key holding more than maxKeyBytes is not kept; a cache that misses most of its
 // trial is switched off, one that hits stays on.
 func TestCacheKeepsWhatItShould(t *testing.T) {
-	c := &fnCache{paths: [][]*ast.Term{{ast.StringTerm("server"), ast.StringTerm("id")}}}
+	tree := &pathTree{}
+	c := &fnCache{nodes: []int{tree.node([]string{"server", "id"})}}
 	data, other := ast.MustParseTerm(`{"d": 1}`), ast.MustParseTerm(`{"d": 1}`)
 	in := func(id string) *ast.Term {
 		return ast.NewTerm(ast.NewObject(ast.Item(ast.StringTerm("server"), ast.ObjectTerm(ast.Item(ast.StringTerm("id"), ast.StringTerm(id))))))
 	}
 	keyOf := func(input *ast.Term) ([]*ast.Term, int) {
 		t.Helper()
-		k, h, ok := c.key(input, make([]*ast.Term, 0, maxKeyPaths))
+		k, h, ok := runKey(c, tree, input)
 		if !ok {
 			t.Fatalf("no key for %v", input)
 		}
@@ -187,7 +188,7 @@ func TestCacheKeepsWhatItShould(t *testing.T) {
 	if k, h := keyOf(in("gh")); func() bool { _, ok := c.get(data, k, h); return ok }() {
 		t.Error("another server id found the value")
 	}
-	if _, _, ok := c.key(ast.MustParseTerm(`{"server": {"id"}}`), nil); ok {
+	if _, _, ok := runKey(c, tree, ast.MustParseTerm(`{"server": {"id"}}`)); ok {
 		t.Error("a key read through a set")
 	}
 	big := in(strings.Repeat("x", maxKeyBytes))
@@ -204,7 +205,7 @@ func TestCacheKeepsWhatItShould(t *testing.T) {
 	if _, ok := c.get(data, key, h); ok {
 		t.Error("a value of the previous data document is still kept")
 	}
-	if _, _, ok := c.key(ast.MustParseTerm(`"not an object"`), nil); ok {
+	if _, _, ok := runKey(c, tree, ast.MustParseTerm(`"not an object"`)); ok {
 		t.Error("a key of an input that is not an object")
 	}
 
@@ -227,23 +228,11 @@ func TestDefaultPolicyRulesAreKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	cached := map[string]bool{}
-	var walk func(bs []block)
-	walk = func(bs []block) {
-		for _, b := range bs {
-			for _, in := range b {
-				if in.fn != nil && in.fn.cache != nil {
-					cached[in.fn.name] = true
-				}
-				walk(in.blocks)
-				if in.fn != nil {
-					walk(in.fn.blocks)
-				}
-			}
+	eachInstr(prog, func(in *instr) {
+		if in.fn != nil && in.fn.cache != nil {
+			cached[in.fn.name] = true
 		}
-	}
-	for _, p := range prog.plans {
-		walk(p.blocks)
-	}
+	})
 	for _, name := range []string{"g0.data.mcp.servers.deny", "g0.data.mcp.credentials.deny", "g0.data.mcp.tools.deny", "g0.data.mcp.tools.approve"} {
 		if !cached[name] {
 			t.Errorf("%s keeps no values across runs; kept: %v", name, cached)
@@ -282,18 +271,18 @@ func defaultPolicyPlan(t *testing.T) *ir.Policy {
 }
 
 // TestKeysFromTheRunsPathsAreKeys: the key a run makes from the values it found once per path
-// (keyOf) is the key made by reading the paths anew (key), for every input, and paths share
-// the nodes of their common prefix.
+// (keyOf) is the key made by reading every path anew from the input (readKey), for every
+// input, and paths share the nodes of their common prefix.
 func TestKeysFromTheRunsPathsAreKeys(t *testing.T) {
 	tree := &pathTree{}
 	paths := [][]string{{"server", "id"}, {"server", "transport"}, {"action"}, {"a:b"}, {"a", "b"}, {"session", "calls", "total"}}
+	defined := [][]string{{"session", "id"}, {"server"}}
 	c := &fnCache{}
 	for _, p := range paths {
-		keys := make([]*ast.Term, len(p))
-		for i, k := range p {
-			keys[i] = ast.StringTerm(k)
-		}
-		c.paths, c.nodes = append(c.paths, keys), append(c.nodes, tree.node(p))
+		c.nodes = append(c.nodes, tree.node(p))
+	}
+	for _, p := range defined {
+		c.definedNodes = append(c.definedNodes, tree.node(p))
 	}
 	if tree.node([]string{"server", "id"}) != c.nodes[0] || c.nodes[0] == c.nodes[1] || tree.parent[c.nodes[0]] != tree.parent[c.nodes[1]] {
 		t.Errorf("server.id and server.transport: nodes %v, parents %v", c.nodes[:2], tree.parent)
@@ -306,18 +295,62 @@ func TestKeysFromTheRunsPathsAreKeys(t *testing.T) {
 		`{"server": "fs", "action": 1.0}`,
 		`{"server": {"id": ["x"]}, "session": {"calls": [1]}}`,
 		`{"server": {"id"}}`,
+		`{"session": {"id": null}}`,
 		`{}`,
+		`"not an object"`,
 	} {
 		input := ast.MustParseTerm(in)
 		m := &machine{input: input, tree: tree, nodeVals: make([]*ast.Term, len(tree.parent)), nodeState: make([]uint8, len(tree.parent))}
 		k1, h1, ok1 := c.keyOf(m, nil)
-		k2, h2, ok2 := c.key(input, nil)
+		k2, h2, ok2 := readKey(paths, defined, input)
 		if ok1 != ok2 || h1 != h2 || len(k1) != len(k2) || ok1 && !sameKey(k1, k2) {
-			t.Errorf("input %s: keyOf %v %d %v, key %v %d %v", in, k1, h1, ok1, k2, h2, ok2)
+			t.Errorf("input %s: keyOf %v %d %v, readKey %v %d %v", in, k1, h1, ok1, k2, h2, ok2)
 		}
 		// Found once: a second key reads the same terms without reading the input again.
 		if k3, _, _ := c.keyOf(m, nil); ok1 && !sameKey(k1, k3) {
 			t.Errorf("input %s: a second keyOf gave %v", in, k3)
 		}
 	}
+}
+
+// runKey is the key of a call of c in a run on input, over the program's path tree.
+func runKey(c *fnCache, tree *pathTree, input *ast.Term) ([]*ast.Term, int, bool) {
+	m := &machine{input: input, tree: tree, nodeVals: make([]*ast.Term, len(tree.parent)), nodeState: make([]uint8, len(tree.parent))}
+	return c.keyOf(m, nil)
+}
+
+// readKey is the key of paths and defined paths read straight from input, each from its root:
+// what keyOf must give.
+func readKey(paths, defined [][]string, input *ast.Term) (key []*ast.Term, hash int, ok bool) {
+	if !isObject(input) {
+		return nil, 0, false
+	}
+	at := func(p []string) (*ast.Term, bool) {
+		t := input
+		for _, k := range p {
+			if _, isSet := t.Value.(ast.Set); isSet {
+				return nil, false
+			}
+			if t = dot(t, ast.StringTerm(k)); t == nil {
+				break
+			}
+		}
+		return t, true
+	}
+	for _, p := range paths {
+		t, ok := at(p)
+		if !ok {
+			return nil, 0, false
+		}
+		key, hash = append(key, t), hash*31+keyHash(t)
+	}
+	for _, p := range defined {
+		t, ok := at(p)
+		if !ok {
+			return nil, 0, false
+		}
+		d := ast.InternedTerm(t != nil)
+		key, hash = append(key, d), hash*31+keyHash(d)
+	}
+	return key, hash, true
 }
