@@ -141,10 +141,10 @@ type instrExt struct {
 	fn     *function
 	bi     topdown.BuiltinFunc
 	biName string
-	args   []operand   // a call's arguments, or opMakeObjectItems' values
-	keys   []*ast.Term // opMakeObjectItems' keys
-	loc    ir.Location
-	astLoc *ast.Location // loc, for the errors of built-ins
+	args   []operand     // a call's arguments, or opMakeObjectItems' values
+	keys   []*ast.Term   // opMakeObjectItems' keys
+	row    int           // the statement's row in the policy, for errors
+	astLoc *ast.Location // a built-in call's row and column, for its errors
 }
 
 // New resolves p into a Program, or fails with an error wrapping ErrUnsupported when p uses
@@ -278,6 +278,8 @@ type resolver struct {
 	// one of them (emptyReturn), else -1.
 	emptySet, emptyObject *ast.Term
 	emptyRet              ir.Local
+	// exts is what is left of the slab ext hands instrExts out of.
+	exts []instrExt
 }
 
 func (r *resolver) use(l int32) int32 {
@@ -296,7 +298,7 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 			s := b.Stmts[j]
 			if set, n := r.constSet(b.Stmts[j:]); set != nil {
 				mk := s.(*ir.MakeSetStmt)
-				out[i] = append(out[i], instr{op: opConst, target: r.use(int32(mk.Target)), term: set, instrExt: &instrExt{}})
+				out[i] = append(out[i], instr{op: opConst, target: r.use(int32(mk.Target)), term: set, instrExt: r.ext()})
 				j += n - 1
 				continue
 			}
@@ -419,7 +421,7 @@ func (r *resolver) makeObjectItems(mk *ir.MakeObjectStmt, inserts []*ir.ObjectIn
 		in.keys, in.args = append(in.keys, key.term), append(in.args, v)
 	}
 	if loc := inserts[0].GetLocation(); loc != nil {
-		in.loc = *loc
+		in.row = loc.Row
 	}
 	return in, nil
 }
@@ -488,7 +490,7 @@ func (r *resolver) operand(o ir.Operand) (operand, error) {
 }
 
 func (r *resolver) stmt(s ir.Stmt) (instr, error) {
-	in := instr{instrExt: &instrExt{}}
+	in := instr{instrExt: r.ext()}
 	var err error
 	two := func(a, b ir.Operand) {
 		if in.a, err = r.operand(a); err == nil {
@@ -594,10 +596,23 @@ func (r *resolver) stmt(s ir.Stmt) (instr, error) {
 		return in, fmt.Errorf("%w: %T", ErrUnsupported, s)
 	}
 	if loc := s.GetLocation(); loc != nil {
-		in.loc = *loc
-		in.astLoc = &ast.Location{Row: loc.Row, Col: loc.Col}
+		in.row = loc.Row
+		if in.op == opCallBuiltin {
+			in.astLoc = &ast.Location{Row: loc.Row, Col: loc.Col}
+		}
 	}
 	return in, err
+}
+
+// ext hands out an instruction's instrExt from slabs of them: a plan's instructions are made
+// together and live as long as its program.
+func (r *resolver) ext() *instrExt {
+	if len(r.exts) == 0 {
+		r.exts = make([]instrExt, 256)
+	}
+	e := &r.exts[0]
+	r.exts = r.exts[1:]
+	return e
 }
 
 // constSet recognises a literal set of constants, as the planner writes {"a", "b"}: a
@@ -939,8 +954,9 @@ func mentions(x any, l ir.Local) bool {
 }
 
 var (
-	localType = reflect.TypeFor[ir.Local]()
-	blockType = reflect.TypeFor[*ir.Block]()
+	localType    = reflect.TypeFor[ir.Local]()
+	blockType    = reflect.TypeFor[*ir.Block]()
+	locationType = reflect.TypeFor[ir.Location]()
 )
 
 func mentionsValue(v reflect.Value, l ir.Local) bool {
@@ -949,7 +965,9 @@ func mentionsValue(v reflect.Value, l ir.Local) bool {
 		return false
 	case v.Type() == localType:
 		return ir.Local(v.Int()) == l
-	case v.Type() == blockType:
+	case v.Type() == blockType, v.Type() == locationType:
+		// Nested blocks are walked on their own; a location (with its source text, a byte
+		// slice that would be looked through byte by byte) holds no local.
 		return false
 	}
 	switch v.Kind() {

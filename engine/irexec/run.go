@@ -484,7 +484,7 @@ func (m *machine) callBuiltin(in *instr, frame []*ast.Term) *ast.Term {
 
 func (m *machine) fail(in *instr, err error) {
 	if m.err == nil {
-		m.err = fmt.Errorf("row %d: %w", in.loc.Row, err)
+		m.err = fmt.Errorf("row %d: %w", in.row, err)
 	}
 }
 

@@ -241,7 +241,17 @@ func TestDefaultPolicyRulesAreKept(t *testing.T) {
 }
 
 // defaultPolicyPlan plans data.mcp.decision of Arbiter's default policy.
-func defaultPolicyPlan(t *testing.T) *ir.Policy {
+func defaultPolicyPlan(t testing.TB) *ir.Policy {
+	t.Helper()
+	pol, err := Plan(context.Background(), defaultPolicyCompiler(t), ast.MustParseRef("data.mcp.decision"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// defaultPolicyCompiler compiles Arbiter's default policy.
+func defaultPolicyCompiler(t testing.TB) *ast.Compiler {
 	t.Helper()
 	mods := map[string]*ast.Module{}
 	err := fs.WalkDir(policy.FS(), ".", func(path string, d fs.DirEntry, err error) error {
@@ -263,11 +273,7 @@ func defaultPolicyPlan(t *testing.T) *ir.Policy {
 	if c.Compile(mods); c.Failed() {
 		t.Fatal(c.Errors)
 	}
-	pol, err := Plan(context.Background(), c, ast.MustParseRef("data.mcp.decision"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pol
+	return c
 }
 
 // TestKeysFromTheRunsPathsAreKeys: the key a run makes from the values it found once per path
@@ -353,4 +359,29 @@ func readKey(paths, defined [][]string, input *ast.Term) (key []*ast.Term, hash 
 		key, hash = append(key, d), hash*31+keyHash(d)
 	}
 	return key, hash, true
+}
+
+// BenchmarkPlan plans the default policy's data.mcp.decision, as an activation does for each
+// entry point.
+func BenchmarkPlan(b *testing.B) {
+	c := defaultPolicyCompiler(b)
+	ref := ast.MustParseRef("data.mcp.decision")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Plan(context.Background(), c, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNew readies the default policy's plan for data.mcp.decision: what an activation
+// spends in New (resolving, the empty-return and kept-values analyses) for each entry point.
+func BenchmarkNew(b *testing.B) {
+	pol := defaultPolicyPlan(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := New(pol); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
