@@ -68,20 +68,29 @@ func planOPA(t *testing.T, src string) (*irexec.Program, error) {
 // topdownEval is the reference: OPA's evaluator with strict built-in errors. Undefined is nil.
 func topdownEval(t *testing.T, src string, input, data any, now time.Time) (*ast.Term, error) {
 	t.Helper()
+	return topdownQuery(t, src, data)(input, now)
+}
+
+// topdownQuery prepares the reference of topdownEval once, for deciding many inputs of src and
+// data.
+func topdownQuery(t *testing.T, src string, data any) func(input any, now time.Time) (*ast.Term, error) {
+	t.Helper()
 	q, err := rego.New(rego.Query("data.p.x"), rego.Module("p.rego", src), rego.Store(inmem.NewFromObject(data.(map[string]any))),
 		rego.StrictBuiltinErrors(true)).PrepareForEval(context.Background())
 	if err != nil {
 		t.Fatalf("prepare: %v\n%s", err, src)
 	}
-	rs, err := q.Eval(context.Background(), rego.EvalInput(input), rego.EvalTime(now))
-	if err != nil || len(rs) == 0 {
-		return nil, err
+	return func(input any, now time.Time) (*ast.Term, error) {
+		rs, err := q.Eval(context.Background(), rego.EvalInput(input), rego.EvalTime(now))
+		if err != nil || len(rs) == 0 {
+			return nil, err
+		}
+		v, err := ast.InterfaceToValue(rs[0].Expressions[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ast.NewTerm(v), nil
 	}
-	v, err := ast.InterfaceToValue(rs[0].Expressions[0].Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ast.NewTerm(v), nil
 }
 
 // differential is one policy and the inputs it is decided on by both evaluators.
