@@ -568,20 +568,56 @@ func timeTerm(t time.Time) *ast.Term {
 	return ast.StringTerm(t.UTC().Format(time.RFC3339Nano))
 }
 
-// jsonTerm is objectTerm(m) when r reads it; when it does not (r is nil), m is only checked
-// as objectTerm would, and the term is nil. When m is nil, from (if not nil) gives it, called
-// only when r reads it.
+// jsonTerm is the part of m that r reads (readTerm) when r reads any of it; when it does not (r
+// is nil), the term is nil. Either way all of m is checked as ast.InterfaceToValue would check
+// it, so a request is refused for the same input whatever the policy reads. When m is nil,
+// from (if not nil) gives it, called only when r reads it.
 func jsonTerm(r *inputReads, m map[string]any, from func() map[string]any) (*ast.Term, error) {
 	if m == nil && from != nil && r != nil {
 		m = from()
 	}
-	if r != nil {
-		return objectTerm(m)
+	if r != nil && r.whole {
+		return objectTerm(m) // checks m as it converts it
 	}
 	if err := checkJSON(m); err != nil {
 		return nil, fmt.Errorf("not valid JSON: %w", err)
 	}
-	return nil, nil
+	if r == nil {
+		return nil, nil
+	}
+	if len(m) == 0 {
+		return emptyTerm, nil
+	}
+	return readTerm(r, m)
+}
+
+// readTerm converts v, decoded JSON that checkJSON passed, keeping only what r reads of it: of
+// an object, the keys r names, each as far as r reads it (tool arguments, the request's
+// context and the subject's attributes are often large, and a policy reads a few fields of
+// them if any); all of a value r reads whole, and all of anything that is not an object, since
+// a key of an array or a string is undefined however much of it is built.
+func readTerm(r *inputReads, v any) (*ast.Term, error) {
+	m, isMap := v.(map[string]any)
+	if r.whole || !isMap {
+		x, err := ast.InterfaceToValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("not valid JSON: %w", err)
+		}
+		return ast.NewTerm(x), nil
+	}
+	items := make([][2]*ast.Term, 0, len(r.keys))
+	for name, sub := range r.keys {
+		x, ok := m[name]
+		if !ok {
+			continue
+		}
+		t, err := readTerm(sub, x)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, ast.Item(ast.InternedTerm(name), t))
+	}
+	return ast.ObjectTerm(items...), nil
 }
 
 // checkJSON fails where ast.InterfaceToValue would fail on v, without building anything for

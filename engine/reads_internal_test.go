@@ -120,6 +120,18 @@ func TestDefaultPolicyReads(t *testing.T) {
 	if r.readsHistory() {
 		t.Error("the default policy reads input.session.history")
 	}
+	// Of the tool arguments (or a server request's params), three fields, and those only for
+	// sampling and elicitation: a tool call's arguments are not built.
+	var args []string
+	for _, p := range r.paths() {
+		if strings.HasPrefix(p, "operation.arguments") {
+			args = append(args, p)
+		}
+	}
+	slices.Sort(args)
+	if want := []string{"operation.arguments.includeContext", "operation.arguments.maxTokens", "operation.arguments.mode"}; !slices.Equal(args, want) {
+		t.Errorf("the default policy reads %v of the arguments, want %v", args, want)
+	}
 	for _, path := range [][]*ast.Term{{keyAction}, {keyOperation, keyTool}, {keySession, keyCalls, keyTotal}, {keyCredential, keyScopes}} {
 		n := r
 		for _, k := range path {
@@ -127,6 +139,52 @@ func TestDefaultPolicyReads(t *testing.T) {
 		}
 		if n == nil {
 			t.Errorf("the default policy does not read input%v", path)
+		}
+	}
+}
+
+// TestJSONDocumentsBuildWhatThePolicyReads: of tool arguments, context and subject attributes
+// a decision builds the keys the policy reads, as far as it reads them, and all of a value it
+// reads whole or that is not an object; a value that is not JSON is refused whether or not it
+// is read.
+func TestJSONDocumentsBuildWhatThePolicyReads(t *testing.T) {
+	doc := map[string]any{
+		"path":    "/x",
+		"content": strings.Repeat("a", 100),
+		"opts":    map[string]any{"mode": "r", "flags": []any{"a", "b"}, "deep": map[string]any{"k": 1.5}},
+		"list":    []any{map[string]any{"a": 1}},
+		"s":       "str",
+	}
+	for _, tc := range []struct {
+		src  string // the policy's reads
+		want string
+	}{
+		{"x := input.a.path", `{"path": "/x"}`},
+		{"x := [input.a.path, input.a.opts.mode]", `{"path": "/x", "opts": {"mode": "r"}}`},
+		{"x := input.a.opts", `{"opts": {"mode": "r", "flags": ["a", "b"], "deep": {"k": 1.5}}}`},
+		{"x := input.a.opts.deep.k", `{"opts": {"deep": {"k": 1.5}}}`},
+		{"x := input.a.list[0].a", `{"list": [{"a": 1}]}`},                       // read whole past an index
+		{"x := input.a.s.t", `{"s": "str"}`},                                     // not an object: as it is
+		{"x := input.a.missing.k", `{}`},                                         // absent stays absent
+		{"x := count(input.a)", ast.MustInterfaceToValue(doc).String()},          // handed on whole
+		{"x := [input.a.path, input.a]", ast.MustInterfaceToValue(doc).String()}, // whole wins
+	} {
+		r := readsOfSource(t, tc.src).sub(ast.StringTerm("a"))
+		got, err := jsonTerm(r, doc, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.src, err)
+		}
+		if want := ast.MustParseTerm(tc.want); !got.Equal(want) {
+			t.Errorf("%s: built %v, want %v", tc.src, got, want)
+		}
+	}
+	if got, err := jsonTerm(nil, doc, nil); got != nil || err != nil {
+		t.Errorf("read by no rule: %v, %v; want nothing built", got, err)
+	}
+	bad := map[string]any{"path": "/x", "unread": make(chan int)}
+	for _, r := range []*inputReads{nil, readsOfSource(t, "x := input.a.path").sub(ast.StringTerm("a")), readsAll} {
+		if _, err := jsonTerm(r, bad, nil); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
+			t.Errorf("reads %v: a value that is not JSON gave %v, want it refused", r.paths(), err)
 		}
 	}
 }
@@ -307,9 +365,9 @@ tool_verdicts := {"listing": {"result": "allow", "obligations": listed}, "tools"
 		}
 		for n := range 3 {
 			req := &Request{SessionID: info.Session.ID, Client: client, Subject: subject, Server: server, Credential: cred,
-				Operation: Operation{Method: "tools/call", Tool: fmt.Sprint("read_", n), Arguments: map[string]any{"path": "/tmp/x"},
+				Operation: Operation{Method: "tools/call", Tool: fmt.Sprint("read_", n), Arguments: map[string]any{"path": "/tmp/x", "content": map[string]any{"lines": []any{"a", "b"}}},
 					Annotations: Annotations{ReadOnly: &yes}},
-				Context: map[string]any{"trace": "abc"}}
+				Context: map[string]any{"trace": "abc", "span": map[string]any{"id": "s1"}}}
 			d, err := e.Decide(ctx, req)
 			if err != nil {
 				t.Fatal(err)

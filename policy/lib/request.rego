@@ -61,10 +61,11 @@ default annotations := {}
 
 annotations := input.operation.annotations if is_object(input.operation.annotations)
 
-# Tool arguments, or the params of a request a server makes (sampling, elicitation).
-default arguments := {}
-
-arguments := input.operation.arguments if is_object(input.operation.arguments)
+# Tool arguments, and the params of a request a server makes (sampling, elicitation), are
+# read field by field where a rule needs one (input.operation.arguments.maxTokens), with no
+# helper here: a rule that reads the arguments whole makes the engine build all of them for
+# every decision, where a field read builds that field only (policy guide, "Only what a
+# policy can read is built"). A field of arguments that are not an object is undefined.
 
 default audience := []
 

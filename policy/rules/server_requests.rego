@@ -30,7 +30,7 @@ deny contains {
 } if {
 	input.action == "sampling/createMessage"
 	catalog.server.sampling.allowed == true
-	context := request.arguments.includeContext
+	context := input.operation.arguments.includeContext
 	is_string(context)
 	context != "none"
 	not context in allowed_contexts
@@ -43,13 +43,13 @@ allowed_contexts := catalog.server.sampling.include_context if is_array(catalog.
 # sampling_tokens_exceeded: the server asks for more tokens than the catalog grants it.
 deny contains {
 	"code": "sampling_tokens_exceeded",
-	"message": sprintf("server %q asks for %v tokens, more than its %v", [request.server_id, request.arguments.maxTokens, max_tokens]),
+	"message": sprintf("server %q asks for %v tokens, more than its %v", [request.server_id, input.operation.arguments.maxTokens, max_tokens]),
 } if {
 	input.action == "sampling/createMessage"
 	max_tokens := catalog.server.sampling.max_tokens
 	is_number(max_tokens)
-	is_number(request.arguments.maxTokens)
-	request.arguments.maxTokens > max_tokens
+	is_number(input.operation.arguments.maxTokens)
+	input.operation.arguments.maxTokens > max_tokens
 }
 
 # elicitation_not_allowed: the catalog does not let this server elicit input in this mode
@@ -66,7 +66,7 @@ deny contains {
 
 default elicitation_mode := "form"
 
-elicitation_mode := request.arguments.mode if is_string(request.arguments.mode)
+elicitation_mode := input.operation.arguments.mode if is_string(input.operation.arguments.mode)
 
 default allowed_modes := []
 
