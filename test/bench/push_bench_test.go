@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/arbiter-mcp/arbiter/bundles"
@@ -24,18 +22,13 @@ func BenchmarkPush(b *testing.B) {
 		b.Fatal(err)
 	}
 	mgr := bundles.NewManager(bundles.Config{Fallback: bundles.Policy(p)}, engineActivator{eng})
-	var raw [2][]byte
-	for i := range raw {
-		dir := b.TempDir()
-		if _, err := WritePolicyDir(dir, i+1); err != nil {
-			b.Fatal(err)
-		}
-		var buf bytes.Buffer
-		if err := bundles.Build(dir, bundles.BuildOptions{Revision: fmt.Sprintf("r%d", i+1)}, &buf); err != nil {
-			b.Fatal(err)
-		}
-		raw[i] = buf.Bytes()
+	// The swap scenario's first two bundles, built as it builds them (the pusher is not
+	// used to push: the manager is called directly).
+	pusher, err := NewBundlePusher("127.0.0.1:0", "bench", 2)
+	if err != nil {
+		b.Fatal(err)
 	}
+	raw := pusher.bundles
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
