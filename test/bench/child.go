@@ -90,20 +90,23 @@ func serveChild(spec childSpec) error {
 		ctl *control
 		err error
 	)
+	// Both servers tune the collector as arbiter serve does: a transport baseline collecting
+	// at the runtime's default target spends much more CPU per call on collections than the
+	// same transport in Arbiter's process (BENCHMARKS.md, session 16).
+	if os.Getenv("GOGC") == "" {
+		limit := gctune.DefaultLimit // as arbiter serve does, unless its --gogc is passed on
+		if v, err := strconv.Atoi(os.Getenv(GCLimitEnv)); err == nil {
+			limit = v
+		}
+		if limit > 0 { // as serve: --gogc 0 leaves the runtime's setting alone
+			go gctune.Run(ctx, limit, time.Second)
+		}
+	}
 	switch spec.Role {
 	case RoleNoop:
 		gs, err = NewNoopServer()
 		ctl = &control{}
 	case RoleArbiter:
-		if os.Getenv("GOGC") == "" {
-			limit := gctune.DefaultLimit // as arbiter serve does, unless its --gogc is passed on
-			if v, err := strconv.Atoi(os.Getenv(GCLimitEnv)); err == nil {
-				limit = v
-			}
-			if limit > 0 { // as serve: --gogc 0 leaves the runtime's setting alone
-				go gctune.Run(ctx, limit, time.Second)
-			}
-		}
 		gs, ctl, err = newArbiterServer(ctx)
 	default:
 		err = fmt.Errorf("unknown role %q", spec.Role)

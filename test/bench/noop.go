@@ -62,18 +62,16 @@ func (s *NoopService) OpenSession(context.Context, *arbiterv1.OpenSessionRequest
 }
 
 // NewNoopServer returns a gRPC server carrying the no-op service with the options Arbiter's
-// grpcapi.NewServer uses (message size limit, the authentication interceptors of a service
-// without tokens, health and reflection), so the two differ only in what a call does.
+// grpcapi.NewServer serves with (grpcapi.ServerOptions: message size limit, pooled stream
+// workers, the authentication interceptors of a service without tokens), health and
+// reflection, so the two differ only in what a call does. Its process tunes the collector as
+// Arbiter's does (see serveChild).
 func NewNoopServer() (*grpc.Server, error) {
 	auth, err := grpcapi.NewAuthenticator(nil)
 	if err != nil {
 		return nil, err
 	}
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(grpcapi.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(auth.UnaryInterceptor),
-		grpc.ChainStreamInterceptor(auth.StreamInterceptor),
-	)
+	g := grpc.NewServer(grpcapi.ServerOptions(auth)...)
 	svc := &NoopService{}
 	arbiterv1.RegisterDecisionServiceServer(g, svc)
 	arbiterv1.RegisterSessionServiceServer(g, svc)
