@@ -9,8 +9,13 @@ import (
 	"testing/fstest"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -258,6 +263,88 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 	if _, err := svc.sessions.RevokeSessions(context.Background(), &arbiterv1.RevokeSessionsRequest{Reason: "everything"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("revoke without selector: %v, want InvalidArgument", err)
 	}
+}
+
+// rawCodec sends and receives messages as the bytes given, so a test can send what no
+// protobuf encoder would write.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+// TestRequestsNotUTF8AreRefused sends requests with strings that are not UTF-8, as a broken
+// gateway could (protobuf encoders refuse to write them): the server refuses each before any
+// decision, and the session is as it was. The same request with valid text is decided.
+func TestRequestsNotUTF8AreRefused(t *testing.T) {
+	svc := start(t, defaultPolicy(t, nil))
+	sess := svc.open(t, fsServer)
+	conn, err := grpc.NewClient(svc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	base, err := proto.Marshal(toolCall(sess, "read_file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields appended on the wire merge into the message: each sets one string.
+	str := func(num protowire.Number, s string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)
+	}
+	msg := func(num protowire.Number, inner []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), inner)
+	}
+	decide := func(extra []byte) ([]byte, error) {
+		in := append(append([]byte(nil), base...), extra...)
+		var out []byte
+		err := conn.Invoke(context.Background(), "/arbiter.v1.DecisionService/Decide", &in, &out, grpc.ForceCodecV2(rawCodec{}))
+		return out, err
+	}
+	for _, tc := range []struct {
+		name  string
+		extra func(text string) []byte
+	}{
+		{"tool", func(s string) []byte { return msg(6, str(2, s)) }},
+		{"client id", func(s string) []byte { return msg(2, str(1, s)) }},
+		{"subject group", func(s string) []byte { return msg(3, str(2, s)) }},
+		{"context value", func(s string) []byte {
+			entry := append(str(1, "trace"), msg(2, str(3, s))...)
+			return msg(7, msg(1, entry))
+		}},
+		{"context key", func(s string) []byte {
+			entry := append(str(1, s), msg(2, str(3, "v"))...)
+			return msg(7, msg(1, entry))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decide(tc.extra("bad \xff"))
+			if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "invalid UTF-8") {
+				t.Fatalf("error %v, want Internal for invalid UTF-8", err)
+			}
+		})
+	}
+	got, err := svc.sessions.GetSession(context.Background(), &arbiterv1.GetSessionRequest{SessionId: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetSession().GetCallsTotal() != 0 {
+		t.Fatalf("refused requests changed the session: %v", got.GetSession())
+	}
+	out, err := decide(msg(7, msg(1, append(str(1, "trace"), msg(2, str(3, "ok ✓"))...))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp arbiterv1.DecideResponse
+	if err := proto.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	wantDecision(t, &resp, arbiterv1.Decision_DECISION_ALLOW)
 }
 
 func TestFilterTools(t *testing.T) {
