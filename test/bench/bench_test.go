@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -31,6 +33,69 @@ func TestMain(m *testing.M) {
 // TestHarnessSmoke runs every scenario of the harness for a moment, so that the harness keeps
 // working: each server answers, nothing fails, and the report carries every section. The
 // figures mean nothing at these durations; BENCHMARKS.md has the real ones.
+// TestHarnessWithAPolicyDir runs the comparison and the swap scenario on the small policy in
+// testdata (what `arbiter-bench -policy-dir` does): the harness's own engine, the Arbiter
+// server and its revisions all decide with that policy, or the server's answers would count
+// as failed decisions (the default policy asks approval for fs_delete_file; this one denies it).
+func TestHarnessWithAPolicyDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers in child processes")
+	}
+	dir, err := filepath.Abs(filepath.Join("testdata", "small-policy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(bench.PolicyDirEnv, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := bench.Config{
+		Scenarios:    []string{bench.ScenarioCompare, bench.ScenarioSwap},
+		SkipOPA:      true,
+		PolicyDir:    dir,
+		Duration:     300 * time.Millisecond,
+		Warmup:       100 * time.Millisecond,
+		Rounds:       1,
+		Concurrency:  4,
+		Conns:        1,
+		ArbiterRate:  100,
+		MaxInFlight:  16,
+		LoadSessions: 4,
+		SwapDuration: 900 * time.Millisecond,
+		SwapInterval: 300 * time.Millisecond,
+		FilterTools:  25,
+		Log:          testLog{t},
+	}
+	if raceEnabled {
+		cfg.Arbiter = bench.ArbiterLib
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, tpl := range bench.Mix {
+		if tpl.Name == "fs_delete_file" {
+			if got := rep.Calibration.Want[k]; got != bench.OutcomeDeny || !slices.Contains(rep.Calibration.Reasons[k], "tool_not_allowed") {
+				t.Errorf("fs_delete_file: the harness's engine answers %v %v, not the small policy's deny", got, rep.Calibration.Reasons[k])
+			}
+		}
+	}
+	for name, s := range map[string]*bench.Stats{"closed arbiter": rep.Compare.Arbiter[0], "swap swapping": rep.Swap.Swapping} {
+		if s.OK() == 0 || s.ErrorCount() != 0 || s.Unexpected != 0 {
+			t.Errorf("%s: %d ok, %d errors (%s), %d failed decisions (%s)", name, s.OK(), s.ErrorCount(), s.ErrorSummary(), s.Unexpected, s.UnexpectedSummary())
+		}
+	}
+	if rep.Swap.Activations == 0 || len(rep.Swap.ActivationErrors) > 0 {
+		t.Errorf("swap: %d activations, errors %v", rep.Swap.Activations, rep.Swap.ActivationErrors)
+	}
+	var out strings.Builder
+	if err := rep.WriteMarkdown(&out, "arbiter-bench -policy-dir "+dir); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), dir) {
+		t.Errorf("the report does not name the policy directory %s", dir)
+	}
+}
+
 func TestHarnessSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts servers in child processes")

@@ -183,6 +183,9 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	case ArbiterLib:
 		p("- Arbiter: the engine and gRPC service composed as `arbiter serve` does (pooled stream workers, GC target 400 unless GOGC is set), without decision log and metrics, in a child process of the harness\n")
 	}
+	if c.PolicyDir != "" {
+		p("- policy: the one in %s (`-policy-dir`), not the embedded default policy\n", c.PolicyDir)
+	}
 	if len(c.ServerEnv) > 0 {
 		p("- Arbiter servers' environment: %s\n", strings.Join(c.ServerEnv, " "))
 	}

@@ -63,6 +63,9 @@ type Config struct {
 	ArbiterArgs []string
 	// ServerEnv is added to the environment of the Arbiter servers (e.g. GOGC=400).
 	ServerEnv []string
+	// PolicyDir, when set, is the directory of the policy every server decides with, for the
+	// report (PolicyDirEnv, set by the caller, is what makes the servers use it).
+	PolicyDir string
 	// SwapVia is how revisions are activated: SwapViaPush (the bundle API, default) or
 	// SwapViaEngine (the engine's Activate).
 	SwapVia string

@@ -30,12 +30,23 @@ const (
 // policy and its data.json, with two changes, the same for Arbiter and for OPA: the session
 // budget (limits.session.max_calls) is raised so that the load's sessions never run out
 // mid-run, the catalog gains the ToolboxServer with ToolboxTools tools for discovery, and,
-// when the catalog lists clients, the load's clients.
+// when the catalog lists clients, the load's clients. With PolicyDirEnv set it is the policy in
+// that directory instead, unchanged.
 // revision > 0 adds data.bench.revision, a new policy revision for the swap scenario.
 func Policy(revision int) (engine.Policy, error) {
-	p, err := engine.LoadPolicyFS(policy.FS(), ".", "default")
+	fsys, dir := policyFS()
+	name := "default"
+	if dir != "" {
+		name = filepath.Base(dir)
+	}
+	p, err := engine.LoadPolicyFS(fsys, ".", name)
 	if err != nil {
 		return engine.Policy{}, err
+	}
+	if dir != "" {
+		// A policy of the user's: as it is, but for the swap scenario's revisions.
+		p.Revision = name + "@r0"
+		return p, withRevision(&p, name, revision)
 	}
 	limits, ok := p.Data["limits"].(map[string]any)
 	if !ok {
@@ -59,18 +70,41 @@ func Policy(revision int) (engine.Policy, error) {
 		}
 	}
 	p.Revision = "bench@r0"
-	if revision > 0 {
-		// Data and code both change, so each activation compiles: a data-only revision would
-		// reuse the compiled modules (see engine.compiledModules) and measure less.
-		p.Data["bench"] = map[string]any{"revision": revision}
-		m, err := ast.ParseModuleWithOpts(revisionModule, revisionSource(revision), ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return engine.Policy{}, err
-		}
-		p.Modules[revisionModule] = m
-		p.Revision = fmt.Sprintf("bench@r%d", revision)
+	return p, withRevision(&p, "bench", revision)
+}
+
+// withRevision makes p revision number revision (> 0) of the swap scenario, named after name.
+// Data and code both change, so each activation compiles: a data-only revision would reuse the
+// compiled modules (see engine.compiledModules) and measure less.
+func withRevision(p *engine.Policy, name string, revision int) error {
+	if revision <= 0 {
+		return nil
 	}
-	return p, nil
+	p.Data["bench"] = map[string]any{"revision": revision}
+	m, err := ast.ParseModuleWithOpts(revisionModule, revisionSource(revision), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return err
+	}
+	p.Modules[revisionModule] = m
+	p.Revision = fmt.Sprintf("%s@r%d", name, revision)
+	return nil
+}
+
+// PolicyDirEnv names the environment variable that makes every server of the harness decide
+// with the policy in that directory (its *.rego and data files, tests left out) instead of the
+// embedded default policy: `arbiter-bench -policy-dir` sets it, and the harness's child
+// servers inherit it. Such a policy is used as it is: it must allow the load's sessions to
+// open (servers filesystem, github and toolbox) and give its tools/call requests room in
+// their budgets.
+const PolicyDirEnv = "ARBITER_BENCH_POLICY_DIR"
+
+// policyFS returns the files of the harness's policy and, for a policy of the user's, its
+// directory ("" for the embedded default).
+func policyFS() (fs.FS, string) {
+	if dir := os.Getenv(PolicyDirEnv); dir != "" {
+		return os.DirFS(dir), dir
+	}
+	return policy.FS(), ""
 }
 
 // revisionModule is the file of the rule each revision changes.
@@ -113,11 +147,12 @@ func WritePolicyDir(dir string, revision int) ([]string, error) {
 		return nil, err
 	}
 	var files []string
-	err = fs.WalkDir(policy.FS(), ".", func(path string, d fs.DirEntry, err error) error {
+	fsys, _ := policyFS()
+	err = fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".rego") || strings.HasSuffix(path, "_test.rego") {
 			return err
 		}
-		src, err := fs.ReadFile(policy.FS(), path)
+		src, err := fs.ReadFile(fsys, path)
 		if err != nil {
 			return err
 		}

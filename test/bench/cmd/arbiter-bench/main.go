@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -66,6 +67,7 @@ func run() error {
 		cfg.ServerEnv = append(cfg.ServerEnv, v)
 		return nil
 	})
+	policyDir := fs.String("policy-dir", "", "decide with the policy in this directory (its .rego and data files, tests left out) instead of the embedded default policy; it must let the load's sessions open (servers filesystem, github, toolbox)")
 	fs.IntVar(&cfg.FilterTools, "filter-tools", 0, "tools one FilterTools call lists (default 500)")
 	fs.StringVar(&cfg.OPA, "opa", "", "opa binary to use (default: build the go.mod version once into the user cache)")
 	fs.StringVar(&cfg.OPAAddr, "opa-addr", "", "use an OPA REST server already running at this address")
@@ -75,6 +77,21 @@ func run() error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
+	}
+	if *policyDir != "" {
+		dir, err := filepath.Abs(*policyDir)
+		if err != nil {
+			return err
+		}
+		// Children (the no-op and library servers) inherit it; the binary gets the policy as
+		// files written from it.
+		if err := os.Setenv(bench.PolicyDirEnv, dir); err != nil {
+			return err
+		}
+		if _, err := bench.Policy(0); err != nil {
+			return fmt.Errorf("-policy-dir %s: %w", *policyDir, err)
+		}
+		cfg.PolicyDir = dir
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
