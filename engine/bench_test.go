@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -53,6 +55,17 @@ func benchRequest(session string) *engine.Request {
 // evaluation, result checks and recording the call.
 func BenchmarkDecide(b *testing.B) { benchDecide(b, engine.Config{}) }
 
+// BenchmarkDecideSmallPolicy is BenchmarkDecide on the benchmark harness's two-rule policy
+// (test/bench/testdata/small-policy), which reads nothing of input.session: what a decision
+// costs besides its policy.
+func BenchmarkDecideSmallPolicy(b *testing.B) {
+	p, err := engine.LoadPolicyFS(os.DirFS(filepath.Join("..", "test", "bench", "testdata", "small-policy")), ".", "small")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchDecideOn(b, engine.Config{}, p)
+}
+
 // BenchmarkDecideTopdown is BenchmarkDecide with OPA's topdown evaluator deciding instead of
 // the policy's plan (Config.Evaluator).
 func BenchmarkDecideTopdown(b *testing.B) {
@@ -60,8 +73,10 @@ func BenchmarkDecideTopdown(b *testing.B) {
 }
 
 // benchDecide decides BenchmarkDecide's request on an engine configured with cfg.
-func benchDecide(b *testing.B, cfg engine.Config) {
-	e, err := engine.New(context.Background(), cfg, benchPolicy(b))
+func benchDecide(b *testing.B, cfg engine.Config) { benchDecideOn(b, cfg, benchPolicy(b)) }
+
+func benchDecideOn(b *testing.B, cfg engine.Config, p engine.Policy) {
+	e, err := engine.New(context.Background(), cfg, p)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -310,13 +310,18 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if req.SessionID == "" {
 		return ast.NullTerm(), "", nil, nil
 	}
-	// Without the history, the usage is what the last decision in the session read or
-	// recorded, unless something else changed it since: then it is read afresh.
+	// A policy that reads nothing of input.session gets no usage decoded. Otherwise, without
+	// the history, the usage is what the last decision in the session read or recorded,
+	// unless something else changed it since: then it is read afresh.
+	reads := pq.reads.sub(keySession)
 	var sess *state.Session
 	var version *state.UsageVersion
-	if pq.reads.readsHistory() {
+	switch {
+	case reads == nil:
+		sess, err = e.store.GetLifecycle(req.SessionID)
+	case reads.has(keyHistory):
 		sess, err = e.store.Get(req.SessionID)
-	} else {
+	default:
 		knownV, knownU, known := e.inputs.known(req.SessionID)
 		var v state.UsageVersion
 		var decoded bool
@@ -338,7 +343,6 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
-	reads := pq.reads.sub(keySession)
 	if reads == nil {
 		return nil, status, nil, nil
 	}

@@ -198,3 +198,52 @@ func policyOf(t *testing.T, name, rego string) Policy {
 	}
 	return p
 }
+
+// A policy that reads nothing of input.session gets no usage decoded (the store gives the
+// session's lifecycle alone), and still: its calls are recorded, the session's lifecycle
+// denies as ever, and a policy that reads the session later sees every call.
+func TestPoliciesBlindToTheSessionStillRecordAndDeny(t *testing.T) {
+	ctx := context.Background()
+	blind := policyOf(t, "blind", "package mcp\n\ndecision := {\"result\": \"allow\", \"labels\": [\"seen\"]}\n")
+	counting := policyOf(t, "counting", "package mcp\n\ndecision := {\"result\": \"allow\", \"obligations\": {\"seen\": count(input.session.history), \"total\": input.session.calls.total, \"labels\": input.session.labels}}\n")
+	e, err := New(ctx, Config{}, blind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.policy.Load().reads; r.sub(keySession) != nil {
+		t.Fatalf("the blind policy reads input.session: %v", r)
+	}
+	_, info, err := e.OpenSession(ctx, &OpenRequest{Client: Client{ID: "c"}, Subject: Subject{ID: "s"}})
+	if err != nil || info == nil {
+		t.Fatalf("open: %v", err)
+	}
+	call := func() Decision {
+		t.Helper()
+		d, err := e.Decide(ctx, &Request{SessionID: info.Session.ID, Client: Client{ID: "c"}, Subject: Subject{ID: "s"},
+			Server: Server{ID: "fs"}, Operation: Operation{Method: "tools/call", Tool: "read"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for range 3 {
+		if d := call(); d.Outcome != Allow {
+			t.Fatalf("decide: %+v", d)
+		}
+	}
+	if err := e.Activate(ctx, counting); err != nil {
+		t.Fatal(err)
+	}
+	if d := call(); d.Outcome != Allow || fmt.Sprint(d.Obligations) != "map[labels:[seen] seen:3 total:3]" {
+		t.Fatalf("after three calls under the blind policy: %+v", d)
+	}
+	if err := e.Activate(ctx, blind); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RevokeSessions(ctx, state.RevokeFilter{SessionID: info.Session.ID}, "test", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if d := call(); d.Outcome != Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != ReasonSessionRevoked {
+		t.Fatalf("a revoked session under the blind policy: %+v", d)
+	}
+}

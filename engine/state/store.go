@@ -142,6 +142,19 @@ func (s *Store) GetWithoutHistory(id string) (*Session, error) {
 	return s.sessionTxnWith(s.db.Txn(false), id, false)
 }
 
+// GetLifecycle is Get without the usage (Usage empty): for a caller that reads none of it.
+// The usage is not looked at, so an unreadable one is not an error here.
+func (s *Store) GetLifecycle(id string) (*Session, error) {
+	l, err := s.locate(s.db.Txn(false), id)
+	if err != nil {
+		return nil, err
+	}
+	if !l.found {
+		return nil, ErrNotFound
+	}
+	return l.bucket.lifecycle(l.i), nil
+}
+
 // GetUnlessUsage is GetWithoutHistory, except that it leaves the usage undecoded (Usage empty,
 // decoded false) when its version is known, the one the caller read or recorded last and kept
 // the counts and labels of. It returns the version read.

@@ -268,3 +268,29 @@ func TestGetUnlessUsage(t *testing.T) {
 		t.Errorf("unknown session: %v", err)
 	}
 }
+
+func TestGetLifecycle(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour, "fs")
+	if _, err := s.RecordCall("a", Call{Server: "fs", Tool: "read", Method: "tools/call", At: t0, Labels: []string{"private"}}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetLifecycle("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Usage.Total != 0 || got.Usage.Calls != nil || got.Usage.History != nil || got.Usage.Labels != nil {
+		t.Errorf("usage decoded: %+v", got.Usage)
+	}
+	full.Usage = Usage{}
+	if fmt.Sprint(*got) != fmt.Sprint(*full) {
+		t.Errorf("lifecycle\n%+v\nwant\n%+v", *got, *full)
+	}
+	if _, err := s.GetLifecycle("nope"); err != ErrNotFound {
+		t.Errorf("unknown session: %v", err)
+	}
+}
