@@ -33,6 +33,37 @@ func TestMain(m *testing.M) {
 // TestHarnessSmoke runs every scenario of the harness for a moment, so that the harness keeps
 // working: each server answers, nothing fails, and the report carries every section. The
 // figures mean nothing at these durations; BENCHMARKS.md has the real ones.
+// smokeConfig is a harness run of every scenario in seconds: figures that mean nothing, for
+// the tests that check the harness works.
+func smokeConfig(t *testing.T) bench.Config {
+	cfg := bench.Config{
+		Duration:          300 * time.Millisecond,
+		Warmup:            100 * time.Millisecond,
+		Rounds:            1,
+		Concurrency:       4,
+		Conns:             1,
+		Rate:              100,
+		ArbiterRate:       100,
+		MaxInFlight:       16,
+		LoadSessions:      4,
+		ScaleSessions:     []int{50, 1000},
+		ScaleDuration:     300 * time.Millisecond,
+		SwapDuration:      900 * time.Millisecond,
+		SwapInterval:      300 * time.Millisecond,
+		InProcessDuration: 100 * time.Millisecond,
+		InProcessSessions: 2,
+		FilterTools:       25,
+		Log:               testLog{t},
+	}
+	if raceEnabled {
+		// Under the race detector the Arbiter server is this race-built test binary, so the
+		// engine and service are race-checked under load; building the binary is left to
+		// the runs without it.
+		cfg.Arbiter = bench.ArbiterLib
+	}
+	return cfg
+}
+
 // TestHarnessWithAPolicyDir runs the comparison and the swap scenario on the small policy in
 // testdata (what `arbiter-bench -policy-dir` does): the harness's own engine, the Arbiter
 // server and its revisions all decide with that policy, or the server's answers would count
@@ -48,26 +79,10 @@ func TestHarnessWithAPolicyDir(t *testing.T) {
 	t.Setenv(bench.PolicyDirEnv, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := bench.Config{
-		Scenarios:    []string{bench.ScenarioCompare, bench.ScenarioSwap},
-		SkipOPA:      true,
-		PolicyDir:    dir,
-		Duration:     300 * time.Millisecond,
-		Warmup:       100 * time.Millisecond,
-		Rounds:       1,
-		Concurrency:  4,
-		Conns:        1,
-		ArbiterRate:  100,
-		MaxInFlight:  16,
-		LoadSessions: 4,
-		SwapDuration: 900 * time.Millisecond,
-		SwapInterval: 300 * time.Millisecond,
-		FilterTools:  25,
-		Log:          testLog{t},
-	}
-	if raceEnabled {
-		cfg.Arbiter = bench.ArbiterLib
-	}
+	cfg := smokeConfig(t)
+	cfg.Scenarios = []string{bench.ScenarioCompare, bench.ScenarioSwap}
+	cfg.SkipOPA = true
+	cfg.PolicyDir = dir
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -102,31 +117,7 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := bench.Config{
-		Duration:          300 * time.Millisecond,
-		Warmup:            100 * time.Millisecond,
-		Rounds:            1,
-		Concurrency:       4,
-		Conns:             1,
-		Rate:              100,
-		ArbiterRate:       100,
-		MaxInFlight:       16,
-		LoadSessions:      4,
-		ScaleSessions:     []int{50, 1000},
-		ScaleDuration:     300 * time.Millisecond,
-		SwapDuration:      900 * time.Millisecond,
-		SwapInterval:      300 * time.Millisecond,
-		InProcessDuration: 100 * time.Millisecond,
-		InProcessSessions: 2,
-		FilterTools:       25,
-		Log:               testLog{t},
-	}
-	if raceEnabled {
-		// Under the race detector the Arbiter server is this race-built test binary, so the
-		// engine and service are race-checked under load; building the binary is left to
-		// the runs without it.
-		cfg.Arbiter = bench.ArbiterLib
-	}
+	cfg := smokeConfig(t)
 	// Building OPA takes minutes on a fresh machine: the smoke test uses the harness's cached
 	// build when an earlier run made one, and otherwise an in-process stand-in for OPA's REST
 	// API, which still exercises the HTTP mode end to end.
