@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/arbiter-mcp/arbiter/engine"
@@ -29,6 +30,33 @@ type Metrics struct {
 	activations     *prometheus.CounterVec
 	grpcRequests    *prometheus.CounterVec
 	grpcSeconds     *prometheus.HistogramVec
+
+	// The children of the vectors counted on every call, by label values.
+	decisionsBy       children[[2]string, prometheus.Counter]
+	decisionSecondsBy children[string, prometheus.Observer]
+	grpcRequestsBy    children[grpcCall, prometheus.Counter]
+	grpcSecondsBy     children[string, prometheus.Observer]
+}
+
+type grpcCall struct {
+	method string
+	code   codes.Code
+}
+
+// children caches a metric vector's child per label values. The vector's own look-up
+// (WithLabelValues) checks and hashes the values and takes a lock on every call; the label
+// values here come from small fixed sets (actions, outcomes, methods, status codes).
+type children[K comparable, M any] struct {
+	m   sync.Map // K → M
+	new func(K) M
+}
+
+func (c *children[K, M]) of(k K) M {
+	if v, ok := c.m.Load(k); ok {
+		return v.(M)
+	}
+	v, _ := c.m.LoadOrStore(k, c.new(k))
+	return v.(M)
 }
 
 // Decision latencies sit in the microseconds to milliseconds.
@@ -64,6 +92,10 @@ func New() *Metrics {
 			Buckets: latencyBuckets,
 		}, []string{"method"}),
 	}
+	m.decisionsBy.new = func(k [2]string) prometheus.Counter { return m.decisions.WithLabelValues(k[0], k[1]) }
+	m.decisionSecondsBy.new = func(action string) prometheus.Observer { return m.decisionSeconds.WithLabelValues(action) }
+	m.grpcRequestsBy.new = func(k grpcCall) prometheus.Counter { return m.grpcRequests.WithLabelValues(k.method, k.code.String()) }
+	m.grpcSecondsBy.new = func(method string) prometheus.Observer { return m.grpcSeconds.WithLabelValues(method) }
 	m.reg.MustRegister(m.decisions, m.decisionSeconds, m.evalSeconds, m.approvalWait, m.activations, m.grpcRequests, m.grpcSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -76,9 +108,9 @@ func (m *Metrics) Handler() http.Handler {
 
 // Observe counts one decision record. It runs on the decision's goroutine: counters only.
 func (m *Metrics) Observe(rec *engine.Record) {
-	m.decisions.WithLabelValues(rec.Action, string(rec.Outcome)).Inc()
+	m.decisionsBy.of([2]string{rec.Action, string(rec.Outcome)}).Inc()
 	if rec.Duration > 0 {
-		m.decisionSeconds.WithLabelValues(rec.Action).Observe(rec.Duration.Seconds())
+		m.decisionSecondsBy.of(rec.Action).Observe(rec.Duration.Seconds())
 	}
 	if rec.Eval > 0 {
 		m.evalSeconds.Observe(rec.Eval.Seconds())
@@ -139,8 +171,8 @@ func (m *Metrics) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 }
 
 func (m *Metrics) grpcDone(method string, err error, start time.Time) {
-	m.grpcRequests.WithLabelValues(method, status.Code(err).String()).Inc()
-	m.grpcSeconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	m.grpcRequestsBy.of(grpcCall{method, status.Code(err)}).Inc()
+	m.grpcSecondsBy.of(method).Observe(time.Since(start).Seconds())
 }
 
 var (
