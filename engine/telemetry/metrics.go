@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,11 +32,38 @@ type Metrics struct {
 	grpcRequests    *prometheus.CounterVec
 	grpcSeconds     *prometheus.HistogramVec
 
+	// actions are the action label values seen, up to maxActions.
+	actions     sync.Map // string → struct{}
+	actionCount atomic.Int32
+
 	// The children of the vectors counted on every call, by label values.
 	decisionsBy       children[[2]string, prometheus.Counter]
 	decisionSecondsBy children[string, prometheus.Observer]
 	grpcRequestsBy    children[grpcCall, prometheus.Counter]
 	grpcSecondsBy     children[string, prometheus.Observer]
+}
+
+// maxActions bounds the action label values of the decision metrics. A decision's action is
+// the MCP method the gateway names, so without a bound a caller could create a series per
+// string it sends; past the bound, new actions count as "other".
+const maxActions = 64
+
+// otherAction is the action label of the actions past maxActions.
+const otherAction = "other"
+
+// action is the label value of action a.
+func (m *Metrics) action(a string) string {
+	if _, ok := m.actions.Load(a); ok {
+		return a
+	}
+	if m.actionCount.Add(1) > maxActions {
+		m.actionCount.Add(-1)
+		return otherAction
+	}
+	if _, loaded := m.actions.LoadOrStore(a, struct{}{}); loaded {
+		m.actionCount.Add(-1)
+	}
+	return a
 }
 
 type grpcCall struct {
@@ -67,7 +95,7 @@ func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "arbiter_decisions_total", Help: "Decisions by action and result.",
+			Name: "arbiter_decisions_total", Help: "Decisions by action and result (after 64 distinct actions, new ones count as other).",
 		}, []string{"action", "result"}),
 		decisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "arbiter_decision_duration_seconds", Help: "Time to decide, session handling and recording included, by action.",
@@ -108,9 +136,10 @@ func (m *Metrics) Handler() http.Handler {
 
 // Observe counts one decision record. It runs on the decision's goroutine: counters only.
 func (m *Metrics) Observe(rec *engine.Record) {
-	m.decisionsBy.of([2]string{rec.Action, string(rec.Outcome)}).Inc()
+	action := m.action(rec.Action)
+	m.decisionsBy.of([2]string{action, string(rec.Outcome)}).Inc()
 	if rec.Duration > 0 {
-		m.decisionSecondsBy.of(rec.Action).Observe(rec.Duration.Seconds())
+		m.decisionSecondsBy.of(action).Observe(rec.Duration.Seconds())
 	}
 	if rec.Eval > 0 {
 		m.evalSeconds.Observe(rec.Eval.Seconds())

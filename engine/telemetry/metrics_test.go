@@ -91,3 +91,29 @@ func BenchmarkPerDecision(b *testing.B) {
 		}
 	})
 }
+
+// A gateway names the MCP method of each decision, and the method is the decisions' action
+// label: past 64 distinct actions, new ones are counted as "other", so the series stay bounded.
+func TestDecisionActionsAreBounded(t *testing.T) {
+	m := telemetry.New()
+	for i := range 100 {
+		m.Observe(&engine.Record{Action: fmt.Sprintf("x/method-%03d", i), Outcome: engine.Deny, Duration: time.Microsecond})
+	}
+	m.Observe(&engine.Record{Action: "x/method-000", Outcome: engine.Allow, Duration: time.Microsecond})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	actions := map[string]string{}
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if !strings.HasPrefix(line, "arbiter_decisions_total{") {
+			continue
+		}
+		labels, value, _ := strings.Cut(line, "} ")
+		action := strings.TrimPrefix(labels, `arbiter_decisions_total{action="`)
+		action, result, _ := strings.Cut(action, `",result="`)
+		actions[action+" "+strings.TrimSuffix(result, `"`)] = value
+	}
+	if len(actions) != 66 || actions["other deny"] != "36" || actions["x/method-000 allow"] != "1" || actions["x/method-063 deny"] != "1" {
+		t.Errorf("%d series (want 64 actions, other, and one allow): other %q, method-000 allow %q, method-063 %q",
+			len(actions), actions["other deny"], actions["x/method-000 allow"], actions["x/method-063 deny"])
+	}
+}
