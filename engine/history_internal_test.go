@@ -240,6 +240,12 @@ func TestPoliciesBlindToTheSessionStillRecordAndDeny(t *testing.T) {
 	if err := e.Activate(ctx, blind); err != nil {
 		t.Fatal(err)
 	}
+	// The session's own checks come before the policy: another client's call in it is denied.
+	d, err := e.Decide(ctx, &Request{SessionID: info.Session.ID, Client: Client{ID: "other"}, Subject: Subject{ID: "s"},
+		Server: Server{ID: "fs"}, Operation: Operation{Method: "tools/call", Tool: "read"}})
+	if err != nil || d.Outcome != Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != ReasonSessionMismatch {
+		t.Fatalf("another client's call in the session under the blind policy: %+v %v", d, err)
+	}
 	if _, err := e.RevokeSessions(ctx, state.RevokeFilter{SessionID: info.Session.ID}, "test", "admin"); err != nil {
 		t.Fatal(err)
 	}

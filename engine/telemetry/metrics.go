@@ -5,6 +5,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,7 @@ type Metrics struct {
 	grpcRequests    *prometheus.CounterVec
 	grpcSeconds     *prometheus.HistogramVec
 
-	// actions are the action label values seen, up to maxActions.
+	// actions are the action label values: knownActions, and those seen, up to maxActions.
 	actions     sync.Map // string → struct{}
 	actionCount atomic.Int32
 
@@ -43,18 +44,33 @@ type Metrics struct {
 	grpcSecondsBy     children[string, prometheus.Observer]
 }
 
-// maxActions bounds the action label values of the decision metrics. A decision's action is
-// the MCP method the gateway names, so without a bound a caller could create a series per
-// string it sends; past the bound, new actions count as "other".
+// maxActions bounds the action label values of the decision metrics beyond knownActions. A
+// decision's action is the MCP method the gateway names, so without a bound a caller could
+// create a series per string it sends; past the bound, new actions count as "other" (as would
+// a method named "other").
 const maxActions = 64
 
 // otherAction is the action label of the actions past maxActions.
 const otherAction = "other"
 
+// knownActions are the MCP methods of the specification and Arbiter's own actions: always
+// labelled as themselves, whatever a caller sent first, and not counted in maxActions.
+var knownActions = []string{
+	"initialize", "ping", "tools/call", "tools/list", "resources/read", "resources/list",
+	"resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/get",
+	"prompts/list", "sampling/createMessage", "elicitation/create", "completion/complete",
+	"logging/setLevel", "roots/list",
+	engine.ActionSessionOpen, engine.ActionSessionRenew, engine.ActionSessionClose,
+	engine.ActionSessionsRevoke, engine.ActionApprovalResolve, engine.ActionToolsFilter,
+}
+
 // action is the label value of action a.
 func (m *Metrics) action(a string) string {
 	if _, ok := m.actions.Load(a); ok {
 		return a
+	}
+	if m.actionCount.Load() >= maxActions {
+		return otherAction
 	}
 	if m.actionCount.Add(1) > maxActions {
 		m.actionCount.Add(-1)
@@ -95,7 +111,7 @@ func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "arbiter_decisions_total", Help: "Decisions by action and result (after 64 distinct actions, new ones count as other).",
+			Name: "arbiter_decisions_total", Help: fmt.Sprintf("Decisions by action and result (besides MCP's methods and Arbiter's actions, %d actions; new ones past those count as %s).", maxActions, otherAction),
 		}, []string{"action", "result"}),
 		decisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "arbiter_decision_duration_seconds", Help: "Time to decide, session handling and recording included, by action.",
@@ -119,6 +135,9 @@ func New() *Metrics {
 			Name: "arbiter_grpc_request_duration_seconds", Help: "gRPC request handling time by method (streams: until they end).",
 			Buckets: latencyBuckets,
 		}, []string{"method"}),
+	}
+	for _, a := range knownActions {
+		m.actions.Store(a, struct{}{})
 	}
 	m.decisionsBy.new = func(k [2]string) prometheus.Counter { return m.decisions.WithLabelValues(k[0], k[1]) }
 	m.decisionSecondsBy.new = func(action string) prometheus.Observer { return m.decisionSeconds.WithLabelValues(action) }

@@ -40,8 +40,8 @@ import (
 // ChildEnv names the environment variable that turns the harness binary into a server.
 const ChildEnv = "ARBITER_BENCH_CHILD"
 
-// GCLimitEnv sets the library server's highest GC percent, as --gogc does for arbiter serve
-// (e.g. -server-env ARBITER_BENCH_GOGC=400).
+// GCLimitEnv sets the library and no-op servers' highest GC percent, as --gogc does for arbiter
+// serve (e.g. -server-env ARBITER_BENCH_GOGC=400).
 const GCLimitEnv = "ARBITER_BENCH_GOGC"
 
 // Server roles a child can play.

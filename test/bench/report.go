@@ -189,7 +189,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	if len(c.ServerEnv) > 0 {
 		p("- Arbiter servers' environment: %s\n", strings.Join(c.ServerEnv, " "))
 	}
-	p("- the no-op server and the session scale scenario run in child processes of the harness (its binary re-executed); the no-op server serves with Arbiter's gRPC server options (grpcapi.ServerOptions) and collector tuning; the scale scenario uses the library composition, which can grow the store directly and read its heap\n")
+	p("- the no-op server and the session scale scenario run in child processes of the harness (its binary re-executed); the no-op server serves with Arbiter's gRPC server options (grpcapi.ServerOptions) and collector tuning (gctune, and the collector settings of -server-env); the scale scenario uses the library composition, which can grow the store directly and read its heap\n")
 	p("- settings: %s per measurement after %s warm-up, %d closed-loop callers over %d gRPC connections (OPA: up to %d keep-alive HTTP/1.1 connections), %d load sessions opened through the API, open loop with up to %d requests in flight\n\n",
 		c.Duration, c.Warmup, c.Concurrency, c.Conns, c.MaxInFlight, c.LoadSessions, c.MaxInFlight)
 

@@ -61,7 +61,8 @@ type Config struct {
 	Arbiter     string
 	ArbiterBin  string
 	ArbiterArgs []string
-	// ServerEnv is added to the environment of the Arbiter servers (e.g. GOGC=400).
+	// ServerEnv is added to the environment of the Arbiter servers (e.g. GOGC=400); its
+	// collector settings (collectorEnv) go to the no-op server too.
 	ServerEnv []string
 	// PolicyDir, when set, is the directory of the policy every server decides with, for the
 	// report (PolicyDirEnv, set by the caller, is what makes the servers use it).
@@ -410,7 +411,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if useNoop {
 		logf("starting the no-op server")
-		if noop, err = StartChild(ctx, exe, childSpec{Role: RoleNoop}, nil, cfg.Log); err != nil {
+		if noop, err = StartChild(ctx, exe, childSpec{Role: RoleNoop}, collectorEnv(cfg.ServerEnv), cfg.Log); err != nil {
 			return nil, err
 		}
 		if noopC, err = DialGRPC(noop.GRPC, cfg.Conns); err != nil {
@@ -802,6 +803,20 @@ func Merged(runs []*Stats) *Stats {
 			out.Revisions[k] += v
 		}
 		out.Late += r.Late
+	}
+	return out
+}
+
+// collectorEnv is the part of env that tunes the Go collector (GOGC, GOMEMLIMIT, GCLimitEnv):
+// the no-op server takes it as the Arbiter servers do, so the transport baseline collects as
+// Arbiter does.
+func collectorEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == "GOGC" || name == "GOMEMLIMIT" || name == GCLimitEnv {
+			out = append(out, kv)
+		}
 	}
 	return out
 }

@@ -95,7 +95,7 @@ func withRevision(p *engine.Policy, name string, revision int) error {
 // embedded default policy: `arbiter-bench -policy-dir` sets it, and the harness's child
 // servers inherit it. Such a policy is used as it is: it must allow the load's sessions to
 // open (servers filesystem, github and toolbox) and give its tools/call requests room in
-// their budgets.
+// their budgets. The swap scenario's revisions set data.bench and a rule of package bench.
 const PolicyDirEnv = "ARBITER_BENCH_POLICY_DIR"
 
 // policyFS returns the files of the harness's policy and, for a policy of the user's, its

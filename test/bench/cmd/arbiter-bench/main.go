@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/arbiter-mcp/arbiter/engine"
 	"github.com/arbiter-mcp/arbiter/test/bench"
 )
 
@@ -63,7 +64,7 @@ func run() error {
 		cfg.ArbiterArgs = append(cfg.ArbiterArgs, v)
 		return nil
 	})
-	fs.Func("server-env", "environment variable for the Arbiter servers, repeatable (e.g. -server-env GOGC=400)", func(v string) error {
+	fs.Func("server-env", "environment variable for the Arbiter servers, repeatable (e.g. -server-env GOGC=400); GOGC, GOMEMLIMIT and ARBITER_BENCH_GOGC go to the no-op server too", func(v string) error {
 		cfg.ServerEnv = append(cfg.ServerEnv, v)
 		return nil
 	})
@@ -88,7 +89,13 @@ func run() error {
 		if err := os.Setenv(bench.PolicyDirEnv, dir); err != nil {
 			return err
 		}
-		if _, err := bench.Policy(0); err != nil {
+		p, err := bench.Policy(0)
+		if err == nil {
+			// Compiled and probed as a server would, so a policy that cannot serve fails here
+			// rather than in a child server.
+			_, err = engine.New(context.Background(), engine.Config{}, p)
+		}
+		if err != nil {
 			return fmt.Errorf("-policy-dir %s: %w", *policyDir, err)
 		}
 		cfg.PolicyDir = dir
