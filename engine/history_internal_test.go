@@ -59,7 +59,7 @@ func TestReadsHistory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.src, err)
 		}
-		got := cm.reads.readsHistory()
+		got := cm.reads.sub(keySession).has(keyHistory)
 		if got != tc.reads {
 			t.Errorf("%q: reads history %v, want %v", tc.src, got, tc.reads)
 		}

@@ -169,9 +169,6 @@ func readsOf(modules map[string]*ast.Module) *inputReads {
 	return reads.freeze()
 }
 
-// readsHistory reports whether r can read input.session.history.
-func (r *inputReads) readsHistory() bool { return r.sub(keySession).has(keyHistory) }
-
 // isInput reports whether v is the bare input document, as a variable or a reference.
 func isInput(v ast.Value) bool {
 	if r, ok := v.(ast.Ref); ok && len(r) == 1 {
