@@ -135,9 +135,11 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 		res.ExpiresAt = now.Add(a.GrantTTL)
 	}
 
+	var ending *usageCell // a session whose opening is denied (it has made no call: nil)
 	switch a.Kind {
 	case KindSessionOpen:
-		err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
+		var cell *usageCell
+		cell, err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
 			if sess.Status != StatusPendingApproval {
 				return false
 			}
@@ -149,9 +151,12 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 			}
 			return true
 		})
+		if !r.Approve {
+			ending = cell
+		}
 	case KindSessionRenew:
 		if r.Approve {
-			err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
+			_, err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
 				if sess.StatusAt(now) != StatusActive {
 					return false
 				}
@@ -166,6 +171,7 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 	if err := txn.Insert(tableApprovals, res); err != nil {
 		return nil, fmt.Errorf("resolve approval: %w", err)
 	}
+	ending.end()
 	txn.Commit()
 	return res, nil
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -17,11 +18,13 @@ import (
 // without looking inside: with one memdb object per session (about ten heap objects each),
 // marking them took most of a 2-CPU server's time at a million sessions. What a session has
 // done (its usage) is kept beside the records, encoded in one byte slice per session that has
-// made a call: one more object, which the collector does not look into either.
+// made a call, held in a small cell (see usageCell).
 //
-// Buckets are copy-on-write like every memdb object. A change of one session writes a new
-// bucket: recording a call copies only the bucket's usage slices; a change of lifecycle
-// (open, renew, close, revoke) copies its records and appends new strings to its text. The
+// Buckets are copy-on-write like every memdb object, but for the usage: a change of lifecycle
+// (open, renew, close, revoke) writes a new bucket, which copies the records and appends new
+// strings to the text, and shares the usage cells with the bucket it replaces. Recording a
+// call replaces the encoded usage inside the session's cell, without a memdb transaction:
+// only a session's first call writes its bucket, to add the cell. The
 // text is shared between versions and appended to in place only past the furthest any version
 // has written (textEnd), so strings read from a bucket never change; it is rebuilt when most
 // of it is no longer referenced.
@@ -59,8 +62,69 @@ type bucket struct {
 	// an older version, it copies, so bytes once written are never written again.
 	textEnd *int
 	// usage is nil while no session of the bucket has made a call; else one entry per
-	// record: the session's usage as encodeUsage wrote it, nil for sessions without calls.
-	usage [][]byte
+	// record: the session's usage cell, nil for sessions without calls. Cells are shared by
+	// every version of the bucket from the one that added them on.
+	usage []*usageCell
+}
+
+// usageCell holds one session's usage, as encodeUsage wrote it: every recorded call stores a
+// new encoding (the bytes of one are never changed), under the cell's lock. A session's calls
+// are the one part of it that changes on every allowed decision; keeping them out of the
+// copy-on-write bucket spares each call a memdb write transaction (which serialises all
+// writers, copies the bucket's usage slice and the radix path to it, and makes a watch channel
+// for every node copied) and makes its cost independent of how many sessions share the bucket.
+//
+// ended is set when the session stops being active by a write of its lifecycle (close,
+// revocation, reaping), inside that write's transaction and after everything in it that can
+// fail, so that a call recorded after the write commits is refused. A session that expires
+// needs no mark: a call is checked against the expiry the store holds when it is recorded.
+type usageCell struct {
+	mu    sync.Mutex
+	enc   []byte
+	ended bool
+}
+
+// load returns the encoded usage (nil: no call yet).
+func (c *usageCell) load() []byte {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enc
+}
+
+// record stores the usage with call added and returns it, with its counts and labels; it fails
+// with ErrNotActive once the cell has ended.
+func (c *usageCell) record(call Call, historyLimit int) ([]byte, Usage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return nil, Usage{}, ErrNotActive
+	}
+	enc, head, err := withCallHead(c.enc, call, historyLimit)
+	if err != nil {
+		return nil, Usage{}, err
+	}
+	c.enc = enc
+	return enc, head, nil
+}
+
+// end marks the cell of a session that stopped being active (a nil cell: one without calls).
+func (c *usageCell) end() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+}
+
+// endCells marks the cells of sessions whose end a transaction is about to commit.
+func endCells(cells []*usageCell) {
+	for _, c := range cells {
+		c.end()
+	}
 }
 
 // statuses are the stored statuses by code; code 0 is never stored.
@@ -145,7 +209,13 @@ func (b *bucket) find(id string) (int, bool) {
 	})
 }
 
+// usageOf returns the encoded usage of session i (nil: no call yet).
 func (b *bucket) usageOf(i int) []byte {
+	return b.cellOf(i).load()
+}
+
+// cellOf returns the usage cell of session i (nil: no call yet).
+func (b *bucket) cellOf(i int) *usageCell {
 	if b.usage == nil {
 		return nil
 	}
@@ -277,18 +347,18 @@ func encodeList(vs []string) string {
 	return string(enc)
 }
 
-// setUsage replaces the encoded usage of session i.
-func (b *bucket) setUsage(i int, u []byte) {
+// setCell gives session i of b, a fresh copy, the usage cell c.
+func (b *bucket) setCell(i int, c *usageCell) {
 	if b.usage == nil {
-		b.usage = make([][]byte, len(b.recs))
+		b.usage = make([]*usageCell, len(b.recs))
 	}
-	b.usage[i] = u
+	b.usage[i] = c
 }
 
 // remove deletes the sessions at the positions drop selects and returns how many.
 func (b *bucket) remove(drop func(i int) bool) int {
 	recs := b.recs[:0]
-	var usage [][]byte
+	var usage []*usageCell
 	if b.usage != nil {
 		usage = b.usage[:0]
 	}
@@ -321,7 +391,7 @@ func (r *record) refs() [7]*ref {
 // per record in the estimate, so a bucket may keep a little more than it needs; the rebuild
 // stores each shared string once.
 func (b *bucket) compact() {
-	if b.usage != nil && !slices.ContainsFunc(b.usage, func(u []byte) bool { return u != nil }) {
+	if b.usage != nil && !slices.ContainsFunc(b.usage, func(c *usageCell) bool { return c != nil }) {
 		b.usage = nil
 	}
 	live := 0

@@ -176,7 +176,7 @@ func TestBucketTextStaysBounded(t *testing.T) {
 			// A long reason that differs every time, so each change stores new text.
 			reason := fmt.Sprintf("round %d: %s", round, strings.Repeat("r", 200))
 			txn := s.db.Txn(true)
-			if err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+			if _, err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
 				sess.EndReason = reason
 				return true
 			}); err != nil {
@@ -358,7 +358,7 @@ func TestStringsOutliveAnAbortedWrite(t *testing.T) {
 	}
 	setReason := func(id, reason string) *memdb.Txn {
 		txn := s.db.Txn(true)
-		if err := s.updateSessionTxn(txn, id, func(sess *Session) bool { sess.EndReason = reason; return true }); err != nil {
+		if _, err := s.updateSessionTxn(txn, id, func(sess *Session) bool { sess.EndReason = reason; return true }); err != nil {
 			t.Fatal(err)
 		}
 		return txn
@@ -431,7 +431,7 @@ func TestRevokeIsNotStoppedByUnreadableUsage(t *testing.T) {
 		t.Fatal(l, err)
 	}
 	b := l.bucket.clone(l.key)
-	b.setUsage(l.i, []byte{0x05, 0x05, 0x01})
+	b.setCell(l.i, &usageCell{enc: []byte{0x05, 0x05, 0x01}})
 	if err := write(txn, b); err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +488,7 @@ func TestGetWithoutHistory(t *testing.T) {
 	}
 	b := l.bucket.clone(l.key)
 	u := b.usageOf(l.i)
-	b.setUsage(l.i, u[:len(u)-1:len(u)-1])
+	b.setCell(l.i, &usageCell{enc: u[: len(u)-1 : len(u)-1]})
 	if err := write(txn, b); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -185,7 +186,44 @@ func (s *Store) RecordCall(id string, call Call) (*Session, error) {
 // RecordCallUsage is RecordCall, returning also the usage it stored: its version and its
 // counts and labels (without the history), which a caller can keep to read the session next
 // time without decoding its usage (GetUnlessUsage).
+//
+// A session that has made a call has a usage cell, and the call is stored in it without a
+// write transaction: the session is looked up in a snapshot, and the cell refuses the call if
+// a close, revocation or reaping of the session has marked it since (see usageCell). The first
+// call of a session adds its cell in a write transaction.
 func (s *Store) RecordCallUsage(id string, call Call) (UsageVersion, Usage, *Session, error) {
+	txn := s.db.Txn(false)
+	l, err := s.locate(txn, id)
+	if err != nil {
+		return UsageVersion{}, Usage{}, nil, err
+	}
+	if !l.found {
+		return UsageVersion{}, Usage{}, nil, ErrNotFound
+	}
+	if l.bucket.statusAt(l.i, call.At) != StatusActive {
+		sess, _ := l.bucket.session(l.i, true)
+		return UsageVersion{}, Usage{}, sess, ErrNotActive
+	}
+	c := l.bucket.cellOf(l.i)
+	if c == nil {
+		return s.recordFirstCall(id, call)
+	}
+	enc, head, err := c.record(call, s.historyLimit)
+	if errors.Is(err, ErrNotActive) {
+		// The session's end is committing: wait for it, so the session returned shows it.
+		wtxn := s.db.Txn(true)
+		sess, _ := s.sessionTxn(wtxn, id)
+		wtxn.Abort()
+		return UsageVersion{}, Usage{}, sess, err
+	}
+	if err != nil {
+		return UsageVersion{}, Usage{}, nil, fmt.Errorf("record call in session %s: %w", id, err)
+	}
+	return versionOf(enc), head, nil, nil
+}
+
+// recordFirstCall is RecordCallUsage for a session that had no usage cell when looked up.
+func (s *Store) recordFirstCall(id string, call Call) (UsageVersion, Usage, *Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	enc, head, err := s.recordCallTxn(txn, id, call)
@@ -197,9 +235,10 @@ func (s *Store) RecordCallUsage(id string, call Call) (UsageVersion, Usage, *Ses
 	return versionOf(enc), head, nil, nil
 }
 
-// recordCallTxn records call in session id and returns the usage stored. The lifecycle is
-// unchanged, so the records and the text are shared with the bucket's previous version; only
-// the session's encoded usage is new.
+// recordCallTxn records call in session id, inside txn, and returns the usage stored. A
+// session without a usage cell gets one: a new version of its bucket, sharing the records and
+// the text of the one it replaces. The call is stored in the cell right away; txn, when it
+// commits, makes a new cell visible.
 func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) ([]byte, Usage, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
@@ -212,13 +251,20 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) ([]byte, Usa
 	if old.statusAt(l.i, call.At) != StatusActive {
 		return nil, Usage{}, ErrNotActive
 	}
-	u, head, err := withCallHead(old.usageOf(l.i), call, s.historyLimit)
-	if err != nil {
+	c := old.cellOf(l.i)
+	if c == nil {
+		c = &usageCell{}
+		b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
+		b.setCell(l.i, c)
+		if err := write(txn, b); err != nil {
+			return nil, Usage{}, err
+		}
+	}
+	enc, head, err := c.record(call, s.historyLimit)
+	if err != nil && !errors.Is(err, ErrNotActive) {
 		return nil, Usage{}, fmt.Errorf("record call in session %s: %w", id, err)
 	}
-	b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
-	b.setUsage(l.i, u)
-	return u, head, write(txn, b)
+	return enc, head, err
 }
 
 // Renew extends an active session to expiresAt and counts the renewal.
@@ -226,7 +272,7 @@ func (s *Store) Renew(id string, expiresAt, now time.Time) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	var out *Session
-	err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+	_, err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
 		if sess.StatusAt(now) != StatusActive {
 			return false
 		}
@@ -254,27 +300,27 @@ func renewTxn(sess *Session, expiresAt time.Time) {
 }
 
 // updateSessionTxn stores a changed copy of a session's lifecycle: mutate sees a fresh copy
-// and reports whether it changed it.
-func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session) bool) error {
+// and reports whether it changed it. It returns the session's usage cell (nil: no calls).
+func (s *Store) updateSessionTxn(txn *memdb.Txn, id string, mutate func(*Session) bool) (*usageCell, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !l.found {
-		return ErrNotFound
+		return nil, ErrNotFound
 	}
 	c, err := l.bucket.session(l.i, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !mutate(c) {
-		return nil
+		return nil, nil
 	}
 	b := l.bucket.clone(l.key)
 	if err := b.put(l.i, c, false); err != nil {
-		return fmt.Errorf("update session: %w", err)
+		return nil, fmt.Errorf("update session: %w", err)
 	}
-	return write(txn, b)
+	return l.bucket.cellOf(l.i), write(txn, b)
 }
 
 // Close ends an active or pending session because its task is finished.
@@ -282,7 +328,7 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	var closed *Session
-	err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
+	cell, err := s.updateSessionTxn(txn, id, func(sess *Session) bool {
 		if st := sess.StatusAt(now); st != StatusActive && st != StatusPendingApproval {
 			return false
 		}
@@ -297,6 +343,7 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 		sess, _ := s.sessionTxn(txn, id)
 		return sess, ErrNotActive
 	}
+	cell.end()
 	txn.Commit()
 	return closed, nil
 }
@@ -336,6 +383,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 	}
 
 	var ids []string
+	var ending []*usageCell
 	for _, old := range buckets {
 		var b *bucket
 		for i := range old.recs {
@@ -353,6 +401,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 				return nil, fmt.Errorf("revoke session %s: %w", sess.ID, err)
 			}
 			ids = append(ids, strings.Clone(sess.ID))
+			ending = append(ending, old.cellOf(i))
 		}
 		if b != nil {
 			if err := write(txn, b); err != nil {
@@ -363,6 +412,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	endCells(ending)
 	txn.Commit()
 	slices.Sort(ids)
 	return ids, nil
@@ -490,6 +540,7 @@ func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	n := 0
+	var ending []*usageCell
 	for _, key := range keys {
 		obj, err := txn.First(tableSessions, indexID, key)
 		if err != nil {
@@ -498,7 +549,13 @@ func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 		if obj == nil {
 			continue
 		}
-		b := obj.(*bucket).clone(key)
+		old := obj.(*bucket)
+		for i := range old.recs {
+			if expiredBy(&old.recs[i], cutoff) {
+				ending = append(ending, old.cellOf(i))
+			}
+		}
+		b := old.clone(key)
 		if removed := b.remove(func(i int) bool { return expiredBy(&b.recs[i], cutoff) }); removed > 0 {
 			if err := write(txn, b); err != nil {
 				return 0, err
@@ -506,6 +563,7 @@ func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 			n += removed
 		}
 	}
+	endCells(ending)
 	txn.Commit()
 	return n, nil
 }

@@ -294,3 +294,185 @@ func TestGetLifecycle(t *testing.T) {
 		t.Errorf("unknown session: %v", err)
 	}
 }
+
+// TestEndingASessionRefusesCallsInFlight: a call is recorded in the session's usage cell after
+// the session was looked up in a snapshot, without a write transaction. A close, revocation or
+// reaping that commits in between must still win: the call is refused (ErrNotActive), and the
+// session returned with the refusal shows why. Each case records a call through the cell of a
+// bucket read before the end committed, as a decision in flight does.
+func TestEndingASessionRefusesCallsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(s *Store) error
+	}{
+		{"close", func(s *Store) error { _, err := s.Close("a", "done", t0); return err }},
+		{"revoke by id", func(s *Store) error { _, err := s.Revoke(RevokeFilter{SessionID: "a"}, "incident", t0); return err }},
+		{"revoke by server", func(s *Store) error { _, err := s.Revoke(RevokeFilter{ServerID: "fs"}, "incident", t0); return err }},
+		{"reap", func(s *Store) error { _, err := s.Reap(t0.Add(2 * time.Hour)); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			open(t, s, "a", "c", "u", time.Hour)
+			if _, err := s.RecordCall("a", Call{Server: "fs", Tool: "read", At: t0}); err != nil {
+				t.Fatal(err)
+			}
+			l, err := s.locate(s.db.Txn(false), "a")
+			if err != nil || !l.found {
+				t.Fatal(l, err)
+			}
+			inFlight := l.bucket.cellOf(l.i)
+			if inFlight == nil {
+				t.Fatal("a session that made a call has no usage cell")
+			}
+			if err := tc.end(s); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := inFlight.record(Call{Server: "fs", Tool: "write", At: t0}, s.historyLimit); err != ErrNotActive {
+				t.Errorf("a call recorded after the session's end committed: %v, want ErrNotActive", err)
+			}
+			if got := inFlight.load(); got == nil || mustDecode(t, got).Total != 1 {
+				t.Errorf("usage after the refused call: %v", got)
+			}
+		})
+	}
+}
+
+// TestSessionsThatDoNotEndKeepRecording: renewing a session, and ending or reaping another in
+// its bucket, leaves its cell open and its calls counted.
+func TestSessionsThatDoNotEndKeepRecording(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 3)
+	open(t, s, ids[0], "c", "u", time.Hour)
+	open(t, s, ids[1], "c", "u", time.Hour)
+	open(t, s, ids[2], "c", "u", time.Minute)
+	for _, id := range ids {
+		if _, err := s.RecordCall(id, Call{Server: "fs", At: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Renew(ids[0], t0.Add(3*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Close(ids[1], "done", t0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Reap(t0.Add(30 * time.Minute)); err != nil || n != 1 {
+		t.Fatalf("reaped %d: %v", n, err)
+	}
+	at := t0.Add(2 * time.Hour) // past the first expiry, inside the renewed one
+	if _, err := s.RecordCall(ids[0], Call{Server: "fs", At: at}); err != nil {
+		t.Fatalf("a call in the renewed session: %v", err)
+	}
+	sess, err := s.Get(ids[0])
+	if err != nil || sess.Usage.Total != 2 {
+		t.Fatalf("renewed session: %+v, %v", sess, err)
+	}
+	if sess, err := s.RecordCall(ids[1], Call{Server: "fs", At: t0}); err != ErrNotActive || sess == nil || sess.Status != StatusClosed {
+		t.Errorf("a call in the closed session: %v, session %+v", err, sess)
+	}
+	if _, err := s.RecordCall(ids[2], Call{Server: "fs", At: t0}); err != ErrNotFound {
+		t.Errorf("a call in the reaped session: %v, want ErrNotFound", err)
+	}
+}
+
+// TestConcurrentCallsAndARevocation: calls recorded at once in one session (the store does not
+// rely on the engine's per-session lock) are each counted once, and once a revocation returns,
+// no call in the session is recorded. Run with -race.
+func TestConcurrentCallsAndARevocation(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	const workers, calls = 4, 200
+	var recorded [workers]int
+	revoked := make(chan struct{})
+	done := make(chan struct{})
+	var afterRevoke [workers]int
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range calls {
+				select {
+				case <-revoked:
+					if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != ErrNotActive {
+						afterRevoke[w]++
+					}
+					continue
+				default:
+				}
+				_, err := s.RecordCall("a", Call{Server: "fs", Tool: fmt.Sprint("t", w), At: t0})
+				switch err {
+				case nil:
+					recorded[w]++
+				case ErrNotActive:
+				default:
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Millisecond)
+	if _, err := s.Revoke(RevokeFilter{SessionID: "a"}, "incident", t0); err != nil {
+		t.Fatal(err)
+	}
+	close(revoked)
+	for range workers {
+		<-done
+	}
+	sess, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for w := range workers {
+		total += recorded[w]
+		if afterRevoke[w] != 0 {
+			t.Errorf("worker %d: %d calls recorded after the revocation returned", w, afterRevoke[w])
+		}
+		if got := sess.Usage.ByTool()["fs"][fmt.Sprint("t", w)]; got != uint64(recorded[w]) {
+			t.Errorf("worker %d: %d calls counted, %d recorded", w, got, recorded[w])
+		}
+	}
+	if sess.Usage.Total != uint64(total) {
+		t.Errorf("total %d, recorded %d", sess.Usage.Total, total)
+	}
+}
+
+func mustDecode(t *testing.T, enc []byte) Usage {
+	t.Helper()
+	u, err := decodeUsage(enc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestARefusedCallWaitsForTheEndToCommit: an end marks the session's cell before its
+// transaction commits, so a call can be refused while a snapshot still shows the session
+// active. The refusal then returns the session as the end left it, for the caller to say why.
+func TestARefusedCallWaitsForTheEndToCommit(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	txn := s.db.Txn(true)
+	cell, err := s.updateSessionTxn(txn, "a", func(sess *Session) bool { end(sess, StatusRevoked, "incident", t0); return true })
+	if err != nil || cell == nil {
+		t.Fatal(cell, err)
+	}
+	cell.end()
+	type result struct {
+		sess *Session
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		sess, err := s.RecordCall("a", Call{Server: "fs", At: t0})
+		got <- result{sess, err}
+	}()
+	time.Sleep(20 * time.Millisecond) // the call reads the snapshot before the commit
+	txn.Commit()
+	r := <-got
+	if r.err != ErrNotActive || r.sess == nil || r.sess.Status != StatusRevoked || r.sess.EndReason != "incident" {
+		t.Fatalf("refused call: %v, session %+v; want ErrNotActive and the revoked session", r.err, r.sess)
+	}
+}
