@@ -260,7 +260,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		mu.Lock()
 		defer mu.Unlock()
 	}
-	sessTerm, status, denial, err := e.sessionInput(req, pq, now)
+	sessTerm, sess, status, denial, err := e.sessionInput(req, pq, now)
 	d.sessionStatus = status
 	if err != nil {
 		return Decision{}, err
@@ -284,7 +284,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		return e.gate(req, d)
 	}
 	if d.Outcome == Allow && req.SessionID != "" {
-		v, head, sess, err := e.store.RecordCallUsage(req.SessionID, state.Call{
+		v, head, ended, err := e.store.RecordCallIn(sess, state.Call{
 			Server: req.Server.ID, Tool: req.Operation.Tool, Method: req.Operation.Method, At: now, Labels: d.Labels,
 		})
 		if err == nil {
@@ -292,7 +292,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 		}
 		if errors.Is(err, state.ErrNotActive) || errors.Is(err, state.ErrNotFound) {
 			// Revoked, closed or reaped while the policy ran: the revocation wins.
-			reason, _ := sessionDenial(sess, req, now)
+			reason, _ := sessionDenial(ended, req, now)
 			return d.deny(reason), nil
 		}
 		if err != nil {
@@ -303,18 +303,17 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 }
 
 // sessionInput reads the session req names, if any, and returns input.session (null outside a
-// session) and the session's status now. When the session must be denied before any policy
-// runs, denial says why. A session opened with scopes narrows req's credential scopes to
+// session), the session as read (for recording the call in it) and its status now. When the
+// session must be denied before any policy runs, denial says why. A session opened with scopes narrows req's credential scopes to
 // them: the policy sees what the session may use.
-func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *ast.Term, status string, denial *Reason, err error) {
+func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *ast.Term, sess *state.Session, status string, denial *Reason, err error) {
 	if req.SessionID == "" {
-		return ast.NullTerm(), "", nil, nil
+		return ast.NullTerm(), nil, "", nil, nil
 	}
 	// A policy that reads nothing of input.session gets no usage decoded. Otherwise, without
 	// the history, the usage is what the last decision in the session read or recorded,
 	// unless something else changed it since: then it is read afresh.
 	reads := pq.reads.sub(keySession)
-	var sess *state.Session
 	var version *state.UsageVersion
 	switch {
 	case reads == nil:
@@ -336,17 +335,17 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	}
 	if reason, ok := sessionDenial(sess, req, now); !ok {
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
-			return nil, status, nil, err
+			return nil, nil, status, nil, err
 		}
-		return nil, status, &reason, nil
+		return nil, nil, status, &reason, nil
 	}
 	if len(sess.Scopes) > 0 {
 		req.Credential.Scopes = intersect(req.Credential.Scopes, sess.Scopes)
 	}
 	if reads == nil {
-		return nil, status, nil, nil
+		return nil, sess, status, nil, nil
 	}
-	return e.inputs.term(sess, &sess.Usage, version, reads), status, nil, nil
+	return e.inputs.term(sess, &sess.Usage, version, reads), sess, status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

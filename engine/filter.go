@@ -68,7 +68,7 @@ func (e *Engine) FilterTools(ctx context.Context, req *Request, tools []Tool) (F
 }
 
 func (e *Engine) filterTools(ctx context.Context, req *Request, tools []Tool, pq *prepared, now time.Time, out Filtered) (Filtered, error) {
-	sessTerm, _, denial, err := e.sessionInput(req, pq, now)
+	sessTerm, _, _, denial, err := e.sessionInput(req, pq, now)
 	if err != nil {
 		return Filtered{}, err
 	}

@@ -259,6 +259,7 @@ func (b *bucket) lifecycle(i int) *Session {
 		EndReason:      b.str(r.endReason),
 		EndedAt:        decodeNanos(r.ended),
 		PolicyRevision: b.str(r.revision),
+		cell:           b.cellOf(i),
 	}
 }
 

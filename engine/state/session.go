@@ -49,6 +49,10 @@ type Session struct {
 	PolicyRevision string
 	// Usage is what the session has done (empty until its first allowed call).
 	Usage Usage
+
+	// cell is the usage cell the session had when it was read (nil: no call yet), for
+	// RecordCallIn to record in without looking the session up again.
+	cell *usageCell
 }
 
 // StatusAt is the session's status at now, with expiry applied.

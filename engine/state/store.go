@@ -208,6 +208,23 @@ func (s *Store) RecordCallUsage(id string, call Call) (UsageVersion, Usage, *Ses
 	if c == nil {
 		return s.recordFirstCall(id, call)
 	}
+	return s.recordInCell(id, c, call)
+}
+
+// RecordCallIn is RecordCallUsage for sess, a session read from the store (by Get,
+// GetWithoutHistory, GetLifecycle or GetUnlessUsage) and found active at call.At: when it had
+// made a call by then, the call goes straight to its usage cell, without looking the session
+// up again. That is safe because a session active at a time stays so unless a close,
+// revocation or reaping ends it, which marks the cell; a renewal only moves the expiry later.
+func (s *Store) RecordCallIn(sess *Session, call Call) (UsageVersion, Usage, *Session, error) {
+	if sess.cell == nil || sess.StatusAt(call.At) != StatusActive {
+		return s.RecordCallUsage(sess.ID, call)
+	}
+	return s.recordInCell(sess.ID, sess.cell, call)
+}
+
+// recordInCell records call in c, the usage cell of session id.
+func (s *Store) recordInCell(id string, c *usageCell, call Call) (UsageVersion, Usage, *Session, error) {
 	enc, head, err := c.record(call, s.historyLimit)
 	if errors.Is(err, ErrNotActive) {
 		// The session's end is committing: wait for it, so the session returned shows it.

@@ -476,3 +476,43 @@ func TestARefusedCallWaitsForTheEndToCommit(t *testing.T) {
 		t.Fatalf("refused call: %v, session %+v; want ErrNotActive and the revoked session", r.err, r.sess)
 	}
 }
+
+// TestRecordCallInASessionAsRead: a decision records its call in the session it read, without
+// looking it up again. A close committed since the read still refuses the call, and the
+// session returned shows the close; a session read before its first call, or found active at
+// another time than the call's, is looked up again.
+func TestRecordCallInASessionAsRead(t *testing.T) {
+	s := newStore(t)
+	open(t, s, "a", "c", "u", time.Hour)
+	fresh, err := s.GetLifecycle("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.RecordCallIn(fresh, Call{Server: "fs", Tool: "read", At: t0}); err != nil {
+		t.Fatalf("first call, in a session read before it: %v", err)
+	}
+	read, err := s.GetLifecycle("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, head, _, err := s.RecordCallIn(read, Call{Server: "fs", Tool: "write", At: t0})
+	if err != nil || head.Total != 2 {
+		t.Fatalf("second call: %v, head %+v", err, head)
+	}
+	if _, now, decoded, err := s.GetUnlessUsage("a", v); err != nil || decoded || now != v {
+		t.Errorf("the version the call stored is not the session's: %v, %v", decoded, err)
+	}
+	if _, _, _, err := s.RecordCallIn(read, Call{Server: "fs", At: t0.Add(2 * time.Hour)}); err != ErrNotActive {
+		t.Errorf("a call after the expiry, in a session read active before it: %v, want ErrNotActive", err)
+	}
+	if _, err := s.Close("a", "done", t0); err != nil {
+		t.Fatal(err)
+	}
+	_, _, ended, err := s.RecordCallIn(read, Call{Server: "fs", At: t0})
+	if err != ErrNotActive || ended == nil || ended.Status != StatusClosed {
+		t.Fatalf("a call in a session closed since it was read: %v, session %+v", err, ended)
+	}
+	if sess, err := s.Get("a"); err != nil || sess.Usage.Total != 2 {
+		t.Errorf("usage after the refused calls: %+v, %v", sess, err)
+	}
+}
