@@ -67,8 +67,8 @@ type bucket struct {
 	usage []*usageCell
 }
 
-// usageCell holds one session's usage, as encodeUsage wrote it: every recorded call stores a
-// new encoding (the bytes of one are never changed), under the cell's lock. A session's calls
+// usageCell holds one session's usage, encoded (see encUsage): every recorded call stores a new
+// value, under the cell's lock (the bytes a value holds are never changed). A session's calls
 // are the one part of it that changes on every allowed decision; keeping them out of the
 // copy-on-write bucket spares each call a memdb write transaction (which serialises all
 // writers, copies the bucket's usage slice and the radix path to it, and makes a watch channel
@@ -80,14 +80,14 @@ type bucket struct {
 // needs no mark: a call is checked against the expiry the store holds when it is recorded.
 type usageCell struct {
 	mu    sync.Mutex
-	enc   []byte
+	enc   encUsage
 	ended bool
 }
 
-// load returns the encoded usage (nil: no call yet).
-func (c *usageCell) load() []byte {
+// load returns the encoded usage (empty: no call yet).
+func (c *usageCell) load() encUsage {
 	if c == nil {
-		return nil
+		return encUsage{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,15 +96,15 @@ func (c *usageCell) load() []byte {
 
 // record stores the usage with call added and returns it, with its counts and labels; it fails
 // with ErrNotActive once the cell has ended.
-func (c *usageCell) record(call Call, historyLimit int) ([]byte, Usage, error) {
+func (c *usageCell) record(call Call, historyLimit int) (encUsage, Usage, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended {
-		return nil, Usage{}, ErrNotActive
+		return encUsage{}, Usage{}, ErrNotActive
 	}
 	enc, head, err := withCallHead(c.enc, call, historyLimit)
 	if err != nil {
-		return nil, Usage{}, err
+		return encUsage{}, Usage{}, err
 	}
 	c.enc = enc
 	return enc, head, nil
@@ -209,8 +209,8 @@ func (b *bucket) find(id string) (int, bool) {
 	})
 }
 
-// usageOf returns the encoded usage of session i (nil: no call yet).
-func (b *bucket) usageOf(i int) []byte {
+// usageOf returns the encoded usage of session i (empty: no call yet).
+func (b *bucket) usageOf(i int) encUsage {
 	return b.cellOf(i).load()
 }
 

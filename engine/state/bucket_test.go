@@ -435,7 +435,7 @@ func TestRevokeIsNotStoppedByUnreadableUsage(t *testing.T) {
 		t.Fatal(l, err)
 	}
 	b := l.bucket.clone(l.key)
-	b.setCell(l.i, &usageCell{enc: []byte{0x05, 0x05, 0x01}})
+	b.setCell(l.i, &usageCell{enc: splitUsage([]byte{0x05, 0x05, 0x01})})
 	if err := write(txn, b); err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestGetWithoutHistory(t *testing.T) {
 	}
 	b := l.bucket.clone(l.key)
 	u := b.usageOf(l.i)
-	b.setCell(l.i, &usageCell{enc: u[: len(u)-1 : len(u)-1]})
+	b.setCell(l.i, &usageCell{enc: encUsage{head: u.head, hist: u.hist[: len(u.hist)-1 : len(u.hist)-1]}})
 	if err := write(txn, b); err != nil {
 		t.Fatal(err)
 	}

@@ -256,17 +256,17 @@ func (s *Store) recordFirstCall(id string, call Call) (UsageVersion, Usage, *Ses
 // session without a usage cell gets one: a new version of its bucket, sharing the records and
 // the text of the one it replaces. The call is stored in the cell right away; txn, when it
 // commits, makes a new cell visible.
-func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) ([]byte, Usage, error) {
+func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) (encUsage, Usage, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
-		return nil, Usage{}, err
+		return encUsage{}, Usage{}, err
 	}
 	if !l.found {
-		return nil, Usage{}, ErrNotFound
+		return encUsage{}, Usage{}, ErrNotFound
 	}
 	old := l.bucket
 	if old.statusAt(l.i, call.At) != StatusActive {
-		return nil, Usage{}, ErrNotActive
+		return encUsage{}, Usage{}, ErrNotActive
 	}
 	c := old.cellOf(l.i)
 	if c == nil {
@@ -274,12 +274,12 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) ([]byte, Usa
 		b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
 		b.setCell(l.i, c)
 		if err := write(txn, b); err != nil {
-			return nil, Usage{}, err
+			return encUsage{}, Usage{}, err
 		}
 	}
 	enc, head, err := c.record(call, s.historyLimit)
 	if err != nil && !errors.Is(err, ErrNotActive) {
-		return nil, Usage{}, fmt.Errorf("record call in session %s: %w", id, err)
+		return encUsage{}, Usage{}, fmt.Errorf("record call in session %s: %w", id, err)
 	}
 	return enc, head, err
 }

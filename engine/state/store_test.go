@@ -330,7 +330,7 @@ func TestEndingASessionRefusesCallsInFlight(t *testing.T) {
 			if _, _, err := inFlight.record(Call{Server: "fs", Tool: "write", At: t0}, s.historyLimit); err != ErrNotActive {
 				t.Errorf("a call recorded after the session's end committed: %v, want ErrNotActive", err)
 			}
-			if got := inFlight.load(); got == nil || mustDecode(t, got).Total != 1 {
+			if got := inFlight.load(); got.empty() || mustDecode(t, got).Total != 1 {
 				t.Errorf("usage after the refused call: %v", got)
 			}
 		})
@@ -436,7 +436,7 @@ func TestConcurrentCallsAndARevocation(t *testing.T) {
 	}
 }
 
-func mustDecode(t *testing.T, enc []byte) Usage {
+func mustDecode(t *testing.T, enc encUsage) Usage {
 	t.Helper()
 	u, err := decodeUsage(enc, true)
 	if err != nil {

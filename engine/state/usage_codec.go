@@ -7,20 +7,48 @@ import (
 	"unsafe"
 )
 
-// A session's usage is stored encoded, as one byte slice the collector does not look into:
-// its total, its call counts, its labels and its history, strings inline. Recording a call
-// decodes the usage, adds the call and encodes a new slice; reading it decodes it, with the
-// strings pointing into the slice, which is never written once encoded.
+// A session's usage is stored encoded, in byte slices the collector does not look into: its
+// head (the total, the call counts, the labels and the number of history entries) in one, its
+// history entries in another, strings inline. Recording a call decodes the head, which is
+// small, and encodes a new one; the history entries are not decoded, and the new entry is
+// appended in place (see encUsage). Reading the usage decodes it, with the strings pointing
+// into the slices, whose bytes are never written once a reader can see them.
+
+// encUsage is one stored value of a session's usage: head ++ hist is the encoding encodeUsage
+// writes. hist is the window of an append-only log: a call appends its entry past the end of
+// the latest value's hist, in the same array while it has room, and drops the entries that
+// fall out of the window by starting later, so the bytes any value holds never change and the
+// history is copied only when the array is full (see withCallHead).
+type encUsage struct {
+	head []byte
+	hist []byte
+}
+
+// empty reports whether the usage holds no call.
+func (e encUsage) empty() bool { return len(e.head) == 0 && len(e.hist) == 0 }
 
 // encodeUsage encodes u whole. The store writes usage only through withCall; this is the
 // form withCall keeps, written in one go.
-func encodeUsage(u *Usage) []byte {
-	b := appendHead(nil, *u)
-	b = binary.AppendUvarint(b, uint64(len(u.History)))
+func encodeUsage(u *Usage) encUsage {
+	head := binary.AppendUvarint(appendHead(nil, *u), uint64(len(u.History)))
+	var hist []byte
 	for _, h := range u.History {
-		b = appendEntry(b, h.Server, h.Tool, h.Method, h.At)
+		hist = appendEntry(hist, h.Server, h.Tool, h.Method, h.At)
 	}
-	return b
+	return encUsage{head: head, hist: hist}
+}
+
+// splitUsage is the encUsage of an encoding as encodeUsage writes it, head ++ hist, split
+// where the head ends; a malformed one is left whole in the head, so decoding it fails.
+func splitUsage(b []byte) encUsage {
+	d := usageDecoder{b: b}
+	d.head()
+	d.uvarint()
+	if d.err != nil {
+		return encUsage{head: b}
+	}
+	n := len(b) - len(d.b)
+	return encUsage{head: b[:n:n], hist: d.b}
 }
 
 // appendHead appends what precedes the history: the total, the call counts and the labels.
@@ -41,6 +69,22 @@ func appendHead(b []byte, u Usage) []byte {
 func appendEntry(b []byte, server, tool, method string, at time.Time) []byte {
 	b = appendString(appendString(appendString(b, server), tool), method)
 	return binary.AppendVarint(b, encodeNanos(at))
+}
+
+// entrySize is how many bytes appendEntry appends.
+func entrySize(server, tool, method string, at time.Time) int {
+	n := len(server) + len(tool) + len(method)
+	n += uvarintSize(uint64(len(server))) + uvarintSize(uint64(len(tool))) + uvarintSize(uint64(len(method)))
+	var b [binary.MaxVarintLen64]byte
+	return n + binary.PutVarint(b[:], encodeNanos(at))
+}
+
+func uvarintSize(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 func appendString(b []byte, s string) []byte {
@@ -137,72 +181,95 @@ func (d *usageDecoder) end() error {
 
 // decodeUsage reads usage encodeUsage or withCall wrote, with its history only when history
 // is true; the history is read through either way, so a malformed one is always an error.
-func decodeUsage(b []byte, history bool) (Usage, error) {
-	if len(b) == 0 {
+func decodeUsage(e encUsage, history bool) (Usage, error) {
+	if e.empty() {
 		return Usage{}, nil
 	}
-	d := usageDecoder{b: b}
+	d := usageDecoder{b: e.head}
 	u := d.head()
-	n := d.count()
+	n := d.uvarint()
+	if err := d.end(); err != nil {
+		return Usage{}, err
+	}
+	if n > uint64(len(e.hist)) { // every entry takes at least a byte
+		d.fail()
+		return Usage{}, d.err
+	}
 	if history && n > 0 {
 		u.History = make([]HistoryEntry, n)
 	}
-	for i := range n {
-		e := d.entry() // read even when not kept: a malformed history is still an error
+	d.b = e.hist
+	for i := range int(n) {
+		h := d.entry() // read even when not kept: a malformed history is still an error
 		if u.History != nil {
-			u.History[i] = e
+			u.History[i] = h
 		}
 	}
 	return u, d.end()
 }
 
-// withCall returns the encoded usage enc with call recorded, keeping at most historyLimit
-// history entries. It decodes the counts and labels, which are few, and copies the history
-// entries it keeps as they are encoded: a call costs one new slice, not a decoding of the
-// whole history.
-func withCall(enc []byte, call Call, historyLimit int) ([]byte, error) {
-	b, _, err := withCallHead(enc, call, historyLimit)
-	return b, err
+// withCall returns the encoded usage e with call recorded, keeping at most historyLimit
+// history entries.
+func withCall(e encUsage, call Call, historyLimit int) (encUsage, error) {
+	out, _, err := withCallHead(e, call, historyLimit)
+	return out, err
 }
 
 // withCallHead is withCall, returning also the counts and labels it encoded (their strings
-// point into enc and call).
-func withCallHead(enc []byte, call Call, historyLimit int) ([]byte, Usage, error) {
-	d := usageDecoder{b: enc}
+// point into the head and call). It decodes the head, which is small, and encodes a new one.
+// The history entries that stay in the window are not decoded or copied: the new entry is
+// appended after them in place while their array has room, which is safe because e is the
+// latest value of its session (the caller holds the session's cell), so no value has written
+// past e.hist's end. When the array is full, the kept entries move to a new one with room for
+// about a quarter of the window more: a call copies the history once in that many calls, not
+// every time. The dropped entries are skipped, not read through: the store encoded them, and
+// every read of the usage reads the whole history through, so a malformed one is still an
+// error there.
+func withCallHead(e encUsage, call Call, historyLimit int) (encUsage, Usage, error) {
 	var u Usage
-	entries := 0
-	if len(enc) > 0 {
+	var entries uint64
+	if !e.empty() {
+		d := usageDecoder{b: e.head}
 		u = d.head()
-		entries = d.count()
+		entries = d.uvarint()
+		if err := d.end(); err != nil {
+			return encUsage{}, Usage{}, err
+		}
+		if entries > uint64(len(e.hist)) {
+			d.fail()
+			return encUsage{}, Usage{}, d.err
+		}
 	}
-	// Skip the entries that drop out of the window; the kept ones are copied as they are. They
-	// are not read through here: the store encoded them, and every read of the usage reads the
-	// whole history through, so a malformed one is still an error there.
-	keep := min(entries, max(historyLimit-1, 0))
-	for range entries - keep {
+	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
+	head := appendHead(make([]byte, 0, len(e.head)+len(call.Server)+len(call.Tool)+8), n)
+	if historyLimit <= 0 {
+		return encUsage{head: binary.AppendUvarint(head, 0)}, n, nil
+	}
+	keep := min(int(entries), historyLimit-1)
+	d := usageDecoder{b: e.hist}
+	for range int(entries) - keep {
 		d.entry()
 	}
+	if d.err != nil || (keep == 0 && len(d.b) != 0) {
+		return encUsage{}, Usage{}, d.end()
+	}
 	kept := d.b
-	if d.err != nil || (keep == 0 && len(kept) != 0) {
-		return nil, Usage{}, d.end()
+	need := entrySize(call.Server, call.Tool, call.Method, call.At)
+	if cap(kept)-len(kept) < need {
+		grown := make([]byte, len(kept), len(kept)+need+(len(kept)+need)/4)
+		copy(grown, kept)
+		kept = grown
 	}
-
-	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
-	b := appendHead(make([]byte, 0, len(enc)+len(call.Server)+len(call.Tool)+len(call.Method)+32), n)
-	if historyLimit <= 0 {
-		return binary.AppendUvarint(b, 0), n, nil
-	}
-	b = binary.AppendUvarint(b, uint64(keep+1))
-	b = append(b, kept...)
-	return appendEntry(b, call.Server, call.Tool, call.Method, call.At), n, nil
+	hist := appendEntry(kept, call.Server, call.Tool, call.Method, call.At)
+	return encUsage{head: binary.AppendUvarint(head, uint64(keep+1)), hist: hist}, n, nil
 }
 
 // UsageVersion names one stored value of a session's usage: every recorded call stores a new
-// one, and an unchanged usage keeps its version. It holds the stored bytes, so a version that a
-// caller keeps is never given to another value.
+// one, and an unchanged usage keeps its version. It holds the value's head, which each call
+// encodes afresh, so a version that a caller keeps is never given to another value.
 type UsageVersion struct {
 	p *byte
 	n int
 }
 
-func versionOf(enc []byte) UsageVersion { return UsageVersion{unsafe.SliceData(enc), len(enc)} }
+func versionOf(e encUsage) UsageVersion { return UsageVersion{unsafe.SliceData(e.head), len(e.head)} }

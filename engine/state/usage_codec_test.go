@@ -43,14 +43,16 @@ func TestUsageRoundTrips(t *testing.T) {
 // an error (a decision fails closed), not as a session with less usage than it has.
 func TestMalformedUsageIsAnError(t *testing.T) {
 	u := Usage{Total: 2, Calls: []CallCount{{Server: "fs", Tool: "read", N: 2}}, History: []HistoryEntry{{Server: "fs", Tool: "read", Method: "tools/call", At: t0}}}
-	enc := encodeUsage(&u)
+	whole := encodeUsage(&u)
+	enc := append(whole.head[:len(whole.head):len(whole.head)], whole.hist...)
 	for _, bad := range [][]byte{
 		enc[:len(enc)-1],                   // cut short
 		append(enc[:len(enc):len(enc)], 0), // trailing bytes
 		{0x05, 0xff},                       // a count larger than what follows
+		{0x01, 0x00, 0x00, 0x02, 0x00},     // more history entries than bytes
 	} {
 		for _, history := range []bool{true, false} {
-			if _, err := decodeUsage(bad, history); err == nil {
+			if _, err := decodeUsage(splitUsage(bad), history); err == nil {
 				t.Errorf("decodeUsage(%x, history %v) succeeded", bad, history)
 			}
 		}
@@ -89,9 +91,13 @@ func TestWithCallMatchesTheModel(t *testing.T) {
 		{Server: "a", Tool: "ünïcode", Method: "tools/call", At: time.Time{}},
 	}
 	for _, limit := range []int{0, 1, 2, 3, 32} {
-		var enc []byte
+		var enc encUsage
 		var model Usage
-		for round := range 3 {
+		// Every value stays as it was stored: a later call appends its history entry in place,
+		// and must never write where an earlier value reads.
+		var values []encUsage
+		var models []Usage
+		for round := range 40 {
 			for _, c := range calls {
 				var err error
 				if enc, err = withCall(enc, c, limit); err != nil {
@@ -105,10 +111,34 @@ func TestWithCallMatchesTheModel(t *testing.T) {
 				if !reflect.DeepEqual(got, model) {
 					t.Fatalf("limit %d, round %d, after %+v:\n got %+v\nwant %+v", limit, round, c, got, model)
 				}
+				values, models = append(values, enc), append(models, model)
+			}
+		}
+		for i, v := range values {
+			if got, err := decodeUsage(v, true); err != nil || !reflect.DeepEqual(got, models[i]) {
+				t.Fatalf("limit %d: value %d changed after later calls:\n got %+v, %v\nwant %+v", limit, i, got, err, models[i])
 			}
 		}
 	}
-	if _, err := withCall([]byte{0x01, 0x09}, calls[0], 32); err == nil {
+	if _, err := withCall(splitUsage([]byte{0x01, 0x09}), calls[0], 32); err == nil {
 		t.Error("withCall on malformed usage succeeded")
+	}
+}
+
+// TestEntrySize: entrySize is exactly what appendEntry appends, so a history array sized by it
+// holds the entry without growing again.
+func TestEntrySize(t *testing.T) {
+	for _, c := range []struct {
+		server, tool, method string
+		at                   time.Time
+	}{
+		{"", "", "", time.Time{}},
+		{"fs", "read", "tools/call", t0},
+		{strings.Repeat("s", 127), strings.Repeat("t", 128), strings.Repeat("m", 1<<14), time.Unix(0, 1)},
+		{"ünïcode", "", "resources/read", time.Unix(0, -1)},
+	} {
+		if got, want := entrySize(c.server, c.tool, c.method, c.at), len(appendEntry(nil, c.server, c.tool, c.method, c.at)); got != want {
+			t.Errorf("entrySize(%d, %d, %d bytes, %v) = %d, appendEntry appends %d", len(c.server), len(c.tool), len(c.method), c.at, got, want)
+		}
 	}
 }
