@@ -631,39 +631,58 @@ decision := {"result": "deny", "reasons": [{"code": "too_many"}]} if {
 }
 
 // A session revoked while the policy evaluates one of its calls: the revocation wins, and the
-// caller is told the session was revoked (not that it is unknown).
+// caller is told the session was revoked (not that it is unknown). Both ways a call is
+// recorded are covered: a session's first call (which writes its bucket) and a later one
+// (which goes to the session's usage cell without a write transaction).
 func TestRevokedDuringEvaluationSaysRevoked(t *testing.T) {
-	p, url, arrived, release := blockingPolicy(t)
-	e, err := engine.New(context.Background(), engine.Config{}, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := openSession(t, e)
-	done := make(chan engine.Decision, 1)
-	go func() {
-		req := call(id, "read")
-		req.Context = map[string]any{"url": url}
-		d, err := e.Decide(context.Background(), req)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- d
-	}()
-	select {
-	case <-arrived:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the call never reached the policy")
-	}
-	if _, err := e.RevokeSessions(context.Background(), state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
-		t.Fatal(err)
-	}
-	release <- struct{}{}
-	d := <-done
-	if d.Outcome != engine.Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != engine.ReasonSessionRevoked {
-		t.Fatalf("decision evaluated across a revocation: %+v, want deny %s", d, engine.ReasonSessionRevoked)
-	}
-	if info, _ := e.GetSession(id); info.Usage.Total != 0 {
-		t.Errorf("the revoked session recorded the call: %+v", info.Usage)
+	for _, before := range []uint64{0, 1} {
+		t.Run(fmt.Sprintf("after %d calls", before), func(t *testing.T) {
+			p, url, arrived, release := blockingPolicy(t)
+			e, err := engine.New(context.Background(), engine.Config{}, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := openSession(t, e)
+			done := make(chan engine.Decision, 1)
+			decide := func() {
+				req := call(id, "read")
+				req.Context = map[string]any{"url": url}
+				d, err := e.Decide(context.Background(), req)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- d
+			}
+			reach := func() {
+				t.Helper()
+				select {
+				case <-arrived:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the call never reached the policy")
+				}
+			}
+			for range before {
+				go decide()
+				reach()
+				release <- struct{}{}
+				if d := <-done; d.Outcome != engine.Allow {
+					t.Fatalf("call before the revocation: %+v", d)
+				}
+			}
+			go decide()
+			reach()
+			if _, err := e.RevokeSessions(context.Background(), state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
+				t.Fatal(err)
+			}
+			release <- struct{}{}
+			d := <-done
+			if d.Outcome != engine.Deny || len(d.Reasons) != 1 || d.Reasons[0].Code != engine.ReasonSessionRevoked {
+				t.Fatalf("decision evaluated across a revocation: %+v, want deny %s", d, engine.ReasonSessionRevoked)
+			}
+			if info, _ := e.GetSession(id); info.Usage.Total != before {
+				t.Errorf("the revoked session recorded the call: %+v", info.Usage)
+			}
+		})
 	}
 }
 

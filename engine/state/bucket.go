@@ -17,17 +17,17 @@ import (
 // 4,096 memdb entries and a handful of heap objects per bucket, which the collector marks
 // without looking inside: with one memdb object per session (about ten heap objects each),
 // marking them took most of a 2-CPU server's time at a million sessions. What a session has
-// done (its usage) is kept beside the records, encoded in one byte slice per session that has
-// made a call, held in a small cell (see usageCell).
+// done (its usage) is kept beside the records, encoded in two byte slices (see encUsage) held
+// in a small cell per session that has made a call (see usageCell).
 //
 // Buckets are copy-on-write like every memdb object, but for the usage: a change of lifecycle
 // (open, renew, close, revoke) writes a new bucket, which copies the records and appends new
 // strings to the text, and shares the usage cells with the bucket it replaces. Recording a
 // call replaces the encoded usage inside the session's cell, without a memdb transaction:
-// only a session's first call writes its bucket, to add the cell. The
-// text is shared between versions and appended to in place only past the furthest any version
-// has written (textEnd), so strings read from a bucket never change; it is rebuilt when most
-// of it is no longer referenced.
+// only a session's first call writes its bucket, to add the cell. The text is shared between
+// versions and appended to in place only past the furthest any version has written (textEnd),
+// so strings read from a bucket never change; it is rebuilt when most of it is no longer
+// referenced.
 //
 // The number of buckets trades the collector's work against the cost of a change: at a
 // million sessions, 4,096 buckets hold ~244 sessions each, and a forced collection takes

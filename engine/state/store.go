@@ -12,7 +12,9 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
-// Store keeps sessions in go-memdb. Reads never block writers; writes are serialised by memdb.
+// Store keeps sessions in go-memdb. Reads never block writers; writes are serialised by memdb,
+// except the most frequent one: recording an allowed call in a session that has made one
+// before, which takes only the session's usage cell (see usageCell).
 type Store struct {
 	db           *memdb.MemDB
 	seed         maphash.Seed
