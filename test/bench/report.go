@@ -172,7 +172,11 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("- the load generator and the servers share these CPUs; each server is its own process\n")
 	switch r.Server {
 	case ArbiterBinary:
-		p("- Arbiter: `arbiter serve %s` built from this module (as shipped: decision log, metrics), harness policy via --policy", strings.Join(r.ArbiterArgs, " "))
+		from := "built from this module"
+		if r.ArbiterBin != "" {
+			from = fmt.Sprintf("the prebuilt binary %s (-arbiter-bin)", r.ArbiterBin)
+		}
+		p("- Arbiter: `arbiter serve %s`, %s (as shipped: decision log, metrics), harness policy via --policy", strings.Join(r.ArbiterArgs, " "), from)
 		if r.DecisionLogRecords > 0 {
 			p("; it wrote %s decision records (%s) to its decision log on stdout, read by the harness", count(int(r.DecisionLogRecords)), bytesOf(float64(r.DecisionLogBytes)))
 		}

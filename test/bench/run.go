@@ -161,9 +161,10 @@ type Report struct {
 	// Calibration is what the policy answers each request of the mix.
 	Calibration *Calibration
 	// Server is the kind of Arbiter server the main scenarios measured; ArbiterArgs its serve
-	// flags (binary only).
+	// flags and ArbiterBin the prebuilt binary it ran, if one was given (binary only).
 	Server      string
 	ArbiterArgs []string
+	ArbiterBin  string
 	// DecisionLogRecords and DecisionLogBytes are what the binary wrote to its decision log;
 	// ServerRSS and ServerPeakRSS its resident set at the end and at its peak.
 	DecisionLogRecords, DecisionLogBytes int64
@@ -383,7 +384,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return nil, err
 			}
 			s.grpc, s.bundles = s.bin.GRPC, s.bin.Admin
-			rep.ArbiterArgs = s.bin.Args
+			rep.ArbiterArgs, rep.ArbiterBin = s.bin.Args, cfg.ArbiterBin
 		default:
 			logf("starting the Arbiter library server")
 			if s.child, err = StartChild(ctx, exe, childSpec{Role: RoleArbiter}, cfg.ServerEnv, cfg.Log); err != nil {
