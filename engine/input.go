@@ -750,7 +750,8 @@ type cacheSlot struct {
 	// that the session's last recorded call stored, and head is its counts and labels (no
 	// history), which the next read of the session takes instead of decoding the usage while
 	// the version stays the same (see Engine.sessionInput). Both hold the stored usage's
-	// bytes: a cached session keeps one usage alive, the session's own or the one it replaced.
+	// head (not its history): a cached session keeps one head alive, the session's own or the
+	// one it replaced.
 	known   bool
 	version state.UsageVersion
 	head    state.Usage

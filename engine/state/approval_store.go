@@ -135,11 +135,11 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 		res.ExpiresAt = now.Add(a.GrantTTL)
 	}
 
-	var ending *usageCell // a session whose opening is denied (it has made no call: nil)
 	switch a.Kind {
 	case KindSessionOpen:
-		var cell *usageCell
-		cell, err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
+		// A session whose opening is denied has made no call (a pending session cannot), so it
+		// has no usage cell to mark.
+		_, err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
 			if sess.Status != StatusPendingApproval {
 				return false
 			}
@@ -151,9 +151,6 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 			}
 			return true
 		})
-		if !r.Approve {
-			ending = cell
-		}
 	case KindSessionRenew:
 		if r.Approve {
 			_, err = s.updateSessionTxn(txn, a.SessionID, func(sess *Session) bool {
@@ -171,7 +168,6 @@ func (s *Store) ResolveApproval(id string, r Resolution, now time.Time) (*Approv
 	if err := txn.Insert(tableApprovals, res); err != nil {
 		return nil, fmt.Errorf("resolve approval: %w", err)
 	}
-	ending.end()
 	txn.Commit()
 	return res, nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"unsafe"
+
+	memdb "github.com/hashicorp/go-memdb"
 )
 
 // Sessions are stored in go-memdb as buckets, not one object each. A session's id hashes to
@@ -120,12 +122,25 @@ func (c *usageCell) end() {
 	c.mu.Unlock()
 }
 
-// endCells marks the cells of sessions whose end a transaction is about to commit.
-func endCells(cells []*usageCell) {
+// commitEnding marks the cells of the sessions txn ends (nil cells: sessions without calls),
+// then commits txn. The order is what makes an end win over a call in flight: a call that
+// looked the session up before the commit finds its cell marked, and one that looks it up
+// after sees the session ended. Marking after the commit would leave a window in which a call
+// could be recorded in a session whose end had committed. Nothing that can fail may come
+// between the first mark and the commit: a marked cell refuses calls for good.
+func commitEnding(txn *memdb.Txn, cells ...*usageCell) {
 	for _, c := range cells {
 		c.end()
 	}
+	if beforeEndCommits != nil {
+		beforeEndCommits()
+	}
+	txn.Commit()
 }
+
+// beforeEndCommits, when set (by tests only), runs in commitEnding between the marks and the
+// commit.
+var beforeEndCommits func()
 
 // statuses are the stored statuses by code; code 0 is never stored.
 var statuses = [...]Status{"", StatusActive, StatusPendingApproval, StatusClosed, StatusRevoked, StatusExpired}

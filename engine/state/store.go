@@ -169,12 +169,15 @@ func (s *Store) GetUnlessUsage(id string, known UsageVersion) (sess *Session, v 
 	if !l.found {
 		return nil, UsageVersion{}, false, ErrNotFound
 	}
-	enc := l.bucket.usageOf(l.i)
+	sess = l.bucket.lifecycle(l.i)
+	enc := sess.cell.load()
 	if v = versionOf(enc); v == known {
-		return l.bucket.lifecycle(l.i), v, false, nil
+		return sess, v, false, nil
 	}
-	sess, err = l.bucket.session(l.i, false)
-	return sess, v, true, err
+	if sess.Usage, err = decodeUsage(enc, false); err != nil {
+		return nil, UsageVersion{}, false, fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	return sess, v, true, nil
 }
 
 // RecordCall records an allowed call in the session's usage. It fails with ErrNotActive (and
@@ -256,8 +259,9 @@ func (s *Store) recordFirstCall(id string, call Call) (UsageVersion, Usage, *Ses
 
 // recordCallTxn records call in session id, inside txn, and returns the usage stored. A
 // session without a usage cell gets one: a new version of its bucket, sharing the records and
-// the text of the one it replaces. The call is stored in the cell right away; txn, when it
-// commits, makes a new cell visible.
+// the text of the one it replaces. The call is stored in the cell right away (txn, when it
+// commits, makes a new cell visible), and is not taken back if txn aborts: it must be the
+// last step of its transaction that can fail.
 func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) (encUsage, Usage, error) {
 	l, err := s.locate(txn, id)
 	if err != nil {
@@ -362,8 +366,7 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 		sess, _ := s.sessionTxn(txn, id)
 		return sess, ErrNotActive
 	}
-	cell.end()
-	txn.Commit()
+	commitEnding(txn, cell)
 	return closed, nil
 }
 
@@ -372,8 +375,11 @@ func (s *Store) Close(id, reason string, now time.Time) (*Session, error) {
 //
 // A selector other than the session id scans every session inside the write transaction: a
 // session opened concurrently is either seen and revoked or opened after the revocation, never
-// missed in between. Allowed decisions wait for the scan to record their calls; revoking by
-// client, subject or server is an operator's action, not a per-request one.
+// missed in between. Calls are recorded during the scan (in the sessions' usage cells, see
+// usageCell): revoking by server revokes a session whose call to that server was recorded
+// before the scan read its usage, and a call recorded after that counts as made after the
+// revocation, as a call in a session opened after it would. A call in a session the scan
+// revokes is refused from the moment the revocation commits.
 func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, error) {
 	if f.Empty() {
 		return nil, fmt.Errorf("revoke needs at least one selector")
@@ -431,8 +437,7 @@ func (s *Store) Revoke(f RevokeFilter, reason string, now time.Time) ([]string, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	endCells(ending)
-	txn.Commit()
+	commitEnding(txn, ending...)
 	slices.Sort(ids)
 	return ids, nil
 }
@@ -582,8 +587,7 @@ func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 			n += removed
 		}
 	}
-	endCells(ending)
-	txn.Commit()
+	commitEnding(txn, ending...)
 	return n, nil
 }
 

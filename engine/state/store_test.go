@@ -297,18 +297,19 @@ func TestGetLifecycle(t *testing.T) {
 
 // TestEndingASessionRefusesCallsInFlight: a call is recorded in the session's usage cell after
 // the session was looked up in a snapshot, without a write transaction. A close, revocation or
-// reaping that commits in between must still win: the call is refused (ErrNotActive), and the
-// session returned with the refusal shows why. Each case records a call through the cell of a
-// bucket read before the end committed, as a decision in flight does.
+// reaping must still win: each marks the cell before its commit (checked from inside the
+// commit, between the marks and the commit itself), so a decision that read the session before
+// the end has its call refused (ErrNotActive), with the session as the end left it.
 func TestEndingASessionRefusesCallsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		end  func(s *Store) error
+		want Status // of the session returned with the refusal; "" for none (reaped)
 	}{
-		{"close", func(s *Store) error { _, err := s.Close("a", "done", t0); return err }},
-		{"revoke by id", func(s *Store) error { _, err := s.Revoke(RevokeFilter{SessionID: "a"}, "incident", t0); return err }},
-		{"revoke by server", func(s *Store) error { _, err := s.Revoke(RevokeFilter{ServerID: "fs"}, "incident", t0); return err }},
-		{"reap", func(s *Store) error { _, err := s.Reap(t0.Add(2 * time.Hour)); return err }},
+		{"close", func(s *Store) error { _, err := s.Close("a", "done", t0); return err }, StatusClosed},
+		{"revoke by id", func(s *Store) error { _, err := s.Revoke(RevokeFilter{SessionID: "a"}, "incident", t0); return err }, StatusRevoked},
+		{"revoke by server", func(s *Store) error { _, err := s.Revoke(RevokeFilter{ServerID: "fs"}, "incident", t0); return err }, StatusRevoked},
+		{"reap", func(s *Store) error { _, err := s.Reap(t0.Add(2 * time.Hour)); return err }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
@@ -316,22 +317,36 @@ func TestEndingASessionRefusesCallsInFlight(t *testing.T) {
 			if _, err := s.RecordCall("a", Call{Server: "fs", Tool: "read", At: t0}); err != nil {
 				t.Fatal(err)
 			}
-			l, err := s.locate(s.db.Txn(false), "a")
-			if err != nil || !l.found {
-				t.Fatal(l, err)
+			read, err := s.GetLifecycle("a")
+			if err != nil || read.cell == nil {
+				t.Fatalf("a session that made a call reads back without its usage cell: %v", err)
 			}
-			inFlight := l.bucket.cellOf(l.i)
-			if inFlight == nil {
-				t.Fatal("a session that made a call has no usage cell")
+			committing := false
+			beforeEndCommits = func() {
+				committing = true
+				if _, _, err := read.cell.record(Call{Server: "fs", Tool: "early", At: t0}, s.historyLimit); err != ErrNotActive {
+					t.Errorf("the cell took a call while the end was committing (%v): it must be marked before the commit", err)
+				}
 			}
+			defer func() { beforeEndCommits = nil }()
 			if err := tc.end(s); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := inFlight.record(Call{Server: "fs", Tool: "write", At: t0}, s.historyLimit); err != ErrNotActive {
-				t.Errorf("a call recorded after the session's end committed: %v, want ErrNotActive", err)
+			if !committing {
+				t.Fatal("the end committed without commitEnding")
 			}
-			if got := inFlight.load(); got.empty() || mustDecode(t, got).Total != 1 {
-				t.Errorf("usage after the refused call: %v", got)
+			_, _, ended, err := s.RecordCallIn(read, Call{Server: "fs", Tool: "write", At: t0})
+			if err != ErrNotActive {
+				t.Errorf("a call in a session ended since it was read: %v, want ErrNotActive", err)
+			}
+			switch {
+			case tc.want == "" && ended != nil:
+				t.Errorf("the refusal returned the reaped session %+v", ended)
+			case tc.want != "" && (ended == nil || ended.Status != tc.want):
+				t.Errorf("the refusal returned session %+v, want status %s", ended, tc.want)
+			}
+			if got := read.cell.load(); got.empty() || mustDecode(t, got).Total != 1 {
+				t.Errorf("usage after the refused calls: %+v", got)
 			}
 		})
 	}
@@ -376,8 +391,9 @@ func TestSessionsThatDoNotEndKeepRecording(t *testing.T) {
 }
 
 // TestConcurrentCallsAndARevocation: calls recorded at once in one session (the store does not
-// rely on the engine's per-session lock) are each counted once, and once a revocation returns,
-// no call in the session is recorded. Run with -race.
+// rely on the engine's per-session lock) are each counted once (a lost update fails it), and
+// once a revocation returns no call in the session is recorded. Run with -race. (Calls in
+// flight across the revocation's commit are TestEndingASessionRefusesCallsInFlight's.)
 func TestConcurrentCallsAndARevocation(t *testing.T) {
 	s := newStore(t)
 	open(t, s, "a", "c", "u", time.Hour)
@@ -470,6 +486,11 @@ func TestARefusedCallWaitsForTheEndToCommit(t *testing.T) {
 		got <- result{sess, err}
 	}()
 	time.Sleep(20 * time.Millisecond) // the call reads the snapshot before the commit
+	select {
+	case r := <-got:
+		t.Fatalf("the refused call returned before the end committed: %v, session %+v", r.err, r.sess)
+	default:
+	}
 	txn.Commit()
 	r := <-got
 	if r.err != ErrNotActive || r.sess == nil || r.sess.Status != StatusRevoked || r.sess.EndReason != "incident" {
