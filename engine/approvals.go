@@ -37,7 +37,9 @@ type ApprovalInfo struct {
 // require_approval can turn into allow, and only through a grant bound to this exact request:
 // a standing denial denies (approval_denied), a usable grant allows (a "once" grant is
 // consumed by exactly one call, recorded in the session in the same transaction), and
-// otherwise the request waits on a pending approval, reused by identical requests.
+// otherwise the request waits on a pending approval, reused by identical requests: found in
+// the snapshot the grants and denials were looked up in (a gateway asking again while a human
+// decides costs no write), else stored, or found, in a write transaction.
 func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 	args, digest, err := ArgumentsDigest(req.Operation.Arguments)
 	if err != nil {
@@ -45,6 +47,7 @@ func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 	}
 	key := requestKey(req.SessionID, req.Client.ID, req.Subject.ID, req.Server.ID, req.Operation.Method, req.Operation.Tool, digest)
 
+	var pending *state.Approval
 	for attempt := 0; attempt < 3; attempt++ {
 		v, err := e.store.MatchApprovals(key, d.At)
 		if err != nil {
@@ -75,7 +78,12 @@ func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 				return Decision{}, err
 			}
 		}
+		pending = v.Pending
 		break
+	}
+	if pending != nil {
+		d.ApprovalID, d.ApprovalExpiresAt = pending.ID, pending.ExpiresAt
+		return d, nil
 	}
 
 	a, _, err := e.store.RequestApproval(&state.Approval{

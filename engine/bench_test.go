@@ -90,6 +90,29 @@ func benchDecideOn(b *testing.B, cfg engine.Config, p engine.Policy) {
 	}
 }
 
+// BenchmarkDecideAwaitingApproval is a tools/call of a destructive tool in a live session
+// while its approval waits for a human: a gateway asking again. The pending approval is found
+// in the snapshot the grants are looked up in and reused.
+func BenchmarkDecideAwaitingApproval(b *testing.B) {
+	e, err := engine.New(context.Background(), engine.Config{}, benchPolicy(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := benchRequest(benchSession(b, e))
+	req.Operation.Tool, req.Operation.Arguments = "delete_file", map[string]any{"path": "/home/alice/old.md"}
+	ctx := context.Background()
+	first, err := e.Decide(ctx, req)
+	if err != nil || first.Outcome != engine.RequireApproval || first.ApprovalID == "" {
+		b.Fatalf("%+v %v", first, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(ctx, req); err != nil || d.ApprovalID != first.ApprovalID {
+			b.Fatalf("%+v %v", d, err)
+		}
+	}
+}
+
 // BenchmarkDecideUncached is BenchmarkDecide when the session's input terms are not cached:
 // two sessions alternate over a one-session cache, so every decision builds its session's
 // history terms afresh (a gateway with more sessions deciding at once than

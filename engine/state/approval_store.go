@@ -37,9 +37,12 @@ type Verdict struct {
 	Grant *Approval
 	// Denial is a live denial of the request.
 	Denial *Approval
+	// Pending is an approval of the request that waits for a human.
+	Pending *Approval
 }
 
-// MatchApprovals looks up a usable grant or a standing denial for the request key.
+// MatchApprovals looks up a usable grant, a standing denial or a pending approval for the
+// request key, in a snapshot.
 func (s *Store) MatchApprovals(key string, now time.Time) (Verdict, error) {
 	txn := s.db.Txn(false)
 	it, err := txn.Get(tableApprovals, indexRequest, key)
@@ -54,6 +57,8 @@ func (s *Store) MatchApprovals(key string, now time.Time) (Verdict, error) {
 			v.Grant = a
 		case ApprovalDenied:
 			v.Denial = a
+		case ApprovalPending:
+			v.Pending = a
 		}
 	}
 	return v, nil

@@ -537,3 +537,51 @@ func TestRecordCallInASessionAsRead(t *testing.T) {
 		t.Errorf("usage after the refused calls: %+v, %v", sess, err)
 	}
 }
+
+// TestMatchApprovalsSeesEachKind: the snapshot look-up a decision makes finds a pending
+// approval of the request (which the decision then reuses without a write), a grant and a
+// denial, each only while it is live.
+func TestMatchApprovalsSeesEachKind(t *testing.T) {
+	s := newStore(t)
+	ask := func(id, key string) {
+		t.Helper()
+		a := &Approval{ID: id, Kind: KindOperation, RequestKey: key, Scope: ScopeOnce, GrantTTL: time.Hour, CreatedAt: t0, ExpiresAt: t0.Add(time.Minute)}
+		if _, reused, err := s.RequestApproval(a, t0); err != nil || reused {
+			t.Fatalf("request %s: reused %v, %v", id, reused, err)
+		}
+	}
+	ask("apr_p", "k-pending")
+	ask("apr_g", "k-granted")
+	ask("apr_d", "k-denied")
+	if _, err := s.ResolveApproval("apr_g", Resolution{Approve: true, By: "bob"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResolveApproval("apr_d", Resolution{Approve: false, By: "bob"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key                    string
+		at                     time.Time
+		pending, grant, denial string
+	}{
+		{"k-pending", t0, "apr_p", "", ""},
+		{"k-pending", t0.Add(time.Minute), "", "", ""}, // lapsed
+		{"k-granted", t0, "", "apr_g", ""},
+		{"k-denied", t0, "", "", "apr_d"},
+		{"k-none", t0, "", "", ""},
+	} {
+		v, err := s.MatchApprovals(tc.key, tc.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := func(a *Approval) string {
+			if a == nil {
+				return ""
+			}
+			return a.ID
+		}
+		if id(v.Pending) != tc.pending || id(v.Grant) != tc.grant || id(v.Denial) != tc.denial {
+			t.Errorf("%s at %v: pending %q, grant %q, denial %q; want %q, %q, %q", tc.key, tc.at, id(v.Pending), id(v.Grant), id(v.Denial), tc.pending, tc.grant, tc.denial)
+		}
+	}
+}
