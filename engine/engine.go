@@ -321,7 +321,15 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	case reads.has(keyHistory):
 		sess, err = e.store.Get(req.SessionID)
 	default:
-		knownV, knownU, known := e.inputs.known(req.SessionID)
+		// While the session's lifecycle and usage are those the cache last saw, the session
+		// is not looked up in the store at all (Store.Unchanged).
+		knownV, knownU, life, known := e.inputs.known(req.SessionID)
+		if v, ok := e.store.Unchanged(life); known && ok && v == knownV {
+			s := *life
+			s.Usage = knownU
+			sess, version = &s, &v
+			break
+		}
 		var v state.UsageVersion
 		var decoded bool
 		sess, v, decoded, err = e.store.GetUnlessUsage(req.SessionID, knownV)

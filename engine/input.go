@@ -755,6 +755,9 @@ type cacheSlot struct {
 	known   bool
 	version state.UsageVersion
 	head    state.Usage
+	// life is the session as last read from the store (its lifecycle; never changed once
+	// stored), which a decision takes while Store.Unchanged says it still holds.
+	life *state.Session
 	// term is input.session as built for reads from version and the terms' lifecycle, for
 	// the next decision to take whole when none of them changed; nil once a call was
 	// recorded.
@@ -795,25 +798,28 @@ func keyOf(h *state.HistoryEntry) historyKey {
 }
 
 // known returns what the cache knows of session id's usage: its version and its counts and
-// labels; ok is false when it knows none.
-func (c *sessionTerms) known(id string) (v state.UsageVersion, head state.Usage, ok bool) {
+// labels, and the session as last read (nil: none); ok is false when it knows no usage.
+func (c *sessionTerms) known(id string) (v state.UsageVersion, head state.Usage, life *state.Session, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if slot := c.m[id]; slot != nil && slot.known {
-		return slot.version, slot.head, true
+		return slot.version, slot.head, slot.life, true
 	}
-	return state.UsageVersion{}, state.Usage{}, false
+	return state.UsageVersion{}, state.Usage{}, nil, false
 }
 
 // term returns input.session for sess, an active session, and its usage u as of version v
 // (nil: not known), of what r (not nil) reads: the cached term itself when the session's
-// lifecycle, usage and r are those it was built for.
+// lifecycle, usage and r are those it was built for. With v, sess is kept as the session last
+// read, for later decisions to take while Store.Unchanged says it holds: the caller must not
+// change it afterwards.
 func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageVersion, r *inputReads) *ast.Term {
 	var cached *cachedSession
 	c.mu.Lock()
 	if slot := c.m[sess.ID]; slot != nil {
 		if v != nil && slot.known && slot.term != nil && slot.version == *v && slot.reads == r && slot.terms.describes(sess) {
 			t := slot.term
+			slot.life = sess
 			c.mu.Unlock()
 			return t
 		}
@@ -839,9 +845,10 @@ func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageV
 	}
 	slot.terms = next
 	slot.known, slot.term = false, nil
+	slot.life = nil
 	if v != nil {
 		slot.known, slot.version, slot.head = true, *v, state.Usage{Total: u.Total, Calls: u.Calls, Labels: u.Labels}
-		slot.term, slot.reads = t, r
+		slot.term, slot.reads, slot.life = t, r, sess
 	}
 	return t
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arbiter-mcp/arbiter/engine"
+	"github.com/arbiter-mcp/arbiter/engine/state"
 )
 
 // renewPolicy allows opening and renewing, with a lifetime ceiling of one hour, and asks for
@@ -157,4 +158,49 @@ func TestRenewalLimitHoldsUnderConcurrency(t *testing.T) {
 	if allowed.Load() != 1 || info.Session.Renewals != 1 {
 		t.Fatalf("%d renewals allowed and %d recorded under a limit of 1", allowed.Load(), info.Session.Renewals)
 	}
+}
+
+// TestKeptSessionFollowsItsLifecycle: while a session's lifecycle and usage are those the
+// engine last read, a decision does not look the session up in the store (Store.Unchanged).
+// A change made in the store without a decision in the session must still be seen by the
+// next one: here a renewal a human approves (the call after the first expiry is allowed and
+// sees the renewal), then a revocation (the next call is denied as revoked).
+func TestKeptSessionFollowsItsLifecycle(t *testing.T) {
+	clock := newClock()
+	e := newEngine(t, clock, map[string]string{"p.rego": `package mcp
+
+decision := {"result": "allow", "session": {"max_ttl_seconds": 3600}} if {
+	input.action == "session/open"
+} else := {"result": "require_approval", "approval": {"ttl_seconds": 600}, "session": {"max_ttl_seconds": 3600}} if {
+	input.action == "session/renew"
+} else := {"result": "allow", "reasons": [{"code": sprintf("renewals_%d", [input.session.renewals]), "message": "-"}]} if {
+	input.session.calls.total >= 0
+}
+`})
+	ctx := context.Background()
+	_, info, err := e.OpenSession(ctx, &engine.OpenRequest{Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := info.Session.ID
+	for range 3 { // the first call adds the session's usage cell; the others are decided on what is kept
+		wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Allow, "renewals_0")
+	}
+	clock.advance(50 * time.Minute)
+	d, _, err := e.RenewSession(ctx, &engine.RenewRequest{SessionID: id, Client: engine.Client{ID: "client-1"}, Subject: engine.Subject{ID: "alice"}, TTL: time.Hour})
+	if err != nil || d.Outcome != engine.RequireApproval || d.ApprovalID == "" {
+		t.Fatalf("renew: %+v %v", d, err)
+	}
+	wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Allow, "renewals_0")
+	if _, err := e.ResolveApproval(d.ApprovalID, state.Resolution{Approve: true, By: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(20 * time.Minute) // past the first expiry, inside the renewed one
+	for range 2 {
+		wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Allow, "renewals_1")
+	}
+	if _, err := e.RevokeSessions(ctx, state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Deny, engine.ReasonSessionRevoked)
 }

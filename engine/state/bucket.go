@@ -52,7 +52,9 @@ type record struct {
 	id, client, subject, servers, scopes, endReason, revision ref
 	created, expires, ended                                   int64
 	renewals                                                  int32
-	status                                                    uint8
+	// gen counts the writes of the session's lifecycle (see usageCell.gen).
+	gen    uint32
+	status uint8
 }
 
 type bucket struct {
@@ -80,10 +82,33 @@ type bucket struct {
 // revocation, reaping), inside that write's transaction and after everything in it that can
 // fail, so that a call recorded after the write commits is refused. A session that expires
 // needs no mark: a call is checked against the expiry the store holds when it is recorded.
+//
+// gen is the generation of the session's lifecycle: a write of the lifecycle sets it, inside
+// its transaction (before the commit), to the generation the new record carries, which is the
+// committed one's plus one. So while it equals the generation of a record a reader took from a
+// snapshot, no newer lifecycle has committed, and the reader may keep using what it read (see
+// Store.Unchanged). It is set, not incremented: after an aborted write it is one ahead until the
+// next write commits, and readers only look the session up again meanwhile.
 type usageCell struct {
 	mu    sync.Mutex
 	enc   encUsage
+	gen   uint32
 	ended bool
+}
+
+// setGen records the generation of a lifecycle write of the session.
+func (c *usageCell) setGen(gen uint32) {
+	c.mu.Lock()
+	c.gen = gen
+	c.mu.Unlock()
+}
+
+// current returns the usage, and whether the session's lifecycle is still that of generation
+// gen and has not ended.
+func (c *usageCell) current(gen uint32) (encUsage, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enc, !c.ended && c.gen == gen
 }
 
 // load returns the encoded usage (empty: no call yet).
@@ -275,6 +300,7 @@ func (b *bucket) lifecycle(i int) *Session {
 		EndedAt:        decodeNanos(r.ended),
 		PolicyRevision: b.str(r.revision),
 		cell:           b.cellOf(i),
+		gen:            r.gen,
 	}
 }
 
@@ -318,7 +344,11 @@ func (b *bucket) put(i int, sess *Session, insert bool) error {
 			b.usage = slices.Insert(b.usage, i, nil)
 		}
 	} else {
+		r.gen = b.recs[i].gen + 1
 		b.recs[i] = r
+		if c := b.cellOf(i); c != nil {
+			c.setGen(r.gen)
+		}
 	}
 	b.compact()
 	return nil

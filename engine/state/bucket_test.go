@@ -67,7 +67,7 @@ func sameSession(t *testing.T, got, want *Session, calls uint64) {
 	if (g.cell != nil) != (calls > 0) {
 		t.Errorf("session %s with %d calls read back with usage cell %p", want.ID, calls, g.cell)
 	}
-	g.cell = nil
+	g.cell, g.gen = nil, 0
 	if !reflect.DeepEqual(g, w) {
 		t.Fatalf("session %s reads back as\n%+v\nwant\n%+v", want.ID, g, w)
 	}

@@ -51,8 +51,10 @@ type Session struct {
 	Usage Usage
 
 	// cell is the usage cell the session had when it was read (nil: no call yet), for
-	// RecordCallIn to record in without looking the session up again.
+	// RecordCallIn to record in without looking the session up again; gen is the generation
+	// of the lifecycle read (see Store.Unchanged).
 	cell *usageCell
+	gen  uint32
 }
 
 // StatusAt is the session's status at now, with expiry applied.

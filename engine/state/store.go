@@ -216,6 +216,23 @@ func (s *Store) RecordCallUsage(id string, call Call) (UsageVersion, Usage, *Ses
 	return s.recordInCell(id, c, call)
 }
 
+// Unchanged reports whether sess, a session read from the store (by Get, GetWithoutHistory,
+// GetLifecycle or GetUnlessUsage), still has the lifecycle it was read with, and returns its
+// usage's version now: a reader that kept what it read can use it again without looking the
+// session up. It is false for a session that had made no call when read (it has no usage
+// cell), one whose lifecycle was written since (renewed, closed, revoked: the write sets the
+// cell's generation before it commits), one that was reaped, and nil.
+func (s *Store) Unchanged(sess *Session) (UsageVersion, bool) {
+	if sess == nil || sess.cell == nil {
+		return UsageVersion{}, false
+	}
+	enc, ok := sess.cell.current(sess.gen)
+	if !ok {
+		return UsageVersion{}, false
+	}
+	return versionOf(enc), true
+}
+
 // RecordCallIn is RecordCallUsage for sess, a session read from the store (by Get,
 // GetWithoutHistory, GetLifecycle or GetUnlessUsage) and found active at call.At: when it had
 // made a call by then, the call goes straight to its usage cell, without looking the session
@@ -276,7 +293,7 @@ func (s *Store) recordCallTxn(txn *memdb.Txn, id string, call Call) (encUsage, U
 	}
 	c := old.cellOf(l.i)
 	if c == nil {
-		c = &usageCell{}
+		c = &usageCell{gen: old.recs[l.i].gen}
 		b := &bucket{key: old.key, recs: old.recs, text: old.text, textEnd: old.textEnd, usage: slices.Clone(old.usage)}
 		b.setCell(l.i, c)
 		if err := write(txn, b); err != nil {

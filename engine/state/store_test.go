@@ -585,3 +585,92 @@ func TestMatchApprovalsSeesEachKind(t *testing.T) {
 		}
 	}
 }
+
+// TestUnchanged: a session read from the store stays usable (Unchanged) while its lifecycle
+// is the one read, whatever else happens in its bucket and however many calls it records;
+// a lifecycle write, even one that aborts, an end or reaping makes the reader look it up
+// again, and a fresh read after the next committed write is usable again.
+func TestUnchanged(t *testing.T) {
+	s := newStore(t)
+	ids := sameBucketIDs(s, 2)
+	a, other := ids[0], ids[1]
+	open(t, s, a, "c", "u", time.Hour)
+	open(t, s, other, "c", "u", time.Hour)
+	read := func() *Session {
+		t.Helper()
+		sess, err := s.GetLifecycle(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sess
+	}
+	unchanged := func(sess *Session, want bool, when string) {
+		t.Helper()
+		v, ok := s.Unchanged(sess)
+		if ok != want {
+			t.Fatalf("%s: Unchanged %v, want %v", when, ok, want)
+		}
+		if !ok {
+			return
+		}
+		if _, now, _, err := s.GetUnlessUsage(a, v); err != nil || now != v {
+			t.Fatalf("%s: Unchanged gave a version that is not the session's", when)
+		}
+	}
+	beforeCalls := read()
+	unchanged(beforeCalls, false, "a session without calls (no cell)")
+	unchanged(nil, false, "no session")
+	if _, err := s.RecordCall(a, Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	sess := read()
+	unchanged(sess, true, "read after the first call")
+	if _, err := s.RecordCall(a, Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Renew(other, t0.Add(2*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	open(t, s, sameBucketIDs(s, 3)[2], "c", "u", time.Hour)
+	unchanged(sess, true, "after a call, and another session's renewal and opening in the bucket")
+
+	if _, err := s.Renew(a, t0.Add(2*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(sess, false, "after its renewal")
+	sess = read()
+	unchanged(sess, true, "read after its renewal")
+
+	txn := s.db.Txn(true)
+	if _, err := s.updateSessionTxn(txn, a, func(x *Session) bool { x.Renewals++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	txn.Abort()
+	unchanged(sess, false, "after an aborted lifecycle write")
+	unchanged(read(), false, "read after an aborted lifecycle write")
+	if _, err := s.Renew(a, t0.Add(3*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	sess = read()
+	unchanged(sess, true, "read after the next committed write")
+
+	if _, err := s.Close(a, "done", t0); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(sess, false, "after its close")
+
+	open(t, s, "b", "c", "u", time.Minute)
+	if _, err := s.RecordCall("b", Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.GetLifecycle("b")
+	if _, ok := s.Unchanged(b); !ok {
+		t.Fatal("a session read after its first call is not usable")
+	}
+	if n, err := s.Reap(t0.Add(time.Hour)); err != nil || n == 0 {
+		t.Fatalf("reaped %d: %v", n, err)
+	}
+	if _, ok := s.Unchanged(b); ok {
+		t.Error("a reaped session is still usable")
+	}
+}
