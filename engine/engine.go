@@ -315,6 +315,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	// unless something else changed it since: then it is read afresh.
 	reads := pq.reads.sub(keySession)
 	var version *state.UsageVersion
+	var keep *state.Session // the session for the cache to keep, when the usage is known
 	switch {
 	case reads == nil:
 		sess, err = e.store.GetLifecycle(req.SessionID)
@@ -327,7 +328,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 		if v, ok := e.store.Unchanged(life); known && ok && v == knownV {
 			s := *life
 			s.Usage = knownU
-			sess, version = &s, &v
+			sess, version, keep = &s, &v, life
 			break
 		}
 		var v state.UsageVersion
@@ -337,6 +338,9 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 			sess.Usage = knownU
 		}
 		version = &v
+		if sess != nil {
+			keep = sess.Detached()
+		}
 	}
 	if sess != nil {
 		status = string(sess.StatusAt(now))
@@ -353,7 +357,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if reads == nil {
 		return nil, sess, status, nil, nil
 	}
-	return e.inputs.term(sess, &sess.Usage, version, reads), sess, status, nil, nil
+	return e.inputs.term(sess, &sess.Usage, version, reads, keep), sess, status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

@@ -755,8 +755,9 @@ type cacheSlot struct {
 	known   bool
 	version state.UsageVersion
 	head    state.Usage
-	// life is the session as last read from the store (its lifecycle; never changed once
-	// stored), which a decision takes while Store.Unchanged says it still holds.
+	// life is the session as last read from the store (its lifecycle, detached from the
+	// store's text; never changed once kept), which a decision takes while Store.Unchanged
+	// says it still holds.
 	life *state.Session
 	// term is input.session as built for reads from version and the terms' lifecycle, for
 	// the next decision to take whole when none of them changed; nil once a call was
@@ -810,16 +811,16 @@ func (c *sessionTerms) known(id string) (v state.UsageVersion, head state.Usage,
 
 // term returns input.session for sess, an active session, and its usage u as of version v
 // (nil: not known), of what r (not nil) reads: the cached term itself when the session's
-// lifecycle, usage and r are those it was built for. With v, sess is kept as the session last
-// read, for later decisions to take while Store.Unchanged says it holds: the caller must not
-// change it afterwards.
-func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageVersion, r *inputReads) *ast.Term {
+// lifecycle, usage and r are those it was built for. With v, life is kept as the session last
+// read (sess detached from the store's text, or the one kept before), for later decisions to
+// take while Store.Unchanged says it holds; it is never changed once kept.
+func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageVersion, r *inputReads, life *state.Session) *ast.Term {
 	var cached *cachedSession
 	c.mu.Lock()
 	if slot := c.m[sess.ID]; slot != nil {
 		if v != nil && slot.known && slot.term != nil && slot.version == *v && slot.reads == r && slot.terms.describes(sess) {
 			t := slot.term
-			slot.life = sess
+			slot.life = life
 			c.mu.Unlock()
 			return t
 		}
@@ -848,7 +849,7 @@ func (c *sessionTerms) term(sess *state.Session, u *state.Usage, v *state.UsageV
 	slot.life = nil
 	if v != nil {
 		slot.known, slot.version, slot.head = true, *v, state.Usage{Total: u.Total, Calls: u.Calls, Labels: u.Labels}
-		slot.term, slot.reads, slot.life = t, r, sess
+		slot.term, slot.reads, slot.life = t, r, life
 	}
 	return t
 }

@@ -143,7 +143,7 @@ func TestSessionTermsStayBounded(t *testing.T) {
 	c := sessionTerms{max: 100}
 	now := time.Now()
 	for i := range c.max + 50 {
-		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{}, nil, readsAll)
+		c.term(&state.Session{ID: fmt.Sprint("ses_", i), ExpiresAt: now}, &state.Usage{}, nil, readsAll, nil)
 	}
 	if len(c.m) != c.max {
 		t.Errorf("the cache holds %d sessions, want %d", len(c.m), c.max)
@@ -270,7 +270,7 @@ func TestCachedTermsOwnTheirStrings(t *testing.T) {
 	id := strings.Clone("ses_1")
 	sess := &state.Session{ID: id, ExpiresAt: now}
 	for range 2 {
-		cache.term(sess, &state.Usage{}, nil, readsAll)
+		cache.term(sess, &state.Usage{}, nil, readsAll, nil)
 		for k := range cache.m {
 			if unsafe.StringData(k) == unsafe.StringData(id) {
 				t.Fatal("the cache is keyed by the session's own bytes")

@@ -176,7 +176,7 @@ func (e *Engine) renewSession(ctx context.Context, req *RenewRequest, pq *prepar
 
 	var sessTerm *ast.Term
 	if reads := pq.reads.sub(keySession); reads != nil {
-		sessTerm = e.inputs.term(sess, &sess.Usage, nil, reads)
+		sessTerm = e.inputs.term(sess, &sess.Usage, nil, reads, nil)
 	}
 	base, err := newInputBase(&e.inputs, &Request{Client: req.Client, Subject: req.Subject, Context: req.Context, ContextFrom: req.ContextFrom}, sessTerm, now, pq.reads)
 	if err != nil {

@@ -164,7 +164,8 @@ func TestRenewalLimitHoldsUnderConcurrency(t *testing.T) {
 // engine last read, a decision does not look the session up in the store (Store.Unchanged).
 // A change made in the store without a decision in the session must still be seen by the
 // next one: here a renewal a human approves (the call after the first expiry is allowed and
-// sees the renewal), then a revocation (the next call is denied as revoked).
+// sees the renewal), then a revocation made in the store directly (the next call is denied as
+// revoked).
 func TestKeptSessionFollowsItsLifecycle(t *testing.T) {
 	clock := newClock()
 	e := newEngine(t, clock, map[string]string{"p.rego": `package mcp
@@ -199,7 +200,7 @@ decision := {"result": "allow", "session": {"max_ttl_seconds": 3600}} if {
 	for range 2 {
 		wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Allow, "renewals_1")
 	}
-	if _, err := e.RevokeSessions(ctx, state.RevokeFilter{SessionID: id}, "compromised", "ops"); err != nil {
+	if _, err := e.Store().Revoke(state.RevokeFilter{SessionID: id}, "compromised", clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	wantOutcome(t, mustDecide(t, e, call(id, "read")), engine.Deny, engine.ReasonSessionRevoked)

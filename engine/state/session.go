@@ -57,6 +57,29 @@ type Session struct {
 	gen  uint32
 }
 
+// Detached returns a copy of s whose strings are its own: a session read from the store shares
+// its bucket's text, which a copy kept for long would hold on to. The usage is left out; the
+// copy still works with Store.Unchanged and RecordCallIn.
+func (s *Session) Detached() *Session {
+	c := *s
+	c.Usage = Usage{}
+	c.ID, c.ClientID, c.SubjectID = strings.Clone(s.ID), strings.Clone(s.ClientID), strings.Clone(s.SubjectID)
+	c.EndReason, c.PolicyRevision = strings.Clone(s.EndReason), strings.Clone(s.PolicyRevision)
+	c.Servers, c.Scopes = cloneStrings(s.Servers), cloneStrings(s.Scopes)
+	return &c
+}
+
+func cloneStrings(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.Clone(s)
+	}
+	return out
+}
+
 // StatusAt is the session's status at now, with expiry applied.
 func (s *Session) StatusAt(now time.Time) Status {
 	if (s.Status == StatusActive || s.Status == StatusPendingApproval) && !now.Before(s.ExpiresAt) {

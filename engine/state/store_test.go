@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -659,6 +660,21 @@ func TestUnchanged(t *testing.T) {
 	}
 	unchanged(sess, false, "after its close")
 
+	// A session whose lifecycle was written before its first call: the cell starts at the
+	// record's generation.
+	open(t, s, "renewed-first", "c", "u", time.Hour)
+	if _, err := s.Renew("renewed-first", t0.Add(2*time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordCall("renewed-first", Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.GetLifecycle("renewed-first"); r == nil {
+		t.Fatal("renewed-first is gone")
+	} else if _, ok := s.Unchanged(r); !ok {
+		t.Error("a session renewed before its first call is not usable after it")
+	}
+
 	open(t, s, "b", "c", "u", time.Minute)
 	if _, err := s.RecordCall("b", Call{Server: "fs", At: t0}); err != nil {
 		t.Fatal(err)
@@ -672,5 +688,41 @@ func TestUnchanged(t *testing.T) {
 	}
 	if _, ok := s.Unchanged(b); ok {
 		t.Error("a reaped session is still usable")
+	}
+}
+
+// TestDetachedSessionOwnsItsStrings: a session kept for long (the engine keeps the last one it
+// read) must not hold its bucket's text alive: Detached copies every string, and keeps what
+// Unchanged and RecordCallIn need.
+func TestDetachedSessionOwnsItsStrings(t *testing.T) {
+	s := newStore(t)
+	err := s.Open(&Session{ID: "a", Status: StatusActive, ClientID: "c", SubjectID: "u", Servers: []string{"fs", "github"}, Scopes: []string{"repo:read"},
+		PolicyRevision: "rev-1", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RecordCall("a", Call{Server: "fs", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := read.Detached()
+	pairs := [][2]string{{read.ID, d.ID}, {read.ClientID, d.ClientID}, {read.SubjectID, d.SubjectID}, {read.PolicyRevision, d.PolicyRevision},
+		{read.Servers[0], d.Servers[0]}, {read.Servers[1], d.Servers[1]}, {read.Scopes[0], d.Scopes[0]}}
+	for _, p := range pairs {
+		if p[0] != p[1] || unsafe.StringData(p[0]) == unsafe.StringData(p[1]) {
+			t.Errorf("%q detached as %q, sharing its bytes: %v", p[0], p[1], unsafe.StringData(p[0]) == unsafe.StringData(p[1]))
+		}
+	}
+	if d.Usage.Total != 0 || d.ExpiresAt != read.ExpiresAt || d.Status != read.Status {
+		t.Errorf("detached: %+v", d)
+	}
+	if _, ok := s.Unchanged(d); !ok {
+		t.Error("a detached session is not usable with Unchanged")
+	}
+	if _, head, _, err := s.RecordCallIn(d, Call{Server: "fs", At: t0}); err != nil || head.Total != 2 {
+		t.Errorf("a call through the detached session: %+v, %v", head, err)
 	}
 }
