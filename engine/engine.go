@@ -303,9 +303,10 @@ func (e *Engine) decide(ctx context.Context, req *Request, pq *prepared, d Decis
 }
 
 // sessionInput reads the session req names, if any, and returns input.session (null outside a
-// session), the session as read (for recording the call in it) and its status now. When the
-// session must be denied before any policy runs, denial says why. A session opened with scopes narrows req's credential scopes to
-// them: the policy sees what the session may use.
+// session), the session as read (for recording the call in it; never changed, as it may be the
+// one the input cache keeps) and its status now. When the session must be denied before any
+// policy runs, denial says why. A session opened with scopes narrows req's credential scopes
+// to them: the policy sees what the session may use.
 func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *ast.Term, sess *state.Session, status string, denial *Reason, err error) {
 	if req.SessionID == "" {
 		return ast.NullTerm(), nil, "", nil, nil
@@ -314,6 +315,7 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	// the history, the usage is what the last decision in the session read or recorded,
 	// unless something else changed it since: then it is read afresh.
 	reads := pq.reads.sub(keySession)
+	var usage *state.Usage // nil: the session's own
 	var version *state.UsageVersion
 	var keep *state.Session // the session for the cache to keep, when the usage is known
 	switch {
@@ -326,16 +328,14 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 		// is not looked up in the store at all (Store.Unchanged).
 		knownV, knownU, life, known := e.inputs.known(req.SessionID)
 		if v, ok := e.store.Unchanged(life); known && ok && v == knownV {
-			s := *life
-			s.Usage = knownU
-			sess, version, keep = &s, &v, life
+			sess, usage, version, keep = life, &knownU, &v, life
 			break
 		}
 		var v state.UsageVersion
 		var decoded bool
 		sess, v, decoded, err = e.store.GetUnlessUsage(req.SessionID, knownV)
-		if sess != nil && !decoded && known {
-			sess.Usage = knownU
+		if !decoded && known {
+			usage = &knownU
 		}
 		version = &v
 		if sess != nil {
@@ -357,7 +357,10 @@ func (e *Engine) sessionInput(req *Request, pq *prepared, now time.Time) (term *
 	if reads == nil {
 		return nil, sess, status, nil, nil
 	}
-	return e.inputs.term(sess, &sess.Usage, version, reads, keep), sess, status, nil, nil
+	if usage == nil {
+		usage = &sess.Usage
+	}
+	return e.inputs.term(sess, usage, version, reads, keep), sess, status, nil, nil
 }
 
 // decideWith evaluates input on pq and fills d, failing closed on any policy error.

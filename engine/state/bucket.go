@@ -401,15 +401,19 @@ func (b *bucket) setCell(i int, c *usageCell) {
 	b.usage[i] = c
 }
 
-// remove deletes the sessions at the positions drop selects and returns how many.
-func (b *bucket) remove(drop func(i int) bool) int {
+// remove deletes the sessions at the positions drop selects and returns how many, and the
+// usage cells of those that had made a call (for the caller to end, see commitEnding).
+func (b *bucket) remove(drop func(i int) bool) (int, []*usageCell) {
 	recs := b.recs[:0]
-	var usage []*usageCell
+	var usage, dropped []*usageCell
 	if b.usage != nil {
 		usage = b.usage[:0]
 	}
 	for i := range b.recs {
 		if drop(i) {
+			if c := b.cellOf(i); c != nil {
+				dropped = append(dropped, c) // b.usage[i] is not overwritten before this: len(usage) <= i
+			}
 			continue
 		}
 		recs = append(recs, b.recs[i])
@@ -424,7 +428,7 @@ func (b *bucket) remove(drop func(i int) bool) int {
 	}
 	b.recs, b.usage = recs, usage
 	b.compact()
-	return n
+	return n, dropped
 }
 
 // refs lists the strings of a record, in the order put stores them.

@@ -590,18 +590,14 @@ func (s *Store) reapBuckets(keys []uint16, cutoff time.Time) (int, error) {
 		if obj == nil {
 			continue
 		}
-		old := obj.(*bucket)
-		for i := range old.recs {
-			if expiredBy(&old.recs[i], cutoff) {
-				ending = append(ending, old.cellOf(i))
-			}
-		}
-		b := old.clone(key)
-		if removed := b.remove(func(i int) bool { return expiredBy(&b.recs[i], cutoff) }); removed > 0 {
+		b := obj.(*bucket).clone(key)
+		removed, cells := b.remove(func(i int) bool { return expiredBy(&b.recs[i], cutoff) })
+		if removed > 0 {
 			if err := write(txn, b); err != nil {
 				return 0, err
 			}
 			n += removed
+			ending = append(ending, cells...)
 		}
 	}
 	commitEnding(txn, ending...)
