@@ -160,6 +160,12 @@ func decideGenerated(t *testing.T, seed uint64) genStats {
 		st.runs++
 		in := inputs[i]
 		got, gerr := prog.Eval(context.Background(), irexec.PlanName, in.input, dataTerm, irexec.Options{Time: in.at})
+		// The input made lazily (see lazily) runs alike, on the same program and its kept values.
+		l, lerr := prog.Eval(context.Background(), irexec.PlanName, lazily(in.input), dataTerm, irexec.Options{Time: in.at})
+		if (lerr == nil) != (gerr == nil) || (l == nil) != (got == nil) || (l != nil && !l.Equal(got)) {
+			t.Errorf("seed %d: step %d (input %d): made %v (error %v), lazily %v (error %v)\n--- policy\n%s--- input\n  %s",
+				seed, step, i, got, gerr, l, lerr, src, pool.show(in.input))
+		}
 		if sameAnswer(want[i].val, got, want[i].err, gerr) {
 			continue
 		}

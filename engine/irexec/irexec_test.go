@@ -168,6 +168,11 @@ func TestSameAnswersAsTopdown(t *testing.T) {
 					if j, jerr := fromOPA.Eval(context.Background(), "p/x", ast.MustParseTerm(in), dataTerm, irexec.Options{Time: now}); (jerr == nil) != (gerr == nil) || (j == nil) != (got == nil) || (j != nil && !j.Equal(got)) {
 						t.Errorf("input %s: from the engine's plan %v (error %v), from opa build's plan %v (error %v)", in, got, gerr, j, jerr)
 					}
+					// The same input made lazily (every object reached through objects a Lazy) runs alike.
+					l, lerr := prog.Eval(context.Background(), irexec.PlanName, lazily(ast.MustParseTerm(in)), dataTerm, irexec.Options{Time: now})
+					if (lerr == nil) != (gerr == nil) || (l == nil) != (got == nil) || (l != nil && !l.Equal(got)) {
+						t.Errorf("input %s: made %v (error %v), lazily %v (error %v)", in, got, gerr, l, lerr)
+					}
 					switch {
 					case werr != nil && gerr != nil:
 					case c.Stricter && werr == nil && gerr != nil:

@@ -141,6 +141,7 @@ type instrExt struct {
 	fn     *function
 	bi     topdown.BuiltinFunc
 	biName string
+	onLazy lazyBuiltin   // what a built-in call does with a Lazy first argument (see callBuiltin)
 	args   []operand     // a call's arguments, or opMakeObjectItems' values
 	keys   []*ast.Term   // opMakeObjectItems' keys
 	row    int           // the statement's row in the policy, for errors
@@ -870,6 +871,12 @@ func (r *resolver) call(in *instr, s *ir.CallStmt) error {
 		return fmt.Errorf("%w: built-in %s has no implementation", ErrUnsupported, s.Func)
 	}
 	in.op, in.bi, in.biName = opCallBuiltin, bi, s.Func
+	switch s.Func {
+	case ast.ObjectGet.Name:
+		in.onLazy = lazyObjectGet
+	case ast.IsObject.Name:
+		in.onLazy = lazyIsObject
+	}
 	r.maxArgs = max(r.maxArgs, len(in.args))
 	return nil
 }

@@ -172,10 +172,10 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 		in := &b[i]
 		switch in.op {
 		case opAssignVar:
-			frame[in.target] = m.get(in.a, frame)
+			frame[in.target] = m.raw(in.a, frame)
 		case opAssignVarOnce:
 			v := m.get(in.a, frame)
-			if cur := frame[in.target]; cur != nil && v != nil {
+			if cur := Whole(frame[in.target]); cur != nil && v != nil {
 				if !cur.Equal(v) {
 					m.fail(in, fmt.Errorf("%w: complete rules must not produce multiple outputs", errConflict))
 					return stReturned
@@ -208,7 +208,7 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 		case opMakeSet:
 			frame[in.target] = ast.NewTerm(ast.NewSet())
 		case opDot:
-			src, key := m.get(in.a, frame), m.get(in.b, frame)
+			src, key := m.raw(in.a, frame), m.get(in.b, frame)
 			var v *ast.Term
 			if in.dataPath {
 				v = dataDot(src, key)
@@ -328,10 +328,10 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 				return stUndefined
 			}
 		case opReturn:
-			m.ret = frame[in.a.local]
+			m.ret = Whole(frame[in.a.local])
 			return stReturned
 		case opResultAdd:
-			if v := frame[in.a.local]; v != nil {
+			if v := Whole(frame[in.a.local]); v != nil {
 				m.results = append(m.results, v)
 			}
 		case opNop:
@@ -365,7 +365,7 @@ func (m *machine) scan(in *instr, frame []*ast.Term) int {
 		}
 		return stDone
 	}
-	switch src := termOf(frame[in.a.local]).(type) {
+	switch src := termOf(Whole(frame[in.a.local])).(type) {
 	case *ast.Array:
 		for i := range src.Len() {
 			if st := step(ast.InternedTerm(i), src.Elem(i)); st != stDone {
@@ -413,7 +413,7 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 		// A key is read from the run's input; a call given another (none the planner writes)
 		// is evaluated.
 		var ok bool
-		if m.get(in.args[0], frame) == m.input {
+		if m.raw(in.args[0], frame) == m.input {
 			key, hash, ok = c.keyOf(m, keyBuf[:])
 		}
 		if !ok {
@@ -430,7 +430,7 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 	base := m.sp
 	callee := m.stack[base : base+fn.frame]
 	for i, a := range in.args {
-		callee[fn.params[i]] = m.get(a, frame)
+		callee[fn.params[i]] = m.raw(a, frame)
 	}
 	m.sp += fn.frame
 	var out *ast.Term
@@ -458,6 +458,12 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 
 // callBuiltin calls OPA's implementation of a built-in; nil is undefined.
 func (m *machine) callBuiltin(in *instr, frame []*ast.Term) *ast.Term {
+	if in.onLazy != lazyNone {
+		t := m.raw(in.args[0], frame)
+		if l, ok := termValue[*Lazy](t); ok {
+			return m.builtinOnLazy(in, t, l, frame)
+		}
+	}
 	args := m.args[:len(in.args)]
 	for i, a := range in.args {
 		if args[i] = m.get(a, frame); args[i] == nil {
@@ -488,8 +494,18 @@ func (m *machine) fail(in *instr, err error) {
 	}
 }
 
-// get reads an operand; nil is undefined.
+// get reads an operand, a Lazy as the whole object it stands for; nil is undefined.
 func (m *machine) get(o operand, frame []*ast.Term) *ast.Term {
+	if o.term != nil {
+		return o.term
+	}
+	return Whole(frame[o.local])
+}
+
+// raw reads an operand as it is, a Lazy too: for the statements that only look members up
+// (DotStmt's source) or move the value to another local (AssignVarStmt, a function's
+// arguments), which take a Lazy as it is (see Lazy).
+func (m *machine) raw(o operand, frame []*ast.Term) *ast.Term {
 	if o.term != nil {
 		return o.term
 	}
@@ -505,6 +521,8 @@ func dot(src, key *ast.Term) *ast.Term {
 	switch v := src.Value.(type) {
 	case ast.Object:
 		return v.Get(key)
+	case *Lazy:
+		return v.member(key)
 	case *ast.Array:
 		n, ok := key.Value.(ast.Number)
 		if !ok {

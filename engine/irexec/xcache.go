@@ -69,8 +69,11 @@ func isObject(t *ast.Term) bool {
 	if t == nil {
 		return false
 	}
-	_, ok := t.Value.(ast.Object)
-	return ok
+	switch t.Value.(type) {
+	case ast.Object, *Lazy:
+		return true
+	}
+	return false
 }
 
 // keySeed seeds keyHash.
