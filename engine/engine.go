@@ -431,8 +431,9 @@ func (e *Engine) evalQuery(ctx context.Context, pq *prepared, q *query, input as
 		}
 		return t, took, nil
 	}
+	// topdown reads only made objects: the input's Lazy objects are made whole for it.
 	rs, err := q.topdown.Eval(ctx,
-		rego.EvalParsedInput(input),
+		rego.EvalParsedInput(irexec.Whole(ast.NewTerm(input)).Value),
 		rego.EvalTime(now),
 		rego.EvalExternalCancel(cancel),
 		rego.EvalMetrics(noMetrics),

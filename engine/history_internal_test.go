@@ -7,6 +7,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 	"github.com/arbiter-mcp/arbiter/engine/state"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -168,14 +169,14 @@ func TestSessionTermWithoutHistory(t *testing.T) {
 		lifecycle[k] = readsAll
 	}
 	without, next := sessionTerm(nil, nil, sess, u, &inputReads{keys: lifecycle})
-	if without.Value.(ast.Object).Get(keyHistory) != nil || len(next.terms)+len(next.history) != 0 {
+	if irexec.Whole(without).Value.(ast.Object).Get(keyHistory) != nil || len(next.terms)+len(next.history) != 0 {
 		t.Errorf("input.session %v (cached %d terms) has a history", without, len(next.terms))
 	}
 	with, _ := sessionTerm(nil, nil, sess, u, readsAll)
-	if h := with.Value.(ast.Object).Get(keyHistory); h == nil || h.Value.(*ast.Array).Len() != 1 {
+	if h := irexec.Whole(with).Value.(ast.Object).Get(keyHistory); h == nil || h.Value.(*ast.Array).Len() != 1 {
 		t.Errorf("input.session %v has no history of one entry", with)
 	}
-	if with.Value.(ast.Object).Len() != without.Value.(ast.Object).Len()+1 {
+	if irexec.Whole(with).Value.(ast.Object).Len() != irexec.Whole(without).Value.(ast.Object).Len()+1 {
 		t.Errorf("%v and %v differ by more than the history", with, without)
 	}
 }

@@ -132,6 +132,10 @@ func (f *fields) nameList(key *ast.Term, ss []string) {
 
 func (f *fields) object() *ast.Term { return ast.ObjectTerm(f.items()...) }
 
+// lazy is object for an object made anew per request, which the plan executor reads member by
+// member (see lazyItems).
+func (f *fields) lazy() *ast.Term { return newLazyItems(f.items()) }
+
 // newInputBase builds everything but the action and the operation, of what r reads.
 // input.session is sess (nil: none). The context and the subject's attributes are checked
 // whether or not the policy reads them, so a request is refused for the same input whatever
@@ -169,7 +173,7 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 		if attrs != nil {
 			s.put(keyAttributes, attrs)
 		}
-		in.put(keySubject, s.object())
+		in.put(keySubject, s.lazy())
 	}
 	if in.wants(keyServer) {
 		sr := r.sub(keyServer)
@@ -203,15 +207,14 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 	return inputBase(slices.Clone(in.items())), nil
 }
 
-// document returns the input document: the base plus the action and extra items.
-// Its keys are distinct: made in one go, the object takes one block for its members rather
-// than one per member inserted.
+// document returns the input document: the base plus the action and extra items, as a Lazy
+// (see lazyItems). Its keys are distinct.
 func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
 	var buf [12][2]*ast.Term
 	items := append(buf[:0], ast.Item(keyAction, ast.StringTerm(action)))
 	items = append(items, b...)
 	items = append(items, extra...)
-	return ast.NewObject(items...)
+	return newLazyItems(items).Value
 }
 
 // operationTerm is input.operation, of what r (the operation's reads) reads; args are the
@@ -230,7 +233,7 @@ func operationTerm(names *nameTerms, op *Operation, args *ast.Term, r *inputRead
 	f.str(keyDefinitionHash, op.DefinitionHash)
 	f.str(keyResourceURI, op.ResourceURI)
 	f.str(keyPromptName, op.PromptName)
-	return f.object()
+	return f.lazy()
 }
 
 // annotationsTerm carries only the hints the server set: absence is meaningful in MCP. There
@@ -306,19 +309,13 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 		}
 	}
 	if f.wants(keyCalls) {
-		var calls *ast.Term
-		var before []serverCalls
-		if cached != nil {
-			before = cached.calls
-		}
-		calls, next.calls = callsTerm(names, u, r.sub(keyCalls), before)
-		f.put(keyCalls, calls)
+		f.put(keyCalls, newCallsObject(names, u, r.sub(keyCalls)))
 	}
 	if f.wants(keyLabels) {
 		f.put(keyLabels, names.terms(u.Labels))
 	}
 	if !f.wants(keyHistory) {
-		return f.object(), next
+		return f.lazy(), next
 	}
 	next.history = make([]historyKey, len(u.History))
 	next.terms = make([]*ast.Term, len(u.History))
@@ -344,94 +341,7 @@ func sessionTerm(names *nameTerms, cached *cachedSession, sess *state.Session, u
 		}
 	}
 	f.put(keyHistory, ast.ArrayTerm(next.terms...)) // shared with the cache: input terms are never changed
-	return f.object(), next
-}
-
-// callsTerm is input.session.calls of usage u, of what r reads. Each server's counts are built
-// once and kept in the returned cache: a call changes the counts of one server, so the next
-// decision rebuilds only that server's (the others' terms come from cached, which it matches
-// run by run).
-func callsTerm(names *nameTerms, u *state.Usage, r *inputReads, cached []serverCalls) (*ast.Term, []serverCalls) {
-	f := fieldsOf(r)
-	if f.wants(keyTotal) {
-		f.put(keyTotal, countTerm(u.Total))
-	}
-	servers, tools := f.wants(keyByServer), f.wants(keyByTool)
-	if !servers && !tools {
-		return f.object(), nil
-	}
-	next := make([]serverCalls, 0, len(cached)+1)
-	// u.Calls is sorted by server, then tool: each server's counts are one run of it.
-	for i, j := 0, 0; i < len(u.Calls); {
-		start, srv := i, u.Calls[i].Server
-		for i < len(u.Calls) && u.Calls[i].Server == srv {
-			i++
-		}
-		run := u.Calls[start:i]
-		for j < len(cached) && cached[j].server() < srv {
-			j++
-		}
-		if j < len(cached) && cached[j].same(run) {
-			next = append(next, cached[j])
-		} else {
-			next = append(next, newServerCalls(names, run))
-		}
-	}
-	var byServer, byTool [][2]*ast.Term
-	for i := range next {
-		sc := &next[i]
-		if servers {
-			byServer = append(byServer, ast.Item(sc.key, sc.total))
-		}
-		if tools && sc.tools != nil {
-			byTool = append(byTool, ast.Item(sc.key, sc.tools))
-		}
-	}
-	if servers {
-		f.put(keyByServer, ast.ObjectTerm(byServer...))
-	}
-	if tools {
-		f.put(keyByTool, ast.ObjectTerm(byTool...))
-	}
-	return f.object(), next
-}
-
-// serverCalls is one server's calls in a session, as input.session.calls shows them: its run of
-// Usage.Calls (with the names of the terms, not of the store's bytes) and its terms.
-type serverCalls struct {
-	calls []state.CallCount
-	key   *ast.Term // the server
-	total *ast.Term // by_server's count
-	tools *ast.Term // by_tool's object; nil when no call named a tool
-}
-
-func newServerCalls(names *nameTerms, run []state.CallCount) serverCalls {
-	sc := serverCalls{calls: make([]state.CallCount, len(run)), key: names.term(run[0].Server)}
-	srv := string(sc.key.Value.(ast.String))
-	var total uint64
-	var buf [16][2]*ast.Term
-	items := buf[:0]
-	for i, c := range run {
-		total += c.N
-		sc.calls[i] = state.CallCount{Server: srv, N: c.N}
-		if c.Tool != "" {
-			tool := names.term(c.Tool)
-			sc.calls[i].Tool = string(tool.Value.(ast.String))
-			items = append(items, ast.Item(tool, countTerm(c.N)))
-		}
-	}
-	sc.total = countTerm(total)
-	if len(items) > 0 {
-		sc.tools = ast.ObjectTerm(items...)
-	}
-	return sc
-}
-
-func (sc *serverCalls) server() string { return sc.calls[0].Server }
-
-// same reports whether run holds the counts sc was built from.
-func (sc *serverCalls) same(run []state.CallCount) bool {
-	return slices.Equal(sc.calls, run)
+	return f.lazy(), next
 }
 
 // sessionItems are the lifecycle fields of input.session for an active session. The ids that
@@ -779,9 +689,6 @@ type cachedSession struct {
 	lifecycle [][2]*ast.Term
 	history   []historyKey
 	terms     []*ast.Term
-	// calls are input.session.calls's terms, per server (nil when the policy reads neither
-	// by_server nor by_tool).
-	calls []serverCalls
 }
 
 // describes reports whether c's lifecycle items are sess's (a nil c describes none).

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/arbiter-mcp/arbiter/engine/irexec"
 	"github.com/arbiter-mcp/arbiter/engine/state"
 	"github.com/arbiter-mcp/arbiter/policy"
 )
@@ -133,7 +133,7 @@ func TestSessionTermsAreCachedAndShared(t *testing.T) {
 	if !fromCache.Equal(afresh) {
 		t.Errorf("input.session from the cache\n%v\ndiffers from the one built afresh\n%v", fromCache, afresh)
 	}
-	if h := afresh.Value.(ast.Object).Get(keyHistory).Value.(*ast.Array); h.Len() != 3 {
+	if h := irexec.Whole(afresh).Value.(ast.Object).Get(keyHistory).Value.(*ast.Array); h.Len() != 3 {
 		t.Errorf("history of %d entries, want 3", h.Len())
 	}
 }
@@ -191,44 +191,72 @@ func TestSessionTermReusesOnlyMatchingEntries(t *testing.T) {
 	}
 }
 
-// TestSessionTermRebuildsOnlyChangedServers: input.session.calls built from the previous
-// decision's terms equals one built afresh, through calls that add servers and tools, count
-// again and remove; a server whose counts did not change keeps its terms.
-func TestSessionTermRebuildsOnlyChangedServers(t *testing.T) {
-	sess := &state.Session{ID: "ses_1", ExpiresAt: time.Now().Add(time.Hour)}
+// TestCallsObjectIsTheCounts: input.session.calls, made whole, is the usage's counts (by_tool
+// leaving out calls that named no tool), and reading it member by member finds the same
+// values; what the policy does not read is not there.
+func TestCallsObjectIsTheCounts(t *testing.T) {
 	var names nameTerms
-	var cached *cachedSession
-	for step, calls := range [][]state.CallCount{
-		{{Server: "fs", Tool: "read", N: 1}},
-		{{Server: "fs", Tool: "read", N: 2}},
-		{{Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 1}},
-		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 1}},
-		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "fs", Tool: "write", N: 1}, {Server: "git", Tool: "log", N: 1}},
-		{{Server: "docs", N: 1}, {Server: "fs", Tool: "read", N: 2}, {Server: "git", Tool: "log", N: 2}},
-		{{Server: "git", Tool: "log", N: 2}},
-		{},
+	for step, c := range []struct {
+		calls []state.CallCount
+		want  string
+	}{
+		{nil, `{"total": 0, "by_server": {}, "by_tool": {}}`},
+		{[]state.CallCount{{Server: "fs", Tool: "read", N: 1}}, `{"total": 1, "by_server": {"fs": 1}, "by_tool": {"fs": {"read": 1}}}`},
+		{[]state.CallCount{{Server: "docs", N: 2}, {Server: "fs", Tool: "read", N: 2}, {Server: "fs", Tool: "write", N: 1}, {Server: "git", Tool: "log", N: 1}},
+			`{"total": 6, "by_server": {"docs": 2, "fs": 3, "git": 1}, "by_tool": {"fs": {"read": 2, "write": 1}, "git": {"log": 1}}}`},
+		{[]state.CallCount{{Server: "fs", N: 1}, {Server: "fs", Tool: "read", N: 600}}, `{"total": 601, "by_server": {"fs": 601}, "by_tool": {"fs": {"read": 600}}}`},
 	} {
 		var total uint64
-		for _, c := range calls {
-			total += c.N
+		for _, n := range c.calls {
+			total += n.N
 		}
-		u := &state.Usage{Total: total, Calls: calls}
-		got, next := sessionTerm(&names, cached, sess, u, readsAll)
-		want, _ := sessionTerm(nil, nil, sess, u, readsAll)
-		if !got.Equal(want) {
-			t.Errorf("step %d: from the cache\n%v\nwant\n%v", step, got, want)
+		u := &state.Usage{Total: total, Calls: c.calls}
+		calls := newCallsObject(&names, u, readsAll)
+		want := ast.MustParseTerm(c.want)
+		if got := irexec.Whole(calls); !got.Equal(want) {
+			t.Errorf("step %d: made whole %v, want %v", step, got, want)
 		}
-		if cached != nil {
-			for _, now := range next.calls {
-				for _, before := range cached.calls {
-					if before.server() == now.server() && slices.Equal(before.calls, now.calls) != (before.tools == now.tools && before.total == now.total) {
-						t.Errorf("step %d: server %s: counts unchanged %v, terms reused %v", step, now.server(), slices.Equal(before.calls, now.calls), before.tools == now.tools)
-					}
+		// Member by member, as a policy's references read it.
+		path := func(keys ...string) *ast.Term {
+			v := newCallsObject(&names, u, readsAll) // not made whole
+			for _, k := range keys {
+				if v = lazyMember(v, k); v == nil {
+					return nil
 				}
 			}
+			return irexec.Whole(v)
 		}
-		cached = next
+		for _, p := range [][]string{{"total"}, {"by_server", "fs"}, {"by_server", "git"}, {"by_server", "nowhere"}, {"by_tool", "fs"}, {"by_tool", "fs", "read"},
+			{"by_tool", "fs", "nothing"}, {"by_tool", "docs"}, {"by_tool", "fs", ""}, {"other"}} {
+			var ref ast.Ref
+			for _, k := range p {
+				ref = append(ref, ast.StringTerm(k))
+			}
+			w, _ := want.Value.Find(ref)
+			got := path(p...)
+			if (w == nil) != (got == nil) || (w != nil && w.Compare(got.Value) != 0) {
+				t.Errorf("step %d: %v: got %v, want %v", step, p, got, w)
+			}
+		}
 	}
+	// A policy reading only the total sees only the total.
+	r := &inputReads{keys: map[string]*inputReads{"total": {whole: true}}}
+	calls := newCallsObject(&names, &state.Usage{Total: 1, Calls: []state.CallCount{{Server: "fs", Tool: "read", N: 1}}}, r.freeze())
+	if got, want := irexec.Whole(calls), ast.MustParseTerm(`{"total": 1}`); !got.Equal(want) {
+		t.Errorf("reading the total: made whole %v, want %v", got, want)
+	}
+	if lazyMember(calls, "by_server") != nil {
+		t.Error("by_server is there though the policy does not read it")
+	}
+}
+
+// lazyMember is member key of a Lazy term, nil for none or for a term that is not a Lazy.
+func lazyMember(t *ast.Term, key string) *ast.Term {
+	l, ok := t.Value.(*irexec.Lazy)
+	if !ok {
+		return nil
+	}
+	return l.Member(key)
 }
 
 // TestRenewalRebuildsTheLifecycle: the cached lifecycle items describe one expiry and renewal

@@ -41,6 +41,14 @@ type Lazy struct {
 // read it. The plan executor alone reads such terms: Whole makes the object for anything else.
 func NewLazy(src LazyObject) *ast.Term { return ast.NewTerm(&Lazy{src: src}) }
 
+// Init makes l stand for src and t a term of it, in memory the caller allocated (a Lazy and its
+// term inside the source's own struct: one allocation, not three), and returns t. l must be
+// new, and neither is copied after.
+func (l *Lazy) Init(t *ast.Term, src LazyObject) *ast.Term {
+	l.src, t.Value = src, l
+	return t
+}
+
 // Whole returns t itself, or for a Lazy the whole object it stands for, every member made
 // (Lazy ones too, deeply). The object is made once per Lazy and shared by every caller.
 func Whole(t *ast.Term) *ast.Term {
@@ -71,7 +79,15 @@ func (l *Lazy) Whole() *ast.Term {
 	return w
 }
 
-// member looks key up in l without making l.
+// Member returns the value of key in l without making l: what a reference reads.
+func (l *Lazy) Member(key string) *ast.Term {
+	if w := l.whole.Load(); w != nil {
+		return w.Value.(ast.Object).Get(ast.StringTerm(key))
+	}
+	return l.src.Member(key)
+}
+
+// member is Member for a key term.
 func (l *Lazy) member(key *ast.Term) *ast.Term {
 	if w := l.whole.Load(); w != nil {
 		return w.Value.(ast.Object).Get(key)
@@ -127,7 +143,12 @@ func (m *machine) builtinOnLazy(in *instr, t *ast.Term, l *Lazy, frame []*ast.Te
 
 // The ast.Value methods: whatever reaches them takes the whole object.
 
-func (l *Lazy) Compare(other ast.Value) int { return l.Whole().Value.Compare(other) }
+func (l *Lazy) Compare(other ast.Value) int {
+	if o, ok := other.(*Lazy); ok {
+		other = o.Whole().Value
+	}
+	return l.Whole().Value.Compare(other)
+}
 
 func (l *Lazy) Find(path ast.Ref) (ast.Value, error) { return l.Whole().Value.Find(path) }
 
