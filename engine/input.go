@@ -211,10 +211,33 @@ func newInputBase(c *sessionTerms, req *Request, sess *ast.Term, now time.Time, 
 // (see lazyItems). Its keys are distinct.
 func (b inputBase) document(action string, extra ...[2]*ast.Term) ast.Value {
 	var buf [12][2]*ast.Term
-	items := append(buf[:0], ast.Item(keyAction, ast.StringTerm(action)))
+	items := append(buf[:0], ast.Item(keyAction, actionTerm(action)))
 	items = append(items, b...)
 	items = append(items, extra...)
 	return newLazyItems(items).Value
+}
+
+// actionTerms are the terms of the actions requests name most: the MCP methods and Arbiter's
+// own actions, made once and shared.
+var actionTerms = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, a := range []string{
+		"tools/call", "tools/list", "resources/read", "resources/list", "resources/templates/list",
+		"resources/subscribe", "prompts/get", "prompts/list", "sampling/createMessage",
+		"elicitation/create", "completion/complete", "roots/list",
+		ActionSessionOpen, ActionSessionRenew,
+	} {
+		m[a] = ast.StringTerm(a)
+	}
+	return m
+}()
+
+// actionTerm is input.action's term.
+func actionTerm(action string) *ast.Term {
+	if t := actionTerms[action]; t != nil {
+		return t
+	}
+	return ast.StringTerm(action)
 }
 
 // operationTerm is input.operation, of what r (the operation's reads) reads; args are the

@@ -434,3 +434,27 @@ func TestCountTermsAreNumbers(t *testing.T) {
 		}
 	}
 }
+
+// TestLazyItemsHoldEveryMember: an object of any number of members, made lazily, finds each
+// member and is made whole as the object of them.
+func TestLazyItemsHoldEveryMember(t *testing.T) {
+	for n := range 15 {
+		items := make([][2]*ast.Term, n)
+		for i := range items {
+			items[i] = ast.Item(ast.StringTerm(fmt.Sprint("k", i)), ast.IntNumberTerm(i))
+		}
+		l := newLazyItems(items)
+		clear(items) // the Lazy keeps its own copy
+		for i := range n {
+			if got := lazyMember(l, fmt.Sprint("k", i)); got == nil || !got.Equal(ast.IntNumberTerm(i)) {
+				t.Errorf("%d members: k%d is %v", n, i, got)
+			}
+		}
+		if lazyMember(l, "missing") != nil {
+			t.Errorf("%d members: a missing key found", n)
+		}
+		if got := irexec.Whole(l).Value.(ast.Object); got.Len() != n {
+			t.Errorf("%d members: made whole with %d", n, got.Len())
+		}
+	}
+}

@@ -20,25 +20,31 @@ type lazyTerm struct {
 	lazy irexec.Lazy
 }
 
-// lazyItems is an object of given members as a Lazy. Its keys are string terms, distinct.
-type lazyItems struct {
+// lazyItems is an object of given members as a Lazy, the members in buf (an array of
+// members, sized by newLazyItems) when they fit. Its keys are string terms, distinct.
+type lazyItems[A any] struct {
 	lazyTerm
 	items [][2]*ast.Term
-	buf   [12][2]*ast.Term
+	buf   A
 }
 
 // newLazyItems returns a Lazy of items (copied).
 func newLazyItems(items [][2]*ast.Term) *ast.Term {
-	o := &lazyItems{}
-	if len(items) <= len(o.buf) {
+	switch {
+	case len(items) <= 4: // input.subject, most operations
+		o := &lazyItems[[4][2]*ast.Term]{}
 		o.items = append(o.buf[:0], items...)
-	} else {
-		o.items = append([][2]*ast.Term(nil), items...)
+		return o.lazy.Init(&o.term, o)
+	case len(items) <= 12: // the document, input.session
+		o := &lazyItems[[12][2]*ast.Term]{}
+		o.items = append(o.buf[:0], items...)
+		return o.lazy.Init(&o.term, o)
 	}
+	o := &lazyItems[struct{}]{items: append([][2]*ast.Term(nil), items...)}
 	return o.lazy.Init(&o.term, o)
 }
 
-func (o *lazyItems) Member(key string) *ast.Term {
+func (o *lazyItems[A]) Member(key string) *ast.Term {
 	for i := range o.items {
 		if string(o.items[i][0].Value.(ast.String)) == key {
 			return o.items[i][1]
@@ -47,7 +53,7 @@ func (o *lazyItems) Member(key string) *ast.Term {
 	return nil
 }
 
-func (o *lazyItems) Members() [][2]*ast.Term { return o.items }
+func (o *lazyItems[A]) Members() [][2]*ast.Term { return o.items }
 
 // callsObject is input.session.calls of a usage, of what r reads: total, by_server (a Lazy
 // over the counts, see byServer) and by_tool (see byTool). A decision in the default policy

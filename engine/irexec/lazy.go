@@ -79,19 +79,13 @@ func (l *Lazy) Whole() *ast.Term {
 	return w
 }
 
-// Member returns the value of key in l without making l: what a reference reads.
-func (l *Lazy) Member(key string) *ast.Term {
-	if w := l.whole.Load(); w != nil {
-		return w.Value.(ast.Object).Get(ast.StringTerm(key))
-	}
-	return l.src.Member(key)
-}
+// Member returns the value of key in l without making l: what a reference reads. A member
+// that is a Lazy is returned as it is, whether or not l was made whole: both stand for the same
+// value.
+func (l *Lazy) Member(key string) *ast.Term { return l.src.Member(key) }
 
 // member is Member for a key term.
 func (l *Lazy) member(key *ast.Term) *ast.Term {
-	if w := l.whole.Load(); w != nil {
-		return w.Value.(ast.Object).Get(key)
-	}
 	s, ok := key.Value.(ast.String)
 	if !ok {
 		return nil // every key of a LazyObject is a string

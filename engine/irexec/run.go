@@ -470,10 +470,13 @@ func (m *machine) callBuiltin(in *instr, frame []*ast.Term) *ast.Term {
 			return nil
 		}
 	}
-	if m.timeT == nil {
-		m.timeT = ast.NumberTerm(jsonInt(m.at.UnixNano()))
+	bctx := topdown.BuiltinContext{Context: m.ctx, Cancel: m.cancel, Cache: m.cache, Location: in.astLoc}
+	if in.clock {
+		if m.timeT == nil {
+			m.timeT = ast.NumberTerm(jsonInt(m.at.UnixNano()))
+		}
+		bctx.Time = m.timeT
 	}
-	bctx := topdown.BuiltinContext{Context: m.ctx, Time: m.timeT, Cancel: m.cancel, Cache: m.cache, Location: in.astLoc}
 	m.out = nil
 	err := in.bi(bctx, args, m.collect)
 	clear(args)
