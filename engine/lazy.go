@@ -14,6 +14,24 @@ import (
 // The objects shared between requests (a client, a server, a credential, tool annotations)
 // are made once and cached, so they stay ast.Objects.
 
+// lazyInput is t with every object reached from it through objects alone (all of whose keys
+// are strings) made a Lazy, as a decision's input is: for checking a plan on a request written
+// as one document.
+func lazyInput(t *ast.Term) *ast.Term {
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return t
+	}
+	items := make([][2]*ast.Term, 0, obj.Len())
+	for _, k := range obj.Keys() {
+		if _, ok := k.Value.(ast.String); !ok {
+			return t
+		}
+		items = append(items, ast.Item(k, lazyInput(obj.Get(k))))
+	}
+	return newLazyItems(items)
+}
+
 // lazyTerm is a Lazy and its term, for a struct to hold in its own memory.
 type lazyTerm struct {
 	term ast.Term

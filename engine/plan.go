@@ -89,7 +89,8 @@ func (e *Engine) Evaluator() (evaluator, reason string) {
 	return pq.evaluator(), pq.planless
 }
 
-// checkPlan decides the probe requests with pq's plan and with topdown. A plan that answers
+// checkPlan decides the probe requests with pq's plan (on the requests' objects made Lazy, as a
+// decision's are) and with topdown. A plan that answers
 // either differently (an error on one side only counts) is dropped, and topdown decides for the
 // revision: the executor is an optimisation, OPA's evaluator the reference. It reports whether
 // the plan agreed.
@@ -104,7 +105,8 @@ func (e *Engine) checkPlan(ctx context.Context, pq *prepared) bool {
 	}
 	for _, c := range checks {
 		want, _, werr := e.evalQuery(ctx, pq, &query{topdown: c.q.topdown}, c.input, probeTime)
-		got, _, gerr := e.evalQuery(ctx, pq, c.q, c.input, probeTime)
+		// The plan reads the request as it reads a decision's: its objects Lazy.
+		got, _, gerr := e.evalQuery(ctx, pq, c.q, lazyInput(ast.NewTerm(c.input)).Value, probeTime)
 		if outcomeOf(werr) != outcomeOf(gerr) || (werr == nil && !want.Equal(got)) {
 			pq.topdownOnly(fmt.Sprintf("on a sample request the plan of %s answered %v (error: %v) where topdown answered %v (error: %v)", c.q.plan, got, gerr, want, werr))
 			return false

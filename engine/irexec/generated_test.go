@@ -156,6 +156,11 @@ func decideGenerated(t *testing.T, seed uint64) genStats {
 		order = append(order, i)
 	}
 	st := genStats{inputs: len(inputs)}
+	// Lazy inputs kept across runs, as the engine keeps input.session: the terms the pool
+	// shares stay one Lazy (so kept values are found again by a Lazy key), and a Lazy made whole
+	// by one run is read through its whole object by the next. whole has every Lazy made up
+	// front.
+	shared, whole := map[*ast.Term]*ast.Term{}, map[*ast.Term]*ast.Term{}
 	for step, i := range order {
 		st.runs++
 		in := inputs[i]
@@ -165,6 +170,20 @@ func decideGenerated(t *testing.T, seed uint64) genStats {
 		if (lerr == nil) != (gerr == nil) || (l == nil) != (got == nil) || (l != nil && !l.Equal(got)) {
 			t.Errorf("seed %d: step %d (input %d): made %v (error %v), lazily %v (error %v)\n--- policy\n%s--- input\n  %s",
 				seed, step, i, got, gerr, l, lerr, src, pool.show(in.input))
+		}
+		for _, kept := range []struct {
+			memo  map[*ast.Term]*ast.Term
+			whole bool
+		}{{shared, false}, {whole, true}} {
+			in2 := lazilyShared(kept.memo, in.input)
+			if kept.whole {
+				irexec.Whole(in2)
+			}
+			l, lerr := prog.Eval(context.Background(), irexec.PlanName, in2, dataTerm, irexec.Options{Time: in.at})
+			if (lerr == nil) != (gerr == nil) || (l == nil) != (got == nil) || (l != nil && !l.Equal(got)) {
+				t.Errorf("seed %d: step %d (input %d): made %v (error %v), lazily, kept across runs (made whole first: %v) %v (error %v)\n--- policy\n%s--- input\n  %s",
+					seed, step, i, got, gerr, kept.whole, l, lerr, src, pool.show(in.input))
+			}
 		}
 		if sameAnswer(want[i].val, got, want[i].err, gerr) {
 			continue

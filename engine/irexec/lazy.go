@@ -17,6 +17,10 @@ import (
 // the executor's member lookups and its moving of values between locals ever see a Lazy: no
 // built-in, comparison or value kept across runs does.
 //
+// Comparing with a Lazy is one-sided: l.Compare(x) compares the whole object, but OPA's own
+// values do not know a Lazy (x.Compare(l) sorts it after everything), which is one more reason
+// none may reach OPA's code.
+//
 // A Lazy must hold only immutable members: the object it stands for never changes, and runs
 // on several goroutines may read one Lazy at once. Within an input, an object that holds a
 // Lazy must be a Lazy itself (the input document first of all), since only a Lazy is made

@@ -129,3 +129,76 @@ func TestLazyWholeIsMadeOnce(t *testing.T) {
 		t.Fatal("a member of the whole object is not made")
 	}
 }
+
+// lazilyShared is lazily, keeping each Lazy in memo by the made term it stands for: a term the
+// input shares (or that an earlier input held) is the same Lazy every time.
+func lazilyShared(memo map[*ast.Term]*ast.Term, t *ast.Term) *ast.Term {
+	if l, ok := memo[t]; ok {
+		return l
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return t
+	}
+	var items [][2]*ast.Term
+	for _, k := range obj.Keys() {
+		if _, ok := k.Value.(ast.String); !ok {
+			return t
+		}
+		items = append(items, [2]*ast.Term{k, lazilyShared(memo, obj.Get(k))})
+	}
+	l := irexec.NewLazy(&lazyObject{items: items})
+	memo[t] = l
+	return l
+}
+
+// TestLazySharedByConcurrentRuns: runs on several goroutines read one Lazy input (member by
+// member, through object.get and is_object, and whole: count, iteration, comparison) and
+// answer as on the input made; run it under -race.
+func TestLazySharedByConcurrentRuns(t *testing.T) {
+	prog, err := plan(t, `package p
+
+total := input.session.calls.total
+
+fs := object.get(input, ["session", "calls", "by_tool", "fs", "read"], 0)
+
+tools := object.get(input.session.calls.by_tool, "fs", {})
+
+servers := [s | some s, _ in input.session.calls.by_server]
+
+n := count(input.session.calls.by_tool)
+
+same if input.session.calls.by_server == {"fs": 3, "git": 1}
+
+obj if is_object(input.session.calls)
+
+x := {"total": total, "fs": fs, "tools": tools, "servers": servers, "n": n, "same": same, "obj": obj, "sess": input.session}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := ast.MustParseTerm(`{"session": {"id": "s", "calls": {"total": 4, "by_server": {"fs": 3, "git": 1}, "by_tool": {"fs": {"read": 2, "write": 1}, "git": {"log": 1}}}}}`)
+	want, err := prog.Eval(context.Background(), irexec.PlanName, made, ast.ObjectTerm(), irexec.Options{})
+	if err != nil || want == nil {
+		t.Fatalf("made: %v, %v", want, err)
+	}
+	for range 20 {
+		in := lazily(made)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for range 20 {
+					if g == 0 {
+						irexec.Whole(in) // another reader makes it whole meanwhile
+					}
+					got, err := prog.Eval(context.Background(), irexec.PlanName, in, ast.ObjectTerm(), irexec.Options{})
+					if err != nil || !got.Equal(want) {
+						t.Errorf("lazily on goroutine %d: %v (error %v), want %v", g, got, err, want)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+}

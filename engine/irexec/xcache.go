@@ -274,6 +274,16 @@ func within(t *ast.Term, budget int) int {
 			budget = within(x, budget)
 			return budget < 0
 		})
+	case *Lazy:
+		// Charged as the object it stands for, without making it.
+		if w := v.whole.Load(); w != nil {
+			return within(w, budget+8)
+		}
+		for _, it := range v.src.Members() {
+			if budget = within(it[1], within(it[0], budget)); budget < 0 {
+				break
+			}
+		}
 	}
 	return budget
 }
