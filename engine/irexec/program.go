@@ -110,6 +110,10 @@ const (
 	// follow it into the same object (objectItems): the object is made in one go, with one
 	// block for its members, rather than grown by one allocation per insert.
 	opMakeObjectItems
+	// opResultValue is what a plan ends with, an object of one member "result" made and added
+	// to the result set (see resultValue), done as adding the member's value itself: a run
+	// does not make an object only for Eval to take the member out of it.
+	opResultValue
 )
 
 // operand is a local, or a constant when term is set.
@@ -322,6 +326,10 @@ func (r *resolver) blocks(in []*ir.Block) ([]block, error) {
 					if err != nil {
 						return nil, err
 					}
+					if resultValue(&ins, mk, b.Stmts[j+n+1:]) {
+						ins.op, ins.a = opResultValue, ins.args[0]
+						j++ // the ResultSetAddStmt
+					}
 					out[i] = append(out[i], ins)
 					j += n
 					continue
@@ -403,6 +411,17 @@ func (r *resolver) takes(obj ir.Local, s *ir.ObjectInsertStmt, keys map[string]b
 	}
 	keys[string(k)] = true
 	return true
+}
+
+// resultValue reports whether in, the opMakeObjectItems of mk, followed by rest to the end of
+// their block, is how a plan ends: an object of the one key "result" made and added to the
+// result set by the block's last statement, the object read by nothing else.
+func resultValue(in *instr, mk *ir.MakeObjectStmt, rest []ir.Stmt) bool {
+	if len(in.keys) != 1 || len(rest) != 1 || in.keys[0].Value.Compare(resultKey.Value) != 0 {
+		return false
+	}
+	add, ok := rest[0].(*ir.ResultSetAddStmt)
+	return ok && add.Value == mk.Target
 }
 
 // makeObjectItems is the opMakeObjectItems of mk and inserts (see objectItems).

@@ -66,16 +66,19 @@ func (p *Program) Eval(ctx context.Context, name string, input, data *ast.Term, 
 	if m.err != nil {
 		return nil, m.err
 	}
-	switch len(m.results) {
+	switch len(m.results) + len(m.values) {
 	case 0:
 		return nil, nil
 	case 1:
+		if len(m.values) == 1 {
+			return m.values[0], nil
+		}
 		if obj, ok := m.results[0].Value.(ast.Object); ok {
 			return obj.Get(resultKey), nil
 		}
 		return nil, fmt.Errorf("plan result is %s, not an object", ast.ValueName(m.results[0].Value))
 	}
-	return nil, fmt.Errorf("plan %q produced %d results", name, len(m.results))
+	return nil, fmt.Errorf("plan %q produced %d results", name, len(m.results)+len(m.values))
 }
 
 var (
@@ -96,7 +99,10 @@ type machine struct {
 	memoSet []bool
 	args    []*ast.Term
 	results []*ast.Term
-	frozen  map[*ast.Term]bool // Program.frozen
+	// values are the entry point's values a run added itself (opResultValue), each standing
+	// for a result {"result": value}.
+	values []*ast.Term
+	frozen map[*ast.Term]bool // Program.frozen
 	// input is the run's input; tree, nodeVals and nodeState are the values found at the
 	// program's key paths in it (see machine.nodeValue).
 	input     *ast.Term
@@ -153,6 +159,8 @@ func (p *Program) release(m *machine) {
 	m.input = nil
 	clear(m.results)
 	m.results = m.results[:0]
+	clear(m.values)
+	m.values = m.values[:0]
 	clear(m.cache) // built-ins' per-run state; the map itself serves the next run
 	m.ctx, m.cancel, m.timeT, m.err, m.out, m.ret, m.frozen, m.dataRoot = nil, nil, nil, nil, nil, nil, nil, nil
 	p.machines.Put(m)
@@ -330,6 +338,13 @@ func (m *machine) block(b block, frame []*ast.Term) int {
 		case opReturn:
 			m.ret = Whole(frame[in.a.local])
 			return stReturned
+		case opResultValue:
+			v := m.get(in.a, frame)
+			if v == nil {
+				m.fail(in, errors.New("insert into a non-object"))
+				return stReturned
+			}
+			m.values = append(m.values, v)
 		case opResultAdd:
 			if v := Whole(frame[in.a.local]); v != nil {
 				m.results = append(m.results, v)
