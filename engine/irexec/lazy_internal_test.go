@@ -76,26 +76,3 @@ func TestKeptKeyHoldsNoLargeLazy(t *testing.T) {
 		}
 	}
 }
-
-// funcsOf lists the functions p's plans call.
-func funcsOf(p *Program) []*function {
-	var out []*function
-	seen := map[*function]bool{}
-	var walk func(blocks []block)
-	walk = func(blocks []block) {
-		for _, b := range blocks {
-			for i := range b {
-				walk(b[i].blocks)
-				if fn := b[i].fn; fn != nil && !seen[fn] {
-					seen[fn] = true
-					out = append(out, fn)
-					walk(fn.blocks)
-				}
-			}
-		}
-	}
-	for _, pl := range p.plans {
-		walk(pl.blocks)
-	}
-	return out
-}

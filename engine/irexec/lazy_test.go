@@ -34,20 +34,7 @@ func (o *lazyObject) Members() [][2]*ast.Term { return o.items }
 // lazily returns t with every object reachable from it through objects alone made a Lazy. An
 // object with a key that is not a string stays as it is (a LazyObject's keys are strings), and
 // so do its members.
-func lazily(t *ast.Term) *ast.Term {
-	obj, ok := t.Value.(ast.Object)
-	if !ok {
-		return t
-	}
-	var items [][2]*ast.Term
-	for _, k := range obj.Keys() {
-		if _, ok := k.Value.(ast.String); !ok {
-			return t
-		}
-		items = append(items, [2]*ast.Term{k, lazily(obj.Get(k))})
-	}
-	return irexec.NewLazy(&lazyObject{items: items})
-}
+func lazily(t *ast.Term) *ast.Term { return lazilyShared(nil, t) }
 
 // TestLazyIsReadMemberByMember: a reference into a Lazy asks its source for the member and
 // leaves the object unmade; a built-in given the Lazy gets the whole object, deeply made.
@@ -130,8 +117,8 @@ func TestLazyWholeIsMadeOnce(t *testing.T) {
 	}
 }
 
-// lazilyShared is lazily, keeping each Lazy in memo by the made term it stands for: a term the
-// input shares (or that an earlier input held) is the same Lazy every time.
+// lazilyShared is lazily, keeping each Lazy in memo (unless nil) by the made term it stands
+// for: a term the input shares (or that an earlier input held) is the same Lazy every time.
 func lazilyShared(memo map[*ast.Term]*ast.Term, t *ast.Term) *ast.Term {
 	if l, ok := memo[t]; ok {
 		return l
@@ -148,7 +135,9 @@ func lazilyShared(memo map[*ast.Term]*ast.Term, t *ast.Term) *ast.Term {
 		items = append(items, [2]*ast.Term{k, lazilyShared(memo, obj.Get(k))})
 	}
 	l := irexec.NewLazy(&lazyObject{items: items})
-	memo[t] = l
+	if memo != nil {
+		memo[t] = l
+	}
 	return l
 }
 
