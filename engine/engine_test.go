@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -452,6 +453,10 @@ func TestValidation(t *testing.T) {
 		{"server.id", func(r *engine.Request) { r.Server.ID = "" }},
 		{"operation.method", func(r *engine.Request) { r.Operation.Method = "" }},
 		{"operation.arguments", func(r *engine.Request) { r.Operation.Arguments = map[string]any{"f": func() {}} }},
+		{"operation.arguments", func(r *engine.Request) {
+			r.Operation.Arguments = map[string]any{"n": []any{json.Number("1e99999999999")}} // out of OPA's range
+		}},
+		{"context", func(r *engine.Request) { r.Context = map[string]any{"n": json.Number("1e99999999999")} }},
 		{"credential.scopes[1]", func(r *engine.Request) { r.Credential.Scopes = []string{"repo", strings.Repeat("s", 1025)} }},
 		{"subject.groups[0]", func(r *engine.Request) { r.Subject.Groups = []string{strings.Repeat("g", 1025)} }},
 		{"credential.audience", func(r *engine.Request) { r.Credential.Audience = make([]string, 257) }},

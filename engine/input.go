@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -559,6 +560,10 @@ func checkJSON(v any) error {
 	switch v := v.(type) {
 	case nil, bool, string, float64, int, int64, uint64, []string, map[string]string:
 		return nil
+	case json.Number:
+		// As ast.InterfaceToValue checks it, without making the value.
+		_, err := ast.NumberChecked(string(v))
+		return err
 	case []any:
 		for _, x := range v {
 			if err := checkJSON(x); err != nil {
