@@ -90,10 +90,9 @@ func (e *Engine) Evaluator() (evaluator, reason string) {
 }
 
 // checkPlan decides the probe requests with pq's plan (on the requests' objects made Lazy, as a
-// decision's are) and with topdown. A plan that answers
-// either differently (an error on one side only counts) is dropped, and topdown decides for the
-// revision: the executor is an optimisation, OPA's evaluator the reference. It reports whether
-// the plan agreed.
+// decision's are) and with topdown. A plan that answers either differently (an error on one
+// side only counts) is dropped, and topdown decides for the revision: the executor is an
+// optimisation, OPA's evaluator the reference. It reports whether the plan agreed.
 func (e *Engine) checkPlan(ctx context.Context, pq *prepared) bool {
 	type check struct {
 		q     *query
