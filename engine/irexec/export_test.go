@@ -1,5 +1,7 @@
 package irexec
 
+import "github.com/open-policy-agent/opa/v1/ast"
+
 // CacheEverything makes New keep the values of every function it can, however small, until
 // restore is called.
 func CacheEverything() (restore func()) {
@@ -7,6 +9,9 @@ func CacheEverything() (restore func()) {
 	minCachedSize = 0
 	return func() { minCachedSize = old }
 }
+
+// IsWhole reports whether t, a Lazy's term, has been made whole.
+func IsWhole(t *ast.Term) bool { return t.Value.(*Lazy).whole.Load() != nil }
 
 // KeptValues counts the functions p's plans call, those of them that keep values across runs,
 // and the lookups and hits of their caches so far (while on trial, see fnCache.counted).

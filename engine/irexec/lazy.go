@@ -94,7 +94,7 @@ func (l *Lazy) member(key *ast.Term) *ast.Term {
 	if !ok {
 		return nil // every key of a LazyObject is a string
 	}
-	return l.src.Member(string(s))
+	return l.Member(string(s))
 }
 
 // lazyBuiltin names the built-ins that read a Lazy first argument without making it: a policy
@@ -108,9 +108,9 @@ const (
 	lazyIsObject
 )
 
-// builtinOnLazy runs in's built-in (one of lazyBuiltin's) on l, its first argument, as OPA's
-// implementation does on the whole object.
-func (m *machine) builtinOnLazy(in *instr, t *ast.Term, l *Lazy, frame []*ast.Term) *ast.Term {
+// builtinOnLazy runs in's built-in (one of lazyBuiltin's) on t, its first argument, a Lazy, as
+// OPA's implementation does on the whole object.
+func (m *machine) builtinOnLazy(in *instr, t *ast.Term, frame []*ast.Term) *ast.Term {
 	switch in.onLazy {
 	case lazyIsObject:
 		return ast.InternedTerm(true)
@@ -120,16 +120,15 @@ func (m *machine) builtinOnLazy(in *instr, t *ast.Term, l *Lazy, frame []*ast.Te
 		if path == nil || def == nil {
 			return nil
 		}
-		var v *ast.Term
+		v := t
 		if keys, ok := path.Value.(*ast.Array); ok {
-			v = t
 			for i := range keys.Len() {
 				if v = dot(v, keys.Elem(i)); v == nil {
 					break
 				}
 			}
 		} else {
-			v = l.member(path)
+			v = dot(t, path)
 		}
 		if v == nil {
 			return def

@@ -474,9 +474,10 @@ func (m *machine) callFunc(in *instr, frame []*ast.Term) *ast.Term {
 // callBuiltin calls OPA's implementation of a built-in; nil is undefined.
 func (m *machine) callBuiltin(in *instr, frame []*ast.Term) *ast.Term {
 	if in.onLazy != lazyNone {
-		t := m.raw(in.args[0], frame)
-		if l, ok := termValue[*Lazy](t); ok {
-			return m.builtinOnLazy(in, t, l, frame)
+		if t := m.raw(in.args[0], frame); t != nil {
+			if _, ok := t.Value.(*Lazy); ok {
+				return m.builtinOnLazy(in, t, frame)
+			}
 		}
 	}
 	args := m.args[:len(in.args)]
