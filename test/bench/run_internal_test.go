@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The no-op server takes the collector settings given to the Arbiter servers, and nothing else.
@@ -29,5 +30,27 @@ func TestReportNamesThePrebuiltBinary(t *testing.T) {
 		if !strings.Contains(out.String(), tc.want) {
 			t.Errorf("ArbiterBin %q: the report does not say %q:\n%s", tc.bin, tc.want, out.String())
 		}
+	}
+}
+
+// The throughput target shows each round's ratio against the no-op round beside it, so a run
+// whose median hides a spread says so.
+func TestTargetShowsEachRoundsRatio(t *testing.T) {
+	stats := func(n int) *Stats {
+		st := newStats("closed/1", time.Second)
+		var rec recorder
+		for range n {
+			rec.record(time.Millisecond, Answer{Outcome: OutcomeAllow}, nil)
+		}
+		st.merge(&rec)
+		return st
+	}
+	r := &Report{Compare: &CompareResult{
+		Noop:    []*Stats{stats(1000), stats(800), stats(1000)},
+		Arbiter: []*Stats{stats(600), stats(600), stats(550)},
+	}}
+	got := r.Targets()[0].Measured
+	if want := "0.60× (600 vs 1000 req/s; each round against its no-op: 0.60×, 0.75×, 0.55×)"; got != want {
+		t.Errorf("Measured = %q, want %q", got, want)
 	}
 }
