@@ -459,6 +459,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	closedOn := func(pid int, call CallFunc) *Stats {
 		return RunClosed(ctx, call, cfg.Concurrency, cfg.Warmup, cfg.Duration, pid)
 	}
+	// profileChild runs run while child records CPU and allocation profiles.
+	profileChild := func(child *Child, name string, run func()) {
+		cpu := filepath.Join(cfg.ProfileDir, name+".cpu.pprof")
+		allocs := filepath.Join(cfg.ProfileDir, name+".allocs.pprof")
+		if err := child.StartProfile(ctx, cpu); err != nil {
+			logf("profile %s: %v", name, err)
+			run()
+			return
+		}
+		run()
+		if err := child.StopProfile(ctx, allocs); err != nil {
+			logf("profile %s: %v", name, err)
+			return
+		}
+		rep.Profiles = append(rep.Profiles, cpu, allocs)
+	}
 	// profile runs run while the library server records CPU and allocation profiles.
 	profile := func(s *arbiterServer, name string, run func()) {
 		if cfg.ProfileDir == "" || (s.child == nil && s.bin == nil) {
@@ -477,24 +493,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Profiles = append(rep.Profiles, cpu, allocs)
 			return
 		}
-		if err := s.child.StartProfile(ctx, cpu); err != nil {
-			logf("profile %s: %v", name, err)
-			run()
-			return
-		}
-		run()
-		if err := s.child.StopProfile(ctx, allocs); err != nil {
-			logf("profile %s: %v", name, err)
-			return
-		}
-		rep.Profiles = append(rep.Profiles, cpu, allocs)
+		profileChild(s.child, name, run)
 	}
 
 	if cfg.has(ScenarioCompare) {
 		rep.Compare = &CompareResult{}
 		for r := range cfg.Rounds {
 			logf("compare round %d/%d: no-op gRPC, closed loop %d callers", r+1, cfg.Rounds, cfg.Concurrency)
-			rep.Compare.Noop = append(rep.Compare.Noop, closedOn(noop.PID(), noopC.DecideCall(noopLS, nil)))
+			runNoop := func() {
+				rep.Compare.Noop = append(rep.Compare.Noop, closedOn(noop.PID(), noopC.DecideCall(noopLS, nil)))
+			}
+			if r == 0 && cfg.ProfileDir != "" {
+				// The transport's own costs, to set against the Arbiter server's profile.
+				profileChild(noop, "noop-decide", runNoop)
+			} else {
+				runNoop()
+			}
 			logf("compare round %d/%d: Arbiter gRPC", r+1, cfg.Rounds)
 			var st *Stats
 			run := func() { st = closedOn(primary.pid(), primary.client.DecideCall(primary.load, want)) }

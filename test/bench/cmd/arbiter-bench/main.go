@@ -73,7 +73,7 @@ func run() error {
 	fs.StringVar(&cfg.OPA, "opa", "", "opa binary to use (default: build the go.mod version once into the user cache)")
 	fs.StringVar(&cfg.OPAAddr, "opa-addr", "", "use an OPA REST server already running at this address")
 	fs.BoolVar(&cfg.SkipOPA, "no-opa", false, "leave out the OPA baseline")
-	fs.StringVar(&cfg.ProfileDir, "profile", "", "directory for CPU and allocation profiles of the Arbiter server")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "directory for CPU and allocation profiles of the Arbiter server (and of the no-op server in the first comparison round)")
 	fs.StringVar(&out, "out", "", "write the Markdown report here (default stdout)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the harness itself (the load generator) to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
