@@ -391,3 +391,41 @@ func BenchmarkEngineFilterTools500(b *testing.B) {
 		}
 	}
 }
+
+// With a profile directory, the comparison profiles the no-op server's first round beside the
+// Arbiter server's, and every profile the report lists is a non-empty gzipped pprof file.
+func TestHarnessProfilesBothServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers in child processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := smokeConfig(t)
+	cfg.Scenarios = []string{bench.ScenarioCompare}
+	cfg.SkipOPA = true
+	cfg.ProfileDir = t.TempDir()
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arbiterCPU := map[bool]string{true: "arbiter-decide.cpu.pprof", false: "arbiter-serve-decide.cpu.pprof"}[raceEnabled]
+	want := map[string]bool{"noop-decide.cpu.pprof": false, "noop-decide.allocs.pprof": false, arbiterCPU: false}
+	for _, p := range rep.Profiles {
+		if _, ok := want[filepath.Base(p)]; ok {
+			want[filepath.Base(p)] = true
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Errorf("listed profile: %v", err)
+			continue
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: %d bytes, not a gzipped profile", p, len(b))
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("no %s among the profiles %v", name, rep.Profiles)
+		}
+	}
+}

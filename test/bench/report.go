@@ -387,7 +387,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		p("OPA baseline: %s, serving the default policy's Rego and the harness data.json, asked `POST %s` with the input document the engine builds for each request.\n\n", r.OPASource, DecisionPath)
 	}
 	if len(r.Profiles) > 0 {
-		p("Profiles of the Arbiter library server: %s\n", strings.Join(r.Profiles, ", "))
+		p("CPU and allocation profiles (`noop-decide` is the no-op server's; the others are Arbiter's): %s\n", strings.Join(r.Profiles, ", "))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
