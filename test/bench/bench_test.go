@@ -61,29 +61,39 @@ func smokeConfig(t *testing.T) bench.Config {
 	return cfg
 }
 
+// runHarness runs the harness on smokeConfig as edit changes it, within two minutes; under
+// -short it skips the test, as the harness starts servers in child processes.
+func runHarness(t *testing.T, edit func(*bench.Config)) *bench.Report {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts servers in child processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := smokeConfig(t)
+	edit(&cfg)
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
 // TestHarnessWithAPolicyDir runs the comparison and the swap scenario on the small policy in
 // testdata (what `arbiter-bench -policy-dir` does): the harness's own engine, the Arbiter
 // server and its revisions all decide with that policy, or the server's answers would count
 // as failed decisions (the default policy asks approval for fs_delete_file; this one denies it).
 func TestHarnessWithAPolicyDir(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts servers in child processes")
-	}
 	dir, err := filepath.Abs(filepath.Join("testdata", "small-policy"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv(bench.PolicyDirEnv, dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg := smokeConfig(t)
-	cfg.Scenarios = []string{bench.ScenarioCompare, bench.ScenarioSwap}
-	cfg.SkipOPA = true
-	cfg.PolicyDir = dir
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := runHarness(t, func(cfg *bench.Config) {
+		cfg.Scenarios = []string{bench.ScenarioCompare, bench.ScenarioSwap}
+		cfg.SkipOPA = true
+		cfg.PolicyDir = dir
+	})
 	for k, tpl := range bench.Mix {
 		if tpl.Name == "fs_delete_file" {
 			if got := rep.Calibration.Want[k]; got != bench.OutcomeDeny || !slices.Contains(rep.Calibration.Reasons[k], "tool_not_allowed") {
@@ -112,32 +122,23 @@ func TestHarnessWithAPolicyDir(t *testing.T) {
 // working: each server answers, nothing fails, and the report carries every section. The
 // figures mean nothing at these durations; BENCHMARKS.md has the real ones.
 func TestHarnessSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts servers in child processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg := smokeConfig(t)
-	// Building OPA takes minutes on a fresh machine: the smoke test uses the harness's cached
-	// build when an earlier run made one, and otherwise an in-process stand-in for OPA's REST
-	// API, which still exercises the HTTP mode end to end.
-	if v, err := bench.OPAVersion(); err == nil {
-		if bin, err := bench.OPACachePath(v); err == nil {
-			if _, err := os.Stat(bin); err == nil {
-				cfg.OPA = bin
+	rep := runHarness(t, func(cfg *bench.Config) {
+		// Building OPA takes minutes on a fresh machine: the smoke test uses the harness's
+		// cached build when an earlier run made one, and otherwise an in-process stand-in for
+		// OPA's REST API, which still exercises the HTTP mode end to end.
+		if v, err := bench.OPAVersion(); err == nil {
+			if bin, err := bench.OPACachePath(v); err == nil {
+				if _, err := os.Stat(bin); err == nil {
+					cfg.OPA = bin
+				}
 			}
 		}
-	}
-	if cfg.OPA == "" {
-		srv := fakeOPA(t)
-		cfg.OPAAddr = strings.TrimPrefix(srv.URL, "http://")
-		t.Log("no cached opa build: using an in-process stand-in for OPA's REST API")
-	}
-
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+		if cfg.OPA == "" {
+			srv := fakeOPA(t)
+			cfg.OPAAddr = strings.TrimPrefix(srv.URL, "http://")
+			t.Log("no cached opa build: using an in-process stand-in for OPA's REST API")
+		}
+	})
 
 	check := func(name string, s *bench.Stats, wantChecked bool) {
 		t.Helper()
@@ -395,19 +396,11 @@ func BenchmarkEngineFilterTools500(b *testing.B) {
 // With a profile directory, the comparison profiles the no-op server's first round beside the
 // Arbiter server's, and every profile the report lists is a non-empty gzipped pprof file.
 func TestHarnessProfilesBothServers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts servers in child processes")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg := smokeConfig(t)
-	cfg.Scenarios = []string{bench.ScenarioCompare}
-	cfg.SkipOPA = true
-	cfg.ProfileDir = t.TempDir()
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := runHarness(t, func(cfg *bench.Config) {
+		cfg.Scenarios = []string{bench.ScenarioCompare}
+		cfg.SkipOPA = true
+		cfg.ProfileDir = t.TempDir()
+	})
 	arbiterCPU := map[bool]string{true: "arbiter-decide.cpu.pprof", false: "arbiter-serve-decide.cpu.pprof"}[raceEnabled]
 	want := map[string]bool{"noop-decide.cpu.pprof": false, "noop-decide.allocs.pprof": false, arbiterCPU: false}
 	for _, p := range rep.Profiles {
