@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -17,7 +18,8 @@ const (
 const ReasonDecisionLogUnavailable = "decision_log_unavailable"
 
 // Record is one decision as the decision log keeps it. The engine hands it over and never
-// touches it again; slices and maps in it may be shared with the request.
+// touches it again; slices and maps in it may be shared with the request. A Recorder done with
+// a record may give it back with ReleaseRecord.
 type Record struct {
 	DecisionID     string
 	At             time.Time
@@ -68,9 +70,23 @@ type discard struct{}
 func (discard) Reserve(context.Context) (Slot, error) { return discard{}, nil }
 func (discard) Commit(*Record)                        {}
 
+// records recycles the records of decisions: a Record is the engine's largest allocation per
+// decision (~560 B), and on two busy CPUs every allocated byte costs its share of collection
+// (BENCHMARKS.md, session 19).
+var records = sync.Pool{New: func() any { return new(Record) }}
+
+// ReleaseRecord gives back a record the engine handed to a Recorder, once the Recorder is done
+// with it and keeps no pointer to it; the engine may then reuse it for another decision. The
+// slices and maps it held are not reused. A record not given back is collected as usual.
+func ReleaseRecord(rec *Record) {
+	*rec = Record{}
+	records.Put(rec)
+}
+
 // recordFor is the record of a decision about req.
 func recordFor(req *Request, d *Decision, action string, start time.Time) *Record {
-	return &Record{
+	rec := records.Get().(*Record)
+	*rec = Record{
 		DecisionID:     d.ID,
 		At:             d.At,
 		Action:         action,
@@ -89,6 +105,7 @@ func recordFor(req *Request, d *Decision, action string, start time.Time) *Recor
 		Eval:           d.Eval,
 		Duration:       time.Since(start),
 	}
+	return rec
 }
 
 // logUnavailable is the decision when no record can be kept: fail closed.

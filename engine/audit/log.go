@@ -220,6 +220,7 @@ func (l *Log) run() {
 					l.writeFailed(err)
 				}
 			}
+			engine.ReleaseRecord(rec) // its line holds copies
 			<-l.slots
 			select {
 			case rec, ok = <-l.records:
