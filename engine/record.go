@@ -68,7 +68,11 @@ type Slot interface {
 type discard struct{}
 
 func (discard) Reserve(context.Context) (Slot, error) { return discard{}, nil }
-func (discard) Commit(*Record)                        {}
+func (discard) Commit(rec *Record) {
+	if rec != nil {
+		ReleaseRecord(rec)
+	}
+}
 
 // records recycles the records of decisions: a Record is the engine's largest allocation per
 // decision (~560 B), and on two busy CPUs every allocated byte costs its share of collection
