@@ -178,12 +178,7 @@ type Call struct {
 // countCall returns a copy of calls, sorted by server and tool, with one more call to tool of
 // server.
 func countCall(calls []CallCount, server, tool string) []CallCount {
-	i, found := slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
-		if c.Server != key.Server {
-			return strings.Compare(c.Server, key.Server)
-		}
-		return strings.Compare(c.Tool, key.Tool)
-	})
+	i, found := searchCall(calls, server, tool)
 	if found {
 		out := slices.Clone(calls)
 		out[i].N++
@@ -193,6 +188,27 @@ func countCall(calls []CallCount, server, tool string) []CallCount {
 	out = append(out, calls[:i]...)
 	out = append(out, CallCount{Server: server, Tool: tool, N: 1})
 	return append(out, calls[i:]...)
+}
+
+// countCallOwned is countCall for calls the caller owns (a usage just decoded): a tool that
+// has a count already gets one more in place, without a copy.
+func countCallOwned(calls []CallCount, server, tool string) []CallCount {
+	if i, found := searchCall(calls, server, tool); found {
+		calls[i].N++
+		return calls
+	}
+	return countCall(calls, server, tool)
+}
+
+// searchCall finds the count of tool of server in calls, sorted by server and tool, or where
+// it would go.
+func searchCall(calls []CallCount, server, tool string) (int, bool) {
+	return slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
+		if c.Server != key.Server {
+			return strings.Compare(c.Server, key.Server)
+		}
+		return strings.Compare(c.Tool, key.Tool)
+	})
 }
 
 // mergeLabels returns the sorted union of have (sorted, unique) and add, sharing have when
