@@ -51,9 +51,11 @@ type Config struct {
 	// "/password" or "/headers/authorization".
 	Mask []string
 	// PolicyMask, when set, adds the policy's masks (engine.LogMask) to Mask for each record;
-	// it runs on the writer's goroutine. If it fails, the arguments are not logged at all.
+	// it runs on the writer's goroutine. If it fails, the arguments are not logged at all. It
+	// must not keep rec: the record is given back to the engine once its line is written.
 	PolicyMask func(context.Context, *engine.Record) ([]string, error)
-	// Observe sees every record as it is committed, on the caller's goroutine (metrics).
+	// Observe sees every record as it is committed, on the caller's goroutine (metrics). It
+	// must not keep rec: the record is given back to the engine once its line is written.
 	Observe func(*engine.Record)
 	// OnWriteError is told of each failed write.
 	OnWriteError func(error)

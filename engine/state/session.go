@@ -184,6 +184,11 @@ func countCall(calls []CallCount, server, tool string) []CallCount {
 		out[i].N++
 		return out
 	}
+	return insertCall(calls, i, server, tool)
+}
+
+// insertCall returns a copy of calls with a first call to tool of server at i.
+func insertCall(calls []CallCount, i int, server, tool string) []CallCount {
 	out := make([]CallCount, 0, len(calls)+1)
 	out = append(out, calls[:i]...)
 	out = append(out, CallCount{Server: server, Tool: tool, N: 1})
@@ -193,11 +198,12 @@ func countCall(calls []CallCount, server, tool string) []CallCount {
 // countCallOwned is countCall for calls the caller owns (a usage just decoded): a tool that
 // has a count already gets one more in place, without a copy.
 func countCallOwned(calls []CallCount, server, tool string) []CallCount {
-	if i, found := searchCall(calls, server, tool); found {
+	i, found := searchCall(calls, server, tool)
+	if found {
 		calls[i].N++
 		return calls
 	}
-	return countCall(calls, server, tool)
+	return insertCall(calls, i, server, tool)
 }
 
 // searchCall finds the count of tool of server in calls, sorted by server and tool, or where

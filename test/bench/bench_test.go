@@ -401,8 +401,8 @@ func TestHarnessProfilesBothServers(t *testing.T) {
 		cfg.SkipOPA = true
 		cfg.ProfileDir = t.TempDir()
 	})
-	arbiterCPU := map[bool]string{true: "arbiter-decide.cpu.pprof", false: "arbiter-serve-decide.cpu.pprof"}[raceEnabled]
-	want := map[string]bool{"noop-decide.cpu.pprof": false, "noop-decide.allocs.pprof": false, arbiterCPU: false}
+	arbiter := map[bool]string{true: "arbiter-decide", false: "arbiter-serve-decide"}[raceEnabled]
+	want := map[string]bool{"noop-decide.cpu.pprof": false, "noop-decide.allocs.pprof": false, arbiter + ".cpu.pprof": false, arbiter + ".allocs.pprof": false}
 	for _, p := range rep.Profiles {
 		if _, ok := want[filepath.Base(p)]; ok {
 			want[filepath.Base(p)] = true

@@ -26,6 +26,8 @@ func roundRatios(a, b []*Stats) string {
 	for i := range min(len(a), len(b)) {
 		if bt := b[i].Throughput(); bt > 0 {
 			parts = append(parts, fmt.Sprintf("%.2f×", a[i].Throughput()/bt))
+		} else {
+			parts = append(parts, "n/a") // the other server answered nothing that round
 		}
 	}
 	return strings.Join(parts, ", ")

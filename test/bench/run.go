@@ -85,8 +85,8 @@ type Config struct {
 	SkipOPA bool
 	// ProfileDir, when set, receives CPU and allocation profiles of the server under test in
 	// the first closed-loop Decide round (the binary serves them with --pprof), of the no-op
-	// server in the round before it (noop-decide), and of the library server under Decide and
-	// FilterTools.
+	// server in the same round, just before Arbiter's (noop-decide), and of the library server
+	// under Decide and FilterTools.
 	ProfileDir string
 	// Executable is the harness binary that children run as (os.Executable()).
 	Executable string

@@ -46,11 +46,11 @@ func TestTargetShowsEachRoundsRatio(t *testing.T) {
 		return st
 	}
 	r := &Report{Compare: &CompareResult{
-		Noop:    []*Stats{stats(1000), stats(800), stats(1000)},
-		Arbiter: []*Stats{stats(600), stats(600), stats(550)},
+		Noop:    []*Stats{stats(1000), stats(800), stats(0), stats(1000)},
+		Arbiter: []*Stats{stats(600), stats(600), stats(500), stats(550)},
 	}}
 	got := r.Targets()[0].Measured
-	if want := "0.60× (600 vs 1000 req/s; each round against its no-op: 0.60×, 0.75×, 0.55×)"; got != want {
+	if want := "0.64× (575 vs 900 req/s; each round against its no-op: 0.60×, 0.75×, n/a, 0.55×)"; got != want {
 		t.Errorf("Measured = %q, want %q", got, want)
 	}
 }
