@@ -175,46 +175,24 @@ type Call struct {
 	Labels []string
 }
 
-// countCall returns a copy of calls, sorted by server and tool, with one more call to tool of
-// server.
+// countCall returns calls, sorted by server and tool, with one more call to tool of server.
+// calls must be the caller's own (a usage just decoded): a tool that has a count already gets
+// one more in place; a first call to a tool makes a new slice.
 func countCall(calls []CallCount, server, tool string) []CallCount {
-	i, found := searchCall(calls, server, tool)
-	if found {
-		out := slices.Clone(calls)
-		out[i].N++
-		return out
-	}
-	return insertCall(calls, i, server, tool)
-}
-
-// insertCall returns a copy of calls with a first call to tool of server at i.
-func insertCall(calls []CallCount, i int, server, tool string) []CallCount {
-	out := make([]CallCount, 0, len(calls)+1)
-	out = append(out, calls[:i]...)
-	out = append(out, CallCount{Server: server, Tool: tool, N: 1})
-	return append(out, calls[i:]...)
-}
-
-// countCallOwned is countCall for calls the caller owns (a usage just decoded): a tool that
-// has a count already gets one more in place, without a copy.
-func countCallOwned(calls []CallCount, server, tool string) []CallCount {
-	i, found := searchCall(calls, server, tool)
-	if found {
-		calls[i].N++
-		return calls
-	}
-	return insertCall(calls, i, server, tool)
-}
-
-// searchCall finds the count of tool of server in calls, sorted by server and tool, or where
-// it would go.
-func searchCall(calls []CallCount, server, tool string) (int, bool) {
-	return slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
+	i, found := slices.BinarySearchFunc(calls, CallCount{Server: server, Tool: tool}, func(c, key CallCount) int {
 		if c.Server != key.Server {
 			return strings.Compare(c.Server, key.Server)
 		}
 		return strings.Compare(c.Tool, key.Tool)
 	})
+	if found {
+		calls[i].N++
+		return calls
+	}
+	out := make([]CallCount, 0, len(calls)+1)
+	out = append(out, calls[:i]...)
+	out = append(out, CallCount{Server: server, Tool: tool, N: 1})
+	return append(out, calls[i:]...)
 }
 
 // mergeLabels returns the sorted union of have (sorted, unique) and add, sharing have when

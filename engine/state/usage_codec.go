@@ -241,7 +241,7 @@ func withCallHead(e encUsage, call Call, historyLimit int) (encUsage, Usage, err
 		}
 	}
 	// u was decoded here, so its counts are this call's to change.
-	n := Usage{Total: u.Total + 1, Calls: countCallOwned(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
+	n := Usage{Total: u.Total + 1, Calls: countCall(u.Calls, call.Server, call.Tool), Labels: mergeLabels(u.Labels, call.Labels)}
 	head := appendHead(make([]byte, 0, len(e.head)+len(call.Server)+len(call.Tool)+8), n)
 	if historyLimit <= 0 {
 		return encUsage{head: binary.AppendUvarint(head, 0)}, n, nil

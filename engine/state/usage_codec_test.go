@@ -2,6 +2,7 @@ package state
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func TestMalformedUsageIsAnError(t *testing.T) {
 func (u *Usage) with(call Call, historyLimit int) Usage {
 	n := Usage{Total: u.Total + 1}
 
-	n.Calls = countCall(u.Calls, call.Server, call.Tool)
+	n.Calls = countCall(slices.Clone(u.Calls), call.Server, call.Tool) // u stays as it was
 	n.Labels = mergeLabels(u.Labels, call.Labels)
 
 	entry := HistoryEntry{Server: call.Server, Tool: call.Tool, Method: call.Method, At: call.At}
