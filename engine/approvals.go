@@ -46,6 +46,7 @@ func (e *Engine) gate(req *Request, d Decision) (Decision, error) {
 		return Decision{}, err
 	}
 	key := requestKey(req.SessionID, req.Client.ID, req.Subject.ID, req.Server.ID, req.Operation.Method, req.Operation.Tool, digest)
+	d.argumentsDigest = digest
 
 	var pending *state.Approval
 	for attempt := 0; attempt < 3; attempt++ {

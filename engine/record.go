@@ -21,22 +21,25 @@ const ReasonDecisionLogUnavailable = "decision_log_unavailable"
 // touches it again; slices and maps in it may be shared with the request. A Recorder done with
 // a record may give it back with ReleaseRecord.
 type Record struct {
-	DecisionID     string
-	At             time.Time
-	Action         string
-	Client         Client
-	SubjectID      string
-	Server         Server
-	SessionID      string
-	SessionStatus  string
-	Credential     Credential
-	Tool           string
-	Arguments      map[string]any
-	Outcome        Outcome
-	Reasons        []Reason
-	ApprovalID     string
-	PolicyRevision string
-	Gateway        string
+	DecisionID    string
+	At            time.Time
+	Action        string
+	Client        Client
+	SubjectID     string
+	Server        Server
+	SessionID     string
+	SessionStatus string
+	Credential    Credential
+	Tool          string
+	Arguments     map[string]any
+	// ArgumentsDigest is the arguments' digest ("sha256:" and hex) when the decision computed
+	// it already (a require_approval answer): the log writes it rather than computing it again.
+	ArgumentsDigest string
+	Outcome         Outcome
+	Reasons         []Reason
+	ApprovalID      string
+	PolicyRevision  string
+	Gateway         string
 	// Eval is the policy evaluation time; Duration the whole decision's.
 	Eval     time.Duration
 	Duration time.Duration
@@ -91,23 +94,24 @@ func ReleaseRecord(rec *Record) {
 func recordFor(req *Request, d *Decision, action string, start time.Time) *Record {
 	rec := records.Get().(*Record)
 	*rec = Record{
-		DecisionID:     d.ID,
-		At:             d.At,
-		Action:         action,
-		Client:         req.Client,
-		SubjectID:      req.Subject.ID,
-		Server:         req.Server,
-		SessionID:      req.SessionID,
-		Credential:     req.Credential,
-		Tool:           req.Operation.Tool,
-		Arguments:      req.Operation.Arguments,
-		Outcome:        d.Outcome,
-		Reasons:        d.Reasons,
-		ApprovalID:     d.ApprovalID,
-		PolicyRevision: d.PolicyRevision,
-		Gateway:        req.Gateway,
-		Eval:           d.Eval,
-		Duration:       time.Since(start),
+		DecisionID:      d.ID,
+		At:              d.At,
+		Action:          action,
+		Client:          req.Client,
+		SubjectID:       req.Subject.ID,
+		Server:          req.Server,
+		SessionID:       req.SessionID,
+		Credential:      req.Credential,
+		Tool:            req.Operation.Tool,
+		Arguments:       req.Operation.Arguments,
+		ArgumentsDigest: d.argumentsDigest,
+		Outcome:         d.Outcome,
+		Reasons:         d.Reasons,
+		ApprovalID:      d.ApprovalID,
+		PolicyRevision:  d.PolicyRevision,
+		Gateway:         req.Gateway,
+		Eval:            d.Eval,
+		Duration:        time.Since(start),
 	}
 	return rec
 }

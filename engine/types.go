@@ -149,6 +149,9 @@ type Decision struct {
 	maxTTL time.Duration
 	// sessionStatus is the status of the named session when the decision was made.
 	sessionStatus string
+	// argumentsDigest is the arguments' digest ("sha256:..."), when the approvals gate
+	// computed it, for the record to carry.
+	argumentsDigest string
 	// At is the decision time (input.now).
 	At time.Time
 	// Eval is how long policy evaluation took (zero when no policy ran).

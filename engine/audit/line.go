@@ -77,13 +77,19 @@ func (l *Log) appendLine(buf []byte, rec *engine.Record) []byte {
 	field("tool", rec.Tool)
 	if rec.Action == "tools/call" || rec.Arguments != nil {
 		// The digest approvals are bound to, so a record and its approval can be matched.
-		var sum [32]byte
-		var err error
-		l.canonical, sum, err = engine.AppendArgumentsDigest(l.canonical[:0], rec.Arguments)
-		if err == nil {
-			b = append(b, `,"arguments_digest":"sha256:`...)
-			b = hex.AppendEncode(b, sum[:])
+		if rec.ArgumentsDigest != "" {
+			b = append(b, `,"arguments_digest":"`...)
+			b = append(b, rec.ArgumentsDigest...)
 			b = append(b, '"')
+		} else {
+			var sum [32]byte
+			var err error
+			l.canonical, sum, err = engine.AppendArgumentsDigest(l.canonical[:0], rec.Arguments)
+			if err == nil {
+				b = append(b, `,"arguments_digest":"sha256:`...)
+				b = hex.AppendEncode(b, sum[:])
+				b = append(b, '"')
+			}
 		}
 		if l.cfg.Arguments {
 			if args := l.masked(rec); len(args) > 0 {

@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,9 @@ func TestLinesAreWhatJSONWrites(t *testing.T) {
 			default:
 				rec.Arguments = map[string]any{str(): str(), "password": str(), "n": json.Number("1.50"), "f": rng.Float64(),
 					"headers": map[string]any{"authorization": str(), str(): []any{str(), nil, true}}}
+			}
+			if rng.IntN(3) == 0 { // the digest a require_approval decision computed already
+				rec.ArgumentsDigest = "sha256:" + strings.Repeat("0f", 32)
 			}
 			want, err := json.Marshal(l.lineOf(rec))
 			if err != nil {

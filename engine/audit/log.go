@@ -382,7 +382,9 @@ func (l *Log) lineOf(rec *engine.Record) Line {
 	}
 	if rec.Action == "tools/call" || rec.Arguments != nil {
 		// The digest approvals are bound to, so a record and its approval can be matched.
-		_, line.ArgumentsDigest, _ = engine.ArgumentsDigest(rec.Arguments)
+		if line.ArgumentsDigest = rec.ArgumentsDigest; line.ArgumentsDigest == "" {
+			_, line.ArgumentsDigest, _ = engine.ArgumentsDigest(rec.Arguments)
+		}
 		if l.cfg.Arguments {
 			line.Arguments = l.masked(rec)
 		}

@@ -392,3 +392,45 @@ func BenchmarkDecideLogged(b *testing.B) {
 		}
 	}
 }
+
+// A require_approval decision's record carries the digest its approval is bound to, and the
+// log writes that one: the record and the approval can be matched.
+func TestApprovalRecordCarriesTheApprovalsDigest(t *testing.T) {
+	sink := &syncBuffer{}
+	log, err := audit.New(audit.Config{Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.LoadPolicyFS(fstest.MapFS{"p.rego": {Data: []byte("package mcp\n\ndecision := {\"result\": \"require_approval\", \"reasons\": [{\"code\": \"ask\", \"message\": \"ask\"}]}\n")}}, ".", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), engine.Config{Recorder: log}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := call("")
+	d, err := e.Decide(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Outcome != engine.RequireApproval || d.ApprovalID == "" {
+		t.Fatalf("decision %s, approval %q; want require_approval with an approval", d.Outcome, d.ApprovalID)
+	}
+	a, err := e.GetApproval(d.ApprovalID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, err := engine.ArgumentsDigest(req.Operation.Arguments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Close(context.Background())
+	lines := sink.lines(t)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines, want 1", len(lines))
+	}
+	if got := lines[0]["arguments_digest"]; got != want || a.Approval.ArgumentsDigest != want {
+		t.Errorf("logged digest %v, approval's %q, want both %q", got, a.Approval.ArgumentsDigest, want)
+	}
+}
