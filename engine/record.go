@@ -78,7 +78,7 @@ func (discard) Commit(rec *Record) {
 }
 
 // records recycles the records of decisions: a Record is the engine's largest allocation per
-// decision (~560 B), and on two busy CPUs every allocated byte costs its share of collection
+// decision (576 B), and on two busy CPUs every allocated byte costs its share of collection
 // (BENCHMARKS.md, session 19).
 var records = sync.Pool{New: func() any { return new(Record) }}
 
